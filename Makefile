@@ -1,0 +1,40 @@
+# The two commands of the README:
+#   make demo   set up everything, then run the whole pipeline on a synthetic export (embedded PostgreSQL)
+#   make test   set up everything, then run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test test-fast lint bench clean
+
+setup: $(VENV)/.installed dbt/target/manifest.json
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ needed, found " + sys.version'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+# The dbt manifest is a build product: prepared here, never parsed at import.
+dbt/target/manifest.json: $(VENV)/.installed $(shell find dbt/models dbt/macros dbt/tests dbt/snapshots -type f 2>/dev/null) dbt/dbt_project.yml dbt/profiles.yml
+	$(BIN)/dagster-dbt project prepare-and-package --file voice_analytics_dagster/project.py
+	touch $@
+
+demo: setup
+	$(BIN)/voice-analytics demo
+
+test: setup
+	$(BIN)/pytest -q
+
+test-fast: setup
+	$(BIN)/pytest -q tests/unit
+
+lint: setup
+	$(BIN)/ruff check voice_analytics_dagster tests
+
+bench: setup
+	$(BIN)/voice-analytics bench
+
+clean:
+	rm -rf dbt/target dbt/logs .pytest_cache

@@ -1,0 +1,30 @@
+-- One row per session that breaks a business rule and is left out of the fact, with why.
+-- Rules: a session must have at least one turn; its reported error proportions
+-- (misunderstanding + silence) cannot exceed 100%.
+with sessions as (
+    select s.session_id, s.session_date, t.session_id is not null as has_turns,
+           m.reported_misunderstanding_rate, m.reported_silence_rate
+    from {{ ref('stg_voice_export__sessions') }} s
+    left join {{ ref('int_turns_aggregated_to_sessions') }} t using (session_id)
+    left join {{ ref('stg_voice_export__ai_metrics') }} m using (session_id)
+),
+
+reasons as (
+    select
+        session_id,
+        session_date,
+        array_remove(array[
+            case when not has_turns then 'no_turns' end,
+            case when coalesce(reported_misunderstanding_rate, 0) + coalesce(reported_silence_rate, 0) > 1 + 1e-9
+                 then 'error_proportions_exceed_100_percent' end
+        ], null) as reasons
+    from sessions
+)
+
+select
+    session_id,
+    session_date,
+    array_to_string(reasons, ';') as exclusion_reason,
+    cardinality(reasons) as reason_count
+from reasons
+where cardinality(reasons) > 0

@@ -1,0 +1,24 @@
+-- One row per session that has turns: the turns' facts aggregated to the session.
+-- Every proportion here has the session's turn_count as its denominator.
+select
+    session_id,
+    count(*) as turn_count,
+    count(*) filter (where speaker = 'user') as user_turn_count,
+    count(*) filter (where speaker = 'system') as system_turn_count,
+    count(*) filter (where error_type is not null) as error_turn_count,
+    count(*) filter (where error_type = 'misunderstanding') as misunderstanding_turn_count,
+    count(*) filter (where error_type = 'silence') as silence_turn_count,
+    count(*) filter (where error_type = 'noise') as noise_turn_count,
+    count(*) filter (where asr_confidence < {{ var('asr_low_confidence_threshold') }}) as low_asr_confidence_turn_count,
+    count(*) filter (where detected_intent = 'unknown') as unknown_intent_turn_count,
+    avg(asr_confidence) as avg_asr_confidence,
+    min(asr_confidence) as min_asr_confidence,
+    avg(intent_confidence) as avg_intent_confidence,
+    sum(turn_duration_sec) as turn_duration_sec_total,
+    max(turn_number) as max_turn_number,
+    count(*) - count(distinct turn_number) as duplicate_turn_number_count,
+    min(turn_date) as first_turn_date,
+    max(turn_date) as last_turn_date,
+    max(source_batch_id) as last_turn_batch_id
+from {{ ref('stg_voice_export__turns') }}
+group by session_id

@@ -1,0 +1,160 @@
+"""Shared test fixtures: one embedded PostgreSQL server and one dbt parse per test session.
+
+The server lives in a temporary VOICE_ANALYTICS_HOME (never the developer's own); each test
+that needs a clean warehouse gets its own database on that server (``fresh_db``), which costs
+milliseconds instead of a server start."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_DIR = (PROJECT_ROOT.parent / "shared" / "data" / "irembo-sample").resolve()
+
+# Before any project module reads the settings: a private home for this test session.
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="va-tests-"))
+os.environ["VOICE_ANALYTICS_HOME"] = str(_SESSION_HOME)
+os.environ.pop("VOICE_ANALYTICS_DATABASE_URL", None)
+os.environ.pop("VOICE_ANALYTICS_DATABASE", None)
+os.environ.setdefault("XDG_RUNTIME_DIR", str(_SESSION_HOME / "runtime"))
+(_SESSION_HOME / "runtime").mkdir(mode=0o700, exist_ok=True)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    from voice_analytics_dagster.settings import load_settings
+    from voice_analytics_dagster.warehouse import stop_embedded
+
+    try:
+        stop_embedded(load_settings())
+    finally:
+        if os.environ.get("VA_KEEP_TEST_HOME") != "1":
+            shutil.rmtree(_SESSION_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    if not (SAMPLE_DIR / "voice_sessions.csv").exists():
+        pytest.skip(f"the real sample is not available at {SAMPLE_DIR} (../shared is absent)")
+    return SAMPLE_DIR
+
+
+@pytest.fixture(scope="session")
+def server():
+    """The embedded server, started once; yields its maintenance ConnInfo."""
+    from voice_analytics_dagster.settings import get_settings, reset_settings_cache
+    from voice_analytics_dagster.warehouse import Warehouse
+
+    reset_settings_cache()
+    wh = Warehouse(get_settings())
+    wh.ensure_databases()
+    return wh.server()
+
+
+@pytest.fixture(scope="session")
+def dbt_manifest():
+    """One dbt parse per test session (skipped when the manifest is current)."""
+    from voice_analytics_dagster.pipeline import prepare_dbt
+
+    return prepare_dbt()
+
+
+class Db:
+    """A database of its own on the shared server, selected through the environment so that
+    every layer (loader, dbt subprocess, Dagster assets) uses it."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    @property
+    def warehouse(self):
+        from voice_analytics_dagster.settings import get_settings
+        from voice_analytics_dagster.warehouse import Warehouse
+
+        return Warehouse(get_settings())
+
+    def connect(self, **kwargs):
+        return self.warehouse.connect(**kwargs)
+
+    def scalar(self, query, params=None):
+        return self.warehouse.scalar(query, params)
+
+    def rows(self, query, params=None):
+        return self.warehouse.fetchall(query, params)
+
+    def url(self):
+        return self.warehouse.url()
+
+
+def _use_database(monkeypatch_or_env, name: str):
+    from voice_analytics_dagster.settings import reset_settings_cache
+
+    monkeypatch_or_env["VOICE_ANALYTICS_DATABASE"] = name
+    reset_settings_cache()
+
+
+@pytest.fixture
+def fresh_db(server, monkeypatch):
+    """A new, empty warehouse database for one test."""
+    import psycopg
+
+    from voice_analytics_dagster.settings import reset_settings_cache
+
+    name = "t_" + uuid.uuid4().hex[:12]
+    monkeypatch.setenv("VOICE_ANALYTICS_DATABASE", name)
+    reset_settings_cache()
+    db = Db(name)
+    db.warehouse.ensure_databases()
+    yield db
+    reset_settings_cache()
+    with psycopg.connect(server.url(dbname="postgres"), autocommit=True) as conn:
+        conn.execute(f'drop database if exists "{name}" with (force)')
+
+
+@pytest.fixture(scope="module")
+def module_db(server):
+    """A warehouse database shared by the tests of one module (one pipeline run, many assertions)."""
+    import psycopg
+
+    from voice_analytics_dagster.settings import reset_settings_cache
+
+    name = "m_" + uuid.uuid4().hex[:12]
+    previous = os.environ.get("VOICE_ANALYTICS_DATABASE")
+    os.environ["VOICE_ANALYTICS_DATABASE"] = name
+    reset_settings_cache()
+    db = Db(name)
+    db.warehouse.ensure_databases()
+    yield db
+    if previous is None:
+        os.environ.pop("VOICE_ANALYTICS_DATABASE", None)
+    else:
+        os.environ["VOICE_ANALYTICS_DATABASE"] = previous
+    reset_settings_cache()
+    with psycopg.connect(server.url(dbname="postgres"), autocommit=True) as conn:
+        conn.execute(f'drop database if exists "{name}" with (force)')
+
+
+@pytest.fixture
+def use_db(monkeypatch):
+    """Point the environment at an existing database (for tests inside a module_db module)."""
+    from voice_analytics_dagster.settings import reset_settings_cache
+
+    def _use(db: Db):
+        monkeypatch.setenv("VOICE_ANALYTICS_DATABASE", db.name)
+        reset_settings_cache()
+        return db
+
+    yield _use
+    reset_settings_cache()
+
+
+def copy_export(src: Path, dst: Path) -> Path:
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in src.glob("*.csv"):
+        shutil.copy(f, dst / f.name)
+    return dst

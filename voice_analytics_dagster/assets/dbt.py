@@ -1,0 +1,128 @@
+"""The dbt project as Dagster assets: staging -> intermediate -> marts, dbt tests as asset checks.
+
+Error-severity tests are blocking checks: a failing one fails the dbt step, and nothing
+downstream (publication included) runs in that run. Per-model behaviour lives in dbt ``meta``
+(``certified``, ``grain``), read by the translator's small named rules below.
+"""
+
+
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import (
+    DagsterDbtTranslator,
+    DagsterDbtTranslatorSettings,
+    DbtCliResource,
+    dbt_assets,
+    get_asset_key_for_model,
+)
+
+from ..dbt_support import dbt_build_args
+from ..project import dbt_project
+from ..resources import WarehouseResource
+from ..settings import get_settings
+from .ingestion import raw_asset_key
+
+
+def _is_source(props: Mapping[str, Any]) -> bool:
+    return props.get("resource_type") == "source"
+
+
+def _schema_of(props: Mapping[str, Any]) -> str:
+    return (props.get("config") or {}).get("schema") or props.get("schema") or "marts"
+
+
+def _meta(props: Mapping[str, Any]) -> Mapping[str, Any]:
+    return {**(props.get("meta") or {}), **((props.get("config") or {}).get("meta") or {})}
+
+
+def is_certified(props: Mapping[str, Any]) -> bool:
+    return bool(_meta(props).get("certified"))
+
+
+class VoiceDbtTranslator(DagsterDbtTranslator):
+    """dbt sources are the raw ingestion assets; models are keyed and grouped by their schema."""
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        if _is_source(dbt_resource_props):
+            return raw_asset_key(dbt_resource_props["name"])
+        return dg.AssetKey([_schema_of(dbt_resource_props), dbt_resource_props["name"]])
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        if _is_source(dbt_resource_props):
+            return "ingestion"
+        return _schema_of(dbt_resource_props)
+
+    def get_tags(self, dbt_resource_props: Mapping[str, Any]) -> Mapping[str, str]:
+        tags = dict(super().get_tags(dbt_resource_props))
+        if is_certified(dbt_resource_props):
+            tags["certified"] = ""
+        return tags
+
+    def get_metadata(self, dbt_resource_props: Mapping[str, Any]) -> Mapping[str, Any]:
+        metadata = dict(super().get_metadata(dbt_resource_props))
+        grain = _meta(dbt_resource_props).get("grain")
+        if grain:
+            metadata["grain"] = grain
+        metadata["certified"] = is_certified(dbt_resource_props)
+        return metadata
+
+
+translator = VoiceDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
+
+
+def _markdown_table(columns: list[str], rows: list[tuple]) -> str:
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:.4f}"
+        return "" if v is None else str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _enrich(event, key: dg.AssetKey, warehouse) -> Any:
+    """Measurements and exclusion counts as materialization metadata of the models that own them."""
+    if key == dg.AssetKey(["marts", "source_validation"]):
+        rows = warehouse.fetchall(
+            "select measurement, n_checked, n_agree, agreement_rate, threshold, decision "
+            "from marts.source_validation order by gate nulls last, measurement"
+        )
+        return event.with_metadata({
+            **event.metadata,
+            "measurements": dg.MetadataValue.md(
+                _markdown_table(["measurement", "n_checked", "n_agree", "agreement", "threshold", "decision"], rows)
+            ),
+            "gates_open": [r[0] for r in rows if r[5].startswith("supports")],
+            "gates_closed": [r[0] for r in rows if r[5].startswith("blocks")],
+        })
+    if key == dg.AssetKey(["marts", "fact_voice_ai_sessions"]):
+        n_fact = warehouse.scalar("select count(*) from marts.fact_voice_ai_sessions")
+        reasons = warehouse.fetchall(
+            "select exclusion_reason, count(*) from intermediate.int_session_exclusions group by 1 order by 2 desc"
+        )
+        return event.with_metadata({
+            **event.metadata,
+            "dagster/row_count": n_fact,
+            "sessions_excluded": sum(n for _, n in reasons),
+            "exclusions_by_reason": {r: n for r, n in reasons},
+        })
+    return event
+
+
+@dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, dagster_dbt_translator=translator)
+def voice_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource):
+    """Build and test the dbt models (dbt build) against the warehouse."""
+    wh = warehouse.get()
+    with warehouse.dbt_environment():
+        invocation = dbt.cli(dbt_build_args(get_settings()), context=context)
+        for event in invocation.stream():
+            if isinstance(event, dg.Output):
+                event = _enrich(event, context.assets_def.keys_by_output_name[event.output_name], wh)
+            yield event
+
+
+def dbt_model_key(model_name: str) -> dg.AssetKey:
+    return get_asset_key_for_model([voice_dbt_models], model_name)

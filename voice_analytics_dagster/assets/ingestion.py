@@ -1,0 +1,192 @@
+"""Raw ingestion: one asset per source file (``raw/users``, ``raw/voice_sessions``, ...).
+
+Each asset loads every delivery of its file not loaded before (idempotent by checksum) with
+COPY (voice_analytics_dagster/loader.py) and carries two blocking checks evaluated in the same
+step, so that a failure stops the run before dbt:
+
+- ``file_matches_contract``: the header has exactly the contract's columns (missing, new,
+  renamed or duplicated columns fail), and no column is "retyped" (more than half of a file's
+  values failing the column's type reads as a changed column, not as bad rows);
+- ``quarantine_within_tolerance``: in every active batch (the input of dbt: this export, or the
+  current version of every delivery), quarantined rows stay within
+  VOICE_ANALYTICS_QUARANTINE_TOLERANCE (default 0: any bad row blocks publication until a
+  corrected file is delivered; re-running the same file does not unblock it).
+"""
+
+
+import dagster as dg
+
+from ..contract import TABLES, Table
+from ..loader import (
+    IngestionError,
+    LoadResult,
+    SchemaDriftError,
+    activate_batches,
+    bootstrap_raw_sql,
+    discover_deliveries,
+    load_file,
+    record_rejection,
+)
+from ..resources import ExportSourceResource, WarehouseResource
+from ..settings import get_settings
+
+CONTRACT_CHECK = "file_matches_contract"
+QUARANTINE_CHECK = "quarantine_within_tolerance"
+# A column is "retyped" when at least this share of a file's rows fail its type: a handful of
+# bad values is bad data (quarantine), a majority is a changed export (schema drift).
+RETYPED_SHARE = 0.5
+
+GROUP = "ingestion"
+
+
+def raw_asset_key(table_name: str) -> dg.AssetKey:
+    return dg.AssetKey(["raw", table_name])
+
+
+def ensure_raw_schema(conn) -> None:
+    with conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(hashtext('voice_analytics.bootstrap_raw'))")
+        conn.execute(bootstrap_raw_sql())
+
+
+RETYPED_SQL = """
+select q.column_name, count(*) as failing, b.rows_read
+from raw.quarantine q
+join raw.load_batches b using (batch_id)
+where q.batch_id = any(%(batches)s)
+  and q.reason like q.column_name || ': expected %%'
+group by q.column_name, b.batch_id, b.rows_read
+having count(*) >= %(share)s * b.rows_read
+"""
+
+# The batches that are dbt's input now (activate_batches): bad rows in any of them block.
+ACTIVE_BATCHES_SQL = """
+select batch_id, coalesce(delivery, file_name) as delivery, rows_read, rows_quarantined
+from raw.load_batches
+where table_name = %(table)s and active
+order by batch_id
+"""
+
+QUARANTINE_SAMPLE_SQL = """
+select b.file_name, q.source_line, q.column_name, q.reason
+from raw.quarantine q join raw.load_batches b using (batch_id)
+where q.batch_id = any(%(batches)s)
+order by q.batch_id, q.source_line
+limit 5
+"""
+
+
+def _describe(results: list[LoadResult]) -> dict:
+    loaded = [r for r in results if not r.skipped]
+    return {
+        "deliveries_seen": len(results),
+        "files_loaded": len(loaded),
+        "files_already_loaded": len(results) - len(loaded),
+        "rows_read": sum(r.rows_read for r in loaded),
+        "rows_loaded": sum(r.rows_loaded for r in loaded),
+        "rows_quarantined": sum(r.rows_quarantined for r in loaded),
+        "batch_ids": [r.batch_id for r in results],
+        "file_checksums": dg.MetadataValue.json(
+            {(r.delivery or r.path): {"sha256": r.checksum, "bytes": r.file_bytes, "batch_id": r.batch_id,
+                                      "skipped_already_loaded": r.skipped} for r in results}
+        ),
+        "columns_reordered": any(r.header.reordered for r in results),
+    }
+
+
+def build_raw_asset(t: Table) -> dg.AssetsDefinition:
+    key = raw_asset_key(t.name)
+
+    @dg.asset(
+        key=key,
+        group_name=GROUP,
+        kinds={"postgres", "csv"},
+        description=(
+            f"{t.file} loaded with COPY into raw.{t.name} ({t.grain}, every delivery kept with its batch id and "
+            "source line). Bad rows go to raw.quarantine with a reason; a file that breaks the contract fails "
+            "with its file, line and column."
+        ),
+        check_specs=[
+            dg.AssetCheckSpec(CONTRACT_CHECK, asset=key, blocking=True,
+                              description="Header has the contract's columns; no column retyped."),
+            dg.AssetCheckSpec(QUARANTINE_CHECK, asset=key, blocking=True,
+                              description="Quarantined rows within VOICE_ANALYTICS_QUARANTINE_TOLERANCE."),
+        ],
+        metadata={"contract_columns": list(t.column_names), "grain": t.grain, "key": list(t.key)},
+    )
+    def _raw_asset(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+                   export_source: ExportSourceResource):
+        settings = get_settings()
+        wh = warehouse.get()
+        wh.ensure_databases()
+        deliveries = discover_deliveries(export_source.folder())
+        results: list[LoadResult] = []
+        with wh.connect() as conn:
+            ensure_raw_schema(conn)
+            for delivery in deliveries:
+                path = delivery.file(t)
+                try:
+                    result = load_file(conn, t, path, delivery.name, context.run_id)
+                except IngestionError as exc:
+                    if path.exists():
+                        record_rejection(conn, t, path, delivery.name, context.run_id, exc)
+                    if isinstance(exc, SchemaDriftError):
+                        yield dg.AssetCheckResult(
+                            check_name=CONTRACT_CHECK, passed=False, severity=dg.AssetCheckSeverity.ERROR,
+                            metadata={"file": exc.path, "line": exc.line or 0, "column": exc.column or "",
+                                      "problem": exc.problem},
+                        )
+                    raise dg.Failure(description=str(exc), metadata={"file": exc.path, "line": exc.line or 0,
+                                                                     "column": exc.column or ""}) from None
+                context.log.info(
+                    f"{path}: " + (f"already loaded (batch {result.batch_id})" if result.skipped else
+                                   f"read {result.rows_read}, loaded {result.rows_loaded}, "
+                                   f"quarantined {result.rows_quarantined} (batch {result.batch_id})")
+                )
+                results.append(result)
+
+            activate_batches(conn, t, results)
+            new_batches = [r.batch_id for r in results if not r.skipped]
+            retyped = conn.execute(RETYPED_SQL, {"batches": new_batches, "share": RETYPED_SHARE}).fetchall()
+            current = conn.execute(ACTIVE_BATCHES_SQL, {"table": t.name}).fetchall()
+            over = [
+                (batch, delivery, read, quarantined)
+                for batch, delivery, read, quarantined in current
+                if quarantined > settings.quarantine_tolerance * max(read, 1) and quarantined > 0
+            ]
+            sample = conn.execute(QUARANTINE_SAMPLE_SQL, {"batches": [b for b, *_ in over]}).fetchall()
+            total_rows = conn.execute(f"select count(*) from raw.{t.name}").fetchone()[0]
+            conn.commit()
+
+        meta = _describe(results)
+        meta["dagster/row_count"] = total_rows
+        yield dg.MaterializeResult(metadata=meta)
+        yield dg.AssetCheckResult(
+            check_name=CONTRACT_CHECK,
+            passed=not retyped,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={
+                "retyped_columns": [
+                    f"{col}: {failing} of {read} rows fail its type" for col, failing, read in retyped
+                ],
+                "columns_reordered": meta["columns_reordered"],
+            },
+            description=None if not retyped else "column(s) no longer parse as their contract type",
+        )
+        yield dg.AssetCheckResult(
+            check_name=QUARANTINE_CHECK,
+            passed=not over,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={
+                "tolerance": settings.quarantine_tolerance,
+                "failing_count": sum(q for *_, q in over),
+                "failing_batches": [f"{d} (batch {b}): {q} of {r} rows quarantined" for b, d, r, q in over],
+                # reasons never carry personal data (loader withholds PII values)
+                "sample": [f"{f} line {line}: {reason}" for f, line, _col, reason in sample],
+            },
+        )
+
+    return _raw_asset
+
+
+raw_assets = [build_raw_asset(t) for t in TABLES]

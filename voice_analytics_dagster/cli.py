@@ -1,0 +1,200 @@
+"""`voice-analytics`: the command line. Thin: it parses, then calls the package."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _print(msg: str = "") -> None:
+    print(msg, flush=True)
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .generator import NO_EFFECT, PLANTED, generate_export
+
+    summary = generate_export(
+        Path(args.out),
+        args.sessions,
+        seed=args.seed,
+        effects=NO_EFFECT if args.no_effect else PLANTED,
+        asr_model_version=not args.no_asr_model_version,
+        days=args.days,
+        by_day=args.by_day,
+        progress=not args.quiet,
+    )
+    _print(f"wrote a synthetic export of {args.sessions:,} sessions to {args.out} (seed {args.seed})")
+    for name, rows in summary.rows.items():
+        _print(f"  {name:<22} {rows:>12,} rows")
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from .pipeline import prepare_dbt
+
+    path = prepare_dbt(force=True)
+    _print(f"dbt manifest prepared: {path}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .pipeline import run_pipeline
+
+    outcome = run_pipeline(Path(args.source), verbose=args.verbose, full_refresh=args.full_refresh)
+    _print(outcome.report())
+    return 0 if outcome.published else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .generator import generate_export
+    from .pipeline import run_pipeline
+    from .settings import get_settings
+
+    settings = get_settings()
+    out = Path(args.out) if args.out else settings.home / "demo-export"
+    if not (out / "voice_sessions.csv").exists() or args.regenerate:
+        _print(f"1/2 generating a synthetic export of {args.sessions:,} sessions in {out}")
+        generate_export(out, args.sessions, seed=args.seed, progress=True)
+    else:
+        _print(f"1/2 reusing the synthetic export in {out} (--regenerate to make a new one)")
+    _print("2/2 running the pipeline on the embedded PostgreSQL (this takes about a minute)")
+    outcome = run_pipeline(out, verbose=args.verbose)
+    _print(outcome.report())
+    if outcome.published:
+        _print("\nNext:")
+        _print("  voice-analytics ui        # Dagster UI on http://127.0.0.1:3000 (lineage, checks, runs)")
+        _print('  psql "$(voice-analytics db-url)" -c "select * from analytics.publication_log"')
+    return 0 if outcome.published else 1
+
+
+def cmd_db_url(args: argparse.Namespace) -> int:
+    from .settings import get_settings
+    from .warehouse import Warehouse
+
+    settings = get_settings()
+    wh = Warehouse(settings)
+    wh.ensure_databases()
+    if args.bi:
+        info = wh.conninfo()
+        from .warehouse import ConnInfo
+
+        _print(ConnInfo(info.host, info.port, settings.bi_role, settings.bi_password, info.dbname).url())
+    else:
+        _print(wh.url())
+    return 0
+
+
+def cmd_db_stop(args: argparse.Namespace) -> int:
+    from .settings import get_settings
+    from .warehouse import stop_embedded
+
+    settings = get_settings()
+    if not settings.is_embedded:
+        _print("an external server is configured (VOICE_ANALYTICS_DATABASE_URL); nothing to stop")
+        return 0
+    _print("stopped the embedded PostgreSQL" if stop_embedded(settings) else "the embedded PostgreSQL was not running")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from .ui import run_ui
+
+    return run_ui(host=args.host, port=args.port)
+
+
+def cmd_contract(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .contract import dbt_sources
+    from .settings import DBT_PROJECT_DIR
+
+    text = SOURCES_HEADER + yaml.safe_dump(dbt_sources(), sort_keys=False, width=110)
+    if args.write_dbt_sources:
+        path = DBT_PROJECT_DIR / "models" / "staging" / "_voice_export__sources.yml"
+        path.write_text(text)
+        _print(f"wrote {path}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+SOURCES_HEADER = (
+    "# Generated from voice_analytics_dagster/contract.py (voice-analytics contract --write-dbt-sources)."
+    " Do not edit by hand.\n"
+)
+
+
+# -- parser ------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="voice-analytics",
+        description="Certified analytics for Voice AI interaction data (Dagster + dbt + PostgreSQL).",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="write a synthetic export in the sample's five-file schema")
+    g.add_argument("--sessions", type=int, required=True, help="number of sessions")
+    g.add_argument("--out", required=True, help="output folder")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--days", type=int, default=120, help="days covered (default 120)")
+    g.add_argument("--by-day", action="store_true", help="write dated delivery folders YYYY-MM-DD/")
+    g.add_argument("--no-effect", action="store_true", help="plant no abandonment driver (null model)")
+    g.add_argument("--no-asr-model-version", action="store_true", help="omit the optional asr_model_version column")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.set_defaults(func=cmd_generate)
+
+    r = sub.add_parser("run", help="materialize every asset from an export and publish if every blocking check passed")
+    r.add_argument("--source", required=True, help="export folder (five CSV files) or landing folder of dated deliveries")
+    r.add_argument("--full-refresh", action="store_true", help="rebuild incremental models from scratch")
+    r.add_argument("-v", "--verbose", action="store_true", help="show Dagster's event log")
+    r.set_defaults(func=cmd_run)
+
+    d = sub.add_parser("demo", help="generate a synthetic export and run the whole pipeline on the embedded default")
+    d.add_argument("--sessions", type=int, default=20_000)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--out", help="export folder (default: $VOICE_ANALYTICS_HOME/demo-export)")
+    d.add_argument("--regenerate", action="store_true")
+    d.add_argument("-v", "--verbose", action="store_true")
+    d.set_defaults(func=cmd_demo)
+
+    u = sub.add_parser("ui", help="start the Dagster webserver and daemon on 127.0.0.1")
+    u.add_argument("--host", default="127.0.0.1")
+    u.add_argument("--port", type=int, default=3000)
+    u.set_defaults(func=cmd_ui)
+
+    db = sub.add_parser("db-url", help="print a libpq connection URL of the warehouse")
+    db.add_argument("--bi", action="store_true", help="the read-only BI role's URL instead of the pipeline's")
+    db.set_defaults(func=cmd_db_url)
+
+    stop = sub.add_parser("db-stop", help="stop the embedded PostgreSQL server")
+    stop.set_defaults(func=cmd_db_stop)
+
+    prep = sub.add_parser("prepare", help="parse the dbt project and write its manifest (build step)")
+    prep.set_defaults(func=cmd_prepare)
+
+    c = sub.add_parser("contract", help="print (or write) the dbt sources derived from the export contract")
+    c.add_argument("--write-dbt-sources", action="store_true")
+    c.set_defaults(func=cmd_contract)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .loader import IngestionError
+    from .settings import SettingsError
+
+    try:
+        return args.func(args)
+    except (SettingsError, IngestionError) as exc:
+        print(f"voice-analytics: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

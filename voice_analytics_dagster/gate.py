@@ -1,0 +1,100 @@
+"""The certification gate, read from Dagster's event log: which checks failed in a run, and which
+steps failed. Used by the publish asset (defence in depth: it refuses to publish after any failed
+error-severity check of its run, blocking or not), by ``voice-analytics run`` and by the run-status
+sensor, which log blocked runs in ``analytics.publication_log``.
+
+Why read the event log: a failed asset check does not fail a Dagster run (Dagster issue #29896),
+so the run's status alone cannot say whether publication was blocked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dagster as dg
+from dagster._core.events import DagsterEventType
+
+
+@dataclass(frozen=True)
+class FailedCheck:
+    asset: str
+    check: str
+    severity: str
+    description: str | None
+    failing_count: int | None
+
+    @property
+    def name(self) -> str:
+        return f"{self.asset}:{self.check}"
+
+    @property
+    def blocking(self) -> bool:
+        return self.severity == "ERROR"
+
+
+@dataclass(frozen=True)
+class FailedStep:
+    step: str
+    message: str
+
+
+def _failing_count(metadata) -> int | None:
+    for key in ("failing_count", "dagster_dbt/failed_row_count"):
+        value = metadata.get(key)
+        if value is not None:
+            raw = getattr(value, "value", value)
+            try:
+                return int(raw)
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+def failed_checks(instance: dg.DagsterInstance, run_id: str) -> list[FailedCheck]:
+    """Every failed check evaluation of a run, error severity first."""
+    out = []
+    for entry in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
+        evaluation = entry.dagster_event.event_specific_data
+        if evaluation.passed:
+            continue
+        out.append(
+            FailedCheck(
+                asset=evaluation.asset_key.to_user_string(),
+                check=evaluation.check_name,
+                severity=evaluation.severity.value,
+                description=evaluation.description,
+                failing_count=_failing_count(evaluation.metadata),
+            )
+        )
+    return sorted(out, key=lambda c: (c.severity != "ERROR", c.asset, c.check))
+
+
+def failed_steps(instance: dg.DagsterInstance, run_id: str) -> list[FailedStep]:
+    out = []
+    for entry in instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE):
+        error = entry.dagster_event.event_specific_data.error
+        # the user's exception is the cause of Dagster's wrapper error
+        while error is not None and error.cause is not None and error.cls_name.startswith("Dagster"):
+            error = error.cause
+        message = error.message.strip() if error else ""
+        # a dg.Failure raised by our assets carries the clear message as its description
+        user = entry.dagster_event.event_specific_data.user_failure_data
+        if user is not None and user.description:
+            message = user.description
+        out.append(FailedStep(entry.dagster_event.step_key or "", message))
+    return out
+
+
+def block_summary(checks: list[FailedCheck], steps: list[FailedStep]) -> tuple[list[str], str]:
+    """(names of what blocked, a human message) for the publication log and the CLI."""
+    blocking = [c for c in checks if c.blocking]
+    names = [c.name for c in blocking] + [f"step:{s.step}" for s in steps]
+    lines = []
+    for c in blocking:
+        count = f", {c.failing_count} failing" if c.failing_count is not None else ""
+        detail = f": {c.description}" if c.description else ""
+        lines.append(f"check failed: {c.name} (severity {c.severity}{count}){detail}")
+    for s in steps:
+        first = s.message.splitlines()[0] if s.message else ""
+        lines.append(f"step failed: {s.step}: {first}")
+    return names, "\n".join(lines) if lines else "run did not publish"

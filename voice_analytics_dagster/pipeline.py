@@ -1,0 +1,132 @@
+"""Running the pipeline from the command line (``voice-analytics run`` / ``demo``) and the dbt
+build step (manifest preparation). The run goes through the real Dagster instance, so it shows
+in the UI's run history like a scheduled one."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .settings import DBT_PROJECT_DIR, get_settings
+from .warehouse import Warehouse
+
+DBT_SOURCES = ("models", "macros", "tests", "snapshots", "dbt_project.yml", "profiles.yml")
+
+
+def manifest_path() -> Path:
+    return DBT_PROJECT_DIR / "target" / "manifest.json"
+
+
+def manifest_is_stale() -> bool:
+    """True when the manifest is missing or older than any file of the dbt project."""
+    manifest = manifest_path()
+    if not manifest.exists():
+        return True
+    built = manifest.stat().st_mtime
+    for name in DBT_SOURCES:
+        path = DBT_PROJECT_DIR / name
+        files = [path] if path.is_file() else list(path.rglob("*")) if path.exists() else []
+        if any(f.is_file() and f.stat().st_mtime > built for f in files):
+            return True
+    return False
+
+
+def prepare_dbt(force: bool = False) -> Path:
+    """The build-time step: ``dbt parse`` writes the manifest that the code location loads.
+    Run by ``make setup`` / ``voice-analytics prepare``, and by ``run`` when the dbt project
+    changed since; never at import."""
+    from .dbt_support import dbt_executable
+
+    if force or manifest_is_stale():
+        subprocess.run(
+            [dbt_executable(), "parse", "--quiet", "--project-dir", str(DBT_PROJECT_DIR),
+             "--profiles-dir", str(DBT_PROJECT_DIR)],
+            check=True,
+            cwd=DBT_PROJECT_DIR,
+        )
+    return manifest_path()
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    success: bool
+    published: bool
+    tables: dict[str, int] = field(default_factory=dict)
+    blocked_by: list[str] = field(default_factory=list)
+    message: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+    def report(self) -> str:
+        lines = []
+        if self.published:
+            lines.append(f"run {self.run_id}: published {len(self.tables)} certified tables to schema analytics")
+            width = max((len(t) for t in self.tables), default=10)
+            for name, rows in sorted(self.tables.items()):
+                lines.append(f"  analytics.{name:<{width}} {rows:>12,} rows")
+        else:
+            lines.append(f"run {self.run_id}: NOT published; the certified schema analytics is unchanged.")
+            lines.append("Blocked by:")
+            lines += ["  " + line for line in (self.message or "unknown").splitlines()]
+        if self.warnings:
+            lines.append("Warnings (did not block):")
+            lines += [f"  {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+def run_pipeline(source: Path, verbose: bool = False, full_refresh: bool = False,
+                 extra_run_config: dict | None = None) -> RunOutcome:
+    """Materialize every asset from ``source``; publish iff every blocking check passed."""
+    from .gate import block_summary, failed_checks, failed_steps
+    from .instance import open_instance
+    from .publish import record_block
+
+    settings = get_settings()
+    wh = Warehouse(settings)
+    wh.ensure_databases()
+    prepare_dbt()
+    instance = open_instance(settings, wh)
+
+    from .definitions import defs
+    from .jobs import PIPELINE_JOB
+
+    job = defs.resolve_job_def(PIPELINE_JOB)
+    run_config: dict = {
+        "resources": {"export_source": {"config": {"source_dir": str(Path(source).resolve())}}},
+        "loggers": {"console": {"config": {"log_level": "INFO" if verbose else "WARNING"}}},
+    }
+    if full_refresh:
+        run_config.setdefault("ops", {})
+    if extra_run_config:
+        for key, value in extra_run_config.items():
+            run_config.setdefault(key, {}).update(value)
+    # dagster-dbt echoes dbt's log to stdout; keep the terminal for the summary unless verbose
+    log_dir = settings.home / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / "last-run.log"
+    with open(log_path, "w") as log, contextlib.redirect_stdout(sys.stdout if verbose else log):
+        result = job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False)
+    run_id = result.run_id
+
+    checks = failed_checks(instance, run_id)
+    steps = failed_steps(instance, run_id)
+    row = wh.fetchall(
+        "select status, tables from analytics.publication_log where run_id = %s", (run_id,)
+    ) if _has_publication_log(wh) else []
+    published = bool(row) and row[0][0] == "published"
+    warnings = [f"{c.name} (severity {c.severity})" for c in checks if not c.blocking]
+    if published:
+        return RunOutcome(run_id, result.success, True, dict(row[0][1]), warnings=warnings)
+    names, message = block_summary(checks, steps)
+    if not names:
+        names, message = ["unknown"], "the run ended without publishing (no failed check recorded)"
+    with wh.connect() as conn:
+        record_block(conn, run_id, names, message)
+    return RunOutcome(run_id, result.success, False, blocked_by=names, message=message, warnings=warnings)
+
+
+def _has_publication_log(wh: Warehouse) -> bool:
+    return bool(wh.scalar("select to_regclass('analytics.publication_log') is not null"))

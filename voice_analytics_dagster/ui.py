@@ -1,0 +1,70 @@
+"""`voice-analytics ui`: the Dagster webserver and daemon for this project, on 127.0.0.1.
+
+The daemon is what runs schedules, sensors and the run queue; without it the UI shows the
+schedule but never ticks. Both processes share the project's DAGSTER_HOME (storage in PostgreSQL)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .instance import ensure_dagster_home
+from .pipeline import prepare_dbt
+from .settings import PROJECT_ROOT, get_settings
+from .warehouse import Warehouse
+
+
+def ui_commands(host: str, port: int, workspace: Path, bin_dir: Path) -> list[list[str]]:
+    """The two processes to start. Pure."""
+    return [
+        [str(bin_dir / "dagster-webserver"), "-h", host, "-p", str(port), "-w", str(workspace)],
+        [str(bin_dir / "dagster-daemon"), "run", "-w", str(workspace)],
+    ]
+
+
+def start_ui(host: str = "127.0.0.1", port: int = 3000) -> list[subprocess.Popen]:
+    settings = get_settings()
+    ensure_dagster_home(settings, Warehouse(settings))
+    prepare_dbt()
+    env = {**os.environ, "DAGSTER_HOME": str(settings.dagster_home)}
+    bin_dir = Path(sys.executable).parent
+    procs = []
+    for cmd in ui_commands(host, port, PROJECT_ROOT / "workspace.yaml", bin_dir):
+        # own process group: a terminal's Ctrl-C is handled here, and stopping kills the children
+        procs.append(subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, start_new_session=True))
+    return procs
+
+
+def stop_ui(procs: list[subprocess.Popen], timeout: float = 20) -> None:
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+    deadline = time.time() + timeout
+    for p in procs:
+        try:
+            p.wait(max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+
+
+def run_ui(host: str = "127.0.0.1", port: int = 3000) -> int:
+    procs = start_ui(host, port)
+    print(f"Dagster UI: http://{host}:{port}  (webserver + daemon; Ctrl-C stops both)", flush=True)
+    stopping = False
+
+    def _stop(*_):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        while not stopping and all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+    finally:
+        stop_ui(procs)
+    return 0 if stopping else 1
