@@ -41,17 +41,28 @@ def is_certified(props: Mapping[str, Any]) -> bool:
     return bool(_meta(props).get("certified"))
 
 
+def _meta_asset_key(props: Mapping[str, Any]) -> dg.AssetKey | None:
+    """An explicit key in dbt meta (``meta: {dagster: {asset_key: [...]}}``), e.g. for a source
+    written by a Python asset."""
+    key = (_meta(props).get("dagster") or {}).get("asset_key")
+    return dg.AssetKey(key) if key else None
+
+
 class VoiceDbtTranslator(DagsterDbtTranslator):
-    """dbt sources are the raw ingestion assets; models are keyed and grouped by their schema."""
+    """dbt sources are the assets that write them (the raw ingestion assets unless their meta
+    names another key); models are keyed and grouped by their schema."""
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        explicit = _meta_asset_key(dbt_resource_props)
+        if explicit is not None:
+            return explicit
         if _is_source(dbt_resource_props):
             return raw_asset_key(dbt_resource_props["name"])
         return dg.AssetKey([_schema_of(dbt_resource_props), dbt_resource_props["name"]])
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
         if _is_source(dbt_resource_props):
-            return "ingestion"
+            return None  # the asset that writes the source owns its group
         return _schema_of(dbt_resource_props)
 
     def get_tags(self, dbt_resource_props: Mapping[str, Any]) -> Mapping[str, str]:
