@@ -49,8 +49,11 @@ def published_key(name: str) -> dg.AssetKey:
 
 def latest_check_failures(context: dg.AssetExecutionContext) -> list[FailedCheck]:
     """Error-severity checks (outside analytics) whose latest evaluation failed, in any run."""
-    # the job's asset graph: available in every execution mode (the repository is not, in-process)
+    # The whole code location's graph, also when this run selected publication alone (a job
+    # subset's graph holds only its selection). From the job: the repository is not available
+    # to in-process runs.
     graph = context.job_def.asset_layer.asset_graph
+    graph = getattr(graph, "source_asset_graph", graph)
     keys = [k for k in graph.asset_check_keys if k.asset_key.path[0] != "analytics"]
     records = context.instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
     failures = []
