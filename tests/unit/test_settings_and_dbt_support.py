@@ -1,0 +1,82 @@
+"""Settings from the environment, the dbt CLI's arguments and environment, the HMAC pads."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+
+import pytest
+
+from voice_analytics_dagster.dbt_support import dbt_build_args, dbt_env, hmac_pads
+from voice_analytics_dagster.settings import SettingsError, load_settings
+from voice_analytics_dagster.warehouse import ConnInfo, parse_database_url
+
+
+def test_production_mode_refuses_to_invent_secrets(tmp_path):
+    with pytest.raises(SettingsError, match="VOICE_ANALYTICS_HASH_KEY.*VOICE_ANALYTICS_BI_PASSWORD"):
+        load_settings({"VOICE_ANALYTICS_MODE": "production", "VOICE_ANALYTICS_HOME": str(tmp_path)})
+    s = load_settings({"VOICE_ANALYTICS_MODE": "production", "VOICE_ANALYTICS_HOME": str(tmp_path),
+                       "VOICE_ANALYTICS_HASH_KEY": "k" * 32, "VOICE_ANALYTICS_BI_PASSWORD": "pw"})
+    assert s.hash_key == "k" * 32 and not (tmp_path / "secrets").exists()
+
+
+def test_development_secrets_are_random_and_stable(tmp_path):
+    a = load_settings({"VOICE_ANALYTICS_HOME": str(tmp_path)})
+    b = load_settings({"VOICE_ANALYTICS_HOME": str(tmp_path)})
+    other = load_settings({"VOICE_ANALYTICS_HOME": str(tmp_path / "other")})
+    assert a.hash_key == b.hash_key != other.hash_key
+    assert len(a.hash_key) == 64
+    assert (tmp_path / "secrets" / "hash_key").stat().st_mode & 0o077 == 0
+    assert "hash_key" not in repr(a) and a.hash_key not in repr(a)
+
+
+@pytest.mark.parametrize("env,message", [
+    ({"VOICE_ANALYTICS_MIN_CELL_SIZE": "ten"}, "MIN_CELL_SIZE must be an integer"),
+    ({"VOICE_ANALYTICS_MIN_CELL_SIZE": "0"}, "MIN_CELL_SIZE must be >= 1"),
+    ({"VOICE_ANALYTICS_QUARANTINE_TOLERANCE": "1.5"}, "QUARANTINE_TOLERANCE must be between 0 and 1"),
+    ({"VOICE_ANALYTICS_BI_ROLE": "bi; drop table x"}, "BI_ROLE must be a plain SQL identifier"),
+    ({"VOICE_ANALYTICS_MODE": "staging"}, "MODE must be development or production"),
+    ({"VOICE_ANALYTICS_HASH_KEY": "short"}, "at least 16 characters"),
+])
+def test_bad_settings_name_the_variable(tmp_path, env, message):
+    with pytest.raises(SettingsError, match=message):
+        load_settings({"VOICE_ANALYTICS_HOME": str(tmp_path), **env})
+
+
+@pytest.mark.parametrize("key", ["a" * 16, "ümlaut-key-0123456789", "x" * 100])
+def test_hmac_pads_reproduce_rfc2104(key):
+    """H(outer || H(inner || m)) with our pads is HMAC-SHA256(key, m): what the SQL macro computes."""
+    inner, outer = hmac_pads(key)
+    message = b"U1000"
+    ours = hashlib.sha256(bytes.fromhex(outer) + hashlib.sha256(bytes.fromhex(inner) + message).digest()).hexdigest()
+    assert ours == hmac.new(key.encode(), message, hashlib.sha256).hexdigest()
+
+
+def test_dbt_environment_carries_the_pads_not_the_key(tmp_path):
+    s = load_settings({"VOICE_ANALYTICS_HOME": str(tmp_path), "VOICE_ANALYTICS_HASH_KEY": "secret-key-0123456789"})
+    env = dbt_env(s, ConnInfo("/tmp/sock", 5432, "postgres", "pw", "wh"))
+    assert env["VOICE_ANALYTICS_DBT_HOST"] == "/tmp/sock" and env["VOICE_ANALYTICS_DBT_DBNAME"] == "wh"
+    assert "voice_analytics.hmac_inner=" in env["PGOPTIONS"]
+    assert all("secret-key" not in v for v in env.values())
+    # the password goes through dbt's secret-scrubbed variable
+    assert env["DBT_ENV_SECRET_VOICE_ANALYTICS_PASSWORD"] == "pw"
+
+
+def test_dbt_build_args_pass_settings_as_vars(tmp_path):
+    s = load_settings({"VOICE_ANALYTICS_HOME": str(tmp_path), "VOICE_ANALYTICS_MIN_CELL_SIZE": "5"})
+    args = dbt_build_args(s, full_refresh=True, extra_vars={"x": 1})
+    assert args[0] == "build" and args[-1] == "--full-refresh"
+    assert json.loads(args[args.index("--vars") + 1]) == {
+        "min_cell_size": 5, "asr_low_confidence_threshold": 0.6, "x": 1}
+
+
+@pytest.mark.parametrize("url,expected", [
+    ("postgresql://u:p%40ss@db.example:6543/wh", ConnInfo("db.example", 6543, "u", "p@ss", "wh")),
+    ("postgresql+psycopg2://u@/wh?host=/run/pg&port=5433", ConnInfo("/run/pg", 5433, "u", "", "wh")),
+])
+def test_database_urls_round_trip(url, expected):
+    info = parse_database_url(url)
+    assert info == expected
+    assert parse_database_url(info.url()) == expected
+    assert info.url(driver="psycopg2").startswith("postgresql+psycopg2://")
