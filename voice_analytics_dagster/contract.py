@@ -19,6 +19,9 @@ ColumnType = Literal["text", "integer", "decimal", "yesno", "date", "enum"]
 # characters; 200 leaves room for intents and codes while a runaway field (a broken quote that
 # swallowed half a file) is quarantined instead of loaded.
 MAX_TEXT_LENGTH = 200
+# Dates before this, or after tomorrow, are implausible for this service and quarantined: it also
+# catches a two-digit year read the wrong way round ("02/01/25" parses as 2002-01-25).
+EARLIEST_DATE = "2000-01-01"
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ class Column:
         elif self.type == "yesno":
             what = "yes or no"
         elif self.type == "date":
-            what = "a date YYYY-MM-DD"
+            what = f"a date YYYY-MM-DD from {EARLIEST_DATE} to tomorrow"
         elif self.type == "enum":
             what = "one of " + ", ".join(self.accepted)
         else:

@@ -8,6 +8,7 @@
 {% macro latest_version(relation, key) -%}
     select distinct on ({{ key }}) *
     from {{ relation }}
-    where _batch_id in (select batch_id from raw.load_batches where active)
+    -- = any(array(...)): an init plan, so PostgreSQL prunes the inactive batches' partitions at run time
+    where _batch_id = any(array(select batch_id from raw.load_batches where active))
     order by {{ key }}, _batch_id desc, _source_line desc
 {%- endmacro %}

@@ -21,14 +21,12 @@ from hypothesis import strategies as st
 
 from voice_analytics_dagster import contract
 from voice_analytics_dagster import generator as g
-from voice_analytics_dagster.loader import (
-    DATE_RE,
-    DATED_FOLDER_RE,
-    DECIMAL_RE,
-    INTEGER_RE,
-    compare_header,
-    read_header,
-)
+from voice_analytics_dagster.loader import DATED_FOLDER_RE, compare_header, read_header
+
+# The textual forms the contract asks for (the generator writes exactly these).
+DATE_RE = r"^[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"
+INTEGER_RE = r"^[+-]?[0-9]{1,18}$"
+DECIMAL_RE = r"^[+-]?([0-9]{1,30}([.][0-9]{0,30})?|[.][0-9]{1,30})([eE][+-]?[0-9]{1,3})?$"
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_DIR = PROJECT_ROOT.parent / "shared" / "data" / "irembo-sample"

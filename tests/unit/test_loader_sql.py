@@ -6,11 +6,13 @@ import pytest
 
 from voice_analytics_dagster.contract import USERS, VOICE_SESSIONS, VOICE_TURNS
 from voice_analytics_dagster.loader import (
+    batch_table_ddl,
+    column_rule,
     compare_header,
     copy_sql,
-    landing_ddl,
+    quarantine_duplicates_sql,
+    quarantine_rules_sql,
     reason_expr,
-    validate_and_insert_sql,
 )
 
 TURN_COLUMNS = VOICE_TURNS.column_names
@@ -47,33 +49,42 @@ def test_optional_column_may_be_absent_or_present():
     assert compare_header(VOICE_SESSIONS, VOICE_SESSIONS.column_names).ok
 
 
-def test_landing_and_copy_quote_identifiers_and_refuse_others():
-    assert '"turn_id" text' in landing_ddl(TURN_COLUMNS)
-    assert copy_sql(("a", "b")) == (
-        'copy _landing ("a", "b") from stdin with (format csv, header false, encoding \'UTF8\')')
+def test_rules_follow_the_contract():
+    assert column_rule(VOICE_TURNS.column("asr_confidence")) == (
+        "\"asr_confidence\" is not null and (\"asr_confidence\" > '-Infinity' and \"asr_confidence\" < 'Infinity') "
+        "and \"asr_confidence\" >= 0 and \"asr_confidence\" <= 1")
+    # an optional column accepts NULL explicitly (a CHECK would, a WHERE ... IS NOT TRUE would not)
+    assert column_rule(VOICE_TURNS.column("error_type")).startswith('("error_type" is null or (')
+    assert "'misunderstanding', 'silence', 'noise'" in column_rule(VOICE_TURNS.column("error_type"))
+    assert "date '2000-01-01'" in column_rule(VOICE_TURNS.column("created_at"))
+
+
+def test_clean_files_are_validated_during_copy():
+    constrained = batch_table_ddl(VOICE_TURNS, 42, constrained=True)
+    plain = batch_table_ddl(VOICE_TURNS, 42, constrained=False)
+    assert constrained.count("constraint \"rule_") == len(VOICE_TURNS.columns)
+    assert "constraint" not in plain
+    for ddl in (constrained, plain):
+        assert 'raw."voice_turns__b42"' in ddl
+        assert "check (_batch_id = 42)" in ddl  # lets ATTACH PARTITION skip its scan
+        assert "identity (start with 2" in ddl  # record n sits on line n + 1
+    assert "on_error ignore" in copy_sql(VOICE_TURNS, 42, TURN_COLUMNS, soft_errors=True)
+    assert "on_error" not in copy_sql(VOICE_TURNS, 42, TURN_COLUMNS, soft_errors=False)
     with pytest.raises(ValueError):
-        landing_ddl(('x"; drop table raw.users; --',))
+        copy_sql(VOICE_TURNS, 42, ('x"; drop table raw.users; --',), soft_errors=True)
 
 
 def test_reasons_withhold_personal_data():
-    uid = VOICE_SESSIONS.column("user_id")
-    assert "quote_literal" not in reason_expr(uid, "v")
-    conf = VOICE_TURNS.column("asr_confidence")
-    assert "quote_literal" in reason_expr(conf, "v")
+    assert "quote_literal" not in reason_expr(VOICE_SESSIONS.column("user_id"))
+    assert "quote_literal" in reason_expr(VOICE_TURNS.column("asr_confidence"))
     # a duplicated user id is reported without its value
-    users_sql = validate_and_insert_sql(USERS, USERS.column_names, quoted=False)
-    assert "'duplicate user_id ' || ' (value withheld: personal data)'" in users_sql
+    assert "' (value withheld: personal data)'" in quarantine_duplicates_sql(USERS, 1)
+    assert "quote_literal(m._dup_turn_id)" in quarantine_duplicates_sql(VOICE_TURNS, 1)
 
 
-def test_line_numbers_are_counted_only_when_a_field_can_span_lines():
-    plain = validate_and_insert_sql(VOICE_TURNS, TURN_COLUMNS, quoted=False)
-    quoted = validate_and_insert_sql(VOICE_TURNS, TURN_COLUMNS, quoted=True)
-    assert "_rn + 1 as _line" in plain and "over (order by _rn" not in plain
-    assert "over (order by _rn rows between unbounded preceding and 1 preceding)" in quoted
-
-
-def test_one_statement_inserts_good_rows_and_quarantines_the_rest():
-    sql = validate_and_insert_sql(VOICE_TURNS, TURN_COLUMNS, quoted=False)
-    assert sql.count("insert into raw.voice_turns") == 1
+def test_fallback_moves_rule_breakers_into_quarantine_in_one_statement():
+    sql = quarantine_rules_sql(VOICE_TURNS, 7)
+    assert sql.count("delete from raw.\"voice_turns__b7\"") == 1
     assert sql.count("insert into raw.quarantine") == 1
-    assert "group by n_turn_id" in sql and "having count(*) > 1" in sql
+    dup = quarantine_duplicates_sql(VOICE_TURNS, 7)
+    assert "hashtextextended" in dup and "having count(*) > 1" in dup

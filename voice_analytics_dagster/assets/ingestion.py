@@ -91,6 +91,7 @@ def _describe(results: list[LoadResult]) -> dict:
                                       "skipped_already_loaded": r.skipped} for r in results}
         ),
         "columns_reordered": any(r.header.reordered for r in results),
+        "load_paths": sorted({r.load_path for r in results}),
     }
 
 
