@@ -2,17 +2,21 @@
 
 import dagster as dg
 
+from .alerts import check_failure_alerts, run_failure_alerts
 from .assets.dbt import voice_dbt_models
 from .assets.ingestion import raw_assets
 from .assets.publish import publish_certified_schema
 from .checks import asset_checks
 from .jobs import pipeline_job
 from .resources import ExportSourceResource, WarehouseResource, dbt_resource
+from .schedules import landing_sensor, voice_analytics_daily
 
 defs = dg.Definitions(
     assets=[*raw_assets, voice_dbt_models, publish_certified_schema],
     asset_checks=asset_checks,
     jobs=[pipeline_job],
+    schedules=[voice_analytics_daily],
+    sensors=[landing_sensor, check_failure_alerts, run_failure_alerts],
     resources={
         "warehouse": WarehouseResource(),
         "export_source": ExportSourceResource(),

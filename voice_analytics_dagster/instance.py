@@ -45,8 +45,12 @@ def ensure_dagster_home(settings: Settings, warehouse: Warehouse | None = None) 
     path = home / "dagster.yaml"
     text = render_dagster_yaml(warehouse.dagster_storage_url())
     if not path.exists() or path.read_text() != text:
+        # the storage URL may carry the server's password: readable by the owner only
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(text)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            os.fchmod(fh.fileno(), 0o600)  # also when a stale .tmp existed with other modes
+            fh.write(text)
         os.replace(tmp, path)
     os.environ["DAGSTER_HOME"] = str(home)
     return home

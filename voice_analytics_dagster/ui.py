@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from .instance import ensure_dagster_home
@@ -26,16 +27,34 @@ def ui_commands(host: str, port: int, workspace: Path, bin_dir: Path) -> list[li
     ]
 
 
-def start_ui(host: str = "127.0.0.1", port: int = 3000) -> list[subprocess.Popen]:
+def ui_environment(environ: Mapping[str, str], dagster_home: Path) -> dict[str, str]:
+    """The processes' environment. Pure. This checkout first on PYTHONPATH: Dagster's code server
+    imports the module named in workspace.yaml from sys.path, which may otherwise hold another
+    installed copy of the package (an editable install of another checkout)."""
+    path = [str(PROJECT_ROOT), *[p for p in environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
+    return {**environ, "DAGSTER_HOME": str(dagster_home), "PYTHONPATH": os.pathsep.join(dict.fromkeys(path))}
+
+
+def start_ui(host: str = "127.0.0.1", port: int = 3000, log_path: Path | None = None) -> list[subprocess.Popen]:
+    """Start webserver and daemon; their output goes to the terminal, or appended to ``log_path``."""
     settings = get_settings()
     ensure_dagster_home(settings, Warehouse(settings))
     prepare_dbt()
-    env = {**os.environ, "DAGSTER_HOME": str(settings.dagster_home)}
+    env = ui_environment(os.environ, settings.dagster_home)
     bin_dir = Path(sys.executable).parent
+    output = open(log_path, "ab") if log_path is not None else None
     procs = []
-    for cmd in ui_commands(host, port, PROJECT_ROOT / "workspace.yaml", bin_dir):
-        # own process group: a terminal's Ctrl-C is handled here, and stopping kills the children
-        procs.append(subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, start_new_session=True))
+    try:
+        for cmd in ui_commands(host, port, PROJECT_ROOT / "workspace.yaml", bin_dir):
+            # own process group: a terminal's Ctrl-C is handled here, and stopping kills the children
+            procs.append(subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, start_new_session=True,
+                                          stdout=output, stderr=subprocess.STDOUT if output else None))
+    except BaseException:
+        stop_ui(procs)  # never leave a webserver behind without its daemon
+        raise
+    finally:
+        if output is not None:
+            output.close()  # the children hold their own descriptors
     return procs
 
 
