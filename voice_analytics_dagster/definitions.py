@@ -7,15 +7,15 @@ from .assets.dbt import voice_dbt_models
 from .assets.ingestion import raw_assets
 from .assets.publish import publish_certified_schema
 from .checks import asset_checks
-from .jobs import pipeline_job
+from .jobs import freshness_job, pipeline_job
 from .resources import ExportSourceResource, WarehouseResource, dbt_resource
-from .schedules import landing_sensor, voice_analytics_daily
+from .schedules import freshness_schedule, landing_sensor, voice_analytics_daily
 
 defs = dg.Definitions(
     assets=[*raw_assets, voice_dbt_models, publish_certified_schema],
     asset_checks=asset_checks,
-    jobs=[pipeline_job],
-    schedules=[voice_analytics_daily],
+    jobs=[pipeline_job, freshness_job],
+    schedules=[voice_analytics_daily, freshness_schedule],
     sensors=[landing_sensor, check_failure_alerts, run_failure_alerts],
     resources={
         "warehouse": WarehouseResource(),

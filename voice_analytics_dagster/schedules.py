@@ -28,7 +28,7 @@ import dagster as dg
 from dagster._utils.schedules import is_valid_cron_string
 
 from .contract import TABLES
-from .jobs import pipeline_job
+from .jobs import freshness_job, pipeline_job
 from .loader import DATED_FOLDER_RE, file_checksum
 from .settings import ENV_PREFIX, Settings, SettingsError, get_settings
 from .warehouse import Warehouse
@@ -268,3 +268,15 @@ def landing_sensor(context: dg.SensorEvaluationContext):
 
 
 voice_analytics_daily = build_daily_schedule(get_settings())
+
+
+# Hourly, off the hour: freshness is a matter of hours (limit 36 h), and an hour's delay in
+# noticing is far below it.
+freshness_schedule = dg.ScheduleDefinition(
+    name="voice_analytics_freshness_hourly",
+    job=freshness_job,
+    cron_schedule="17 * * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Evaluate the freshness checks every hour (warn severity; alerts through check_failure_alerts).",
+)

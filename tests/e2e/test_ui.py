@@ -125,8 +125,12 @@ def test_graphql_lists_every_asset_check_schedule_and_sensor(ui):
     schedules = ui.graphql("{ schedulesOrError(repositorySelector: " + REPOSITORY + ") { ... on Schedules {"
                            " results { name cronSchedule executionTimezone scheduleState { status } } } } }"
                            )["schedulesOrError"]["results"]
-    assert schedules == [{"name": "voice_analytics_daily", "cronSchedule": "0 2 * * *",
-                          "executionTimezone": "Africa/Kigali", "scheduleState": {"status": "RUNNING"}}]
+    assert sorted(schedules, key=lambda s: s["name"]) == [
+        {"name": "voice_analytics_daily", "cronSchedule": "0 2 * * *",
+         "executionTimezone": "Africa/Kigali", "scheduleState": {"status": "RUNNING"}},
+        {"name": "voice_analytics_freshness_hourly", "cronSchedule": "17 * * * *",
+         "executionTimezone": "UTC", "scheduleState": {"status": "RUNNING"}},
+    ]
 
     sensors = ui.graphql("{ sensorsOrError(repositorySelector: " + REPOSITORY + ") { ... on Sensors {"
                          " results { name sensorType sensorState { status } } } } }")["sensorsOrError"]["results"]
