@@ -4,6 +4,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# the virtualenv's tools (dbt, dagster) first on PATH for every recipe: dagster-dbt looks for
+# `dbt` on PATH, and a fresh machine has no other dbt
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: setup demo test test-fast lint bench clean
 
