@@ -149,12 +149,19 @@ class ModelResult:
 
 
 def holm(p_values: np.ndarray) -> np.ndarray:
-    """Holm-adjusted p-values (statsmodels' implementation)."""
-    from statsmodels.stats.multitest import multipletests
-
-    if len(p_values) == 0:
+    """Holm's step-down adjusted p-values: with the m p-values sorted ascending,
+    adjusted p_(i) = min(1, max over j <= i of (m - j + 1) p_(j)). (Equal to statsmodels'
+    multipletests(method="holm"), which a test checks; that function runs gc.collect() on every
+    call, 75 ms each, which dominated a 400-fit test.)"""
+    p = np.asarray(p_values, dtype=np.float64)
+    m = len(p)
+    if m == 0:
         return np.zeros(0)
-    return multipletests(p_values, alpha=ALPHA, method="holm")[1]
+    order = np.argsort(p, kind="stable")
+    stepped = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    adjusted = np.empty(m)
+    adjusted[order] = stepped
+    return adjusted
 
 
 def fit_drivers(design: Design) -> tuple[list[Driver], bool, np.ndarray]:
