@@ -54,12 +54,15 @@ def test_t_quantile_matches_scipy(sql):
     assert sql("select " + render("{{ t_quantile_975(0) }}"))[0][0] is None
 
 
-@pytest.mark.parametrize("k,n", [(0, 10), (3, 10), (10, 10), (57, 1196), (1, 2), (500, 1000)])
+@pytest.mark.parametrize("k,n", [(0, 10), (0, 228), (0, 45), (3, 10), (10, 10), (57, 1196), (1, 2), (500, 1000)])
 def test_wilson_matches_statsmodels(sql, k, n):
     expr = render("{{ wilson_low('k', 'n') }}, {{ wilson_high('k', 'n') }}")
     low, high = sql(f"select {expr} from (select %s::int k, %s::int n) t", (k, n))[0]
     expected = proportion_confint(k, n, alpha=0.05, method="wilson")
     assert low == pytest.approx(expected[0], abs=1e-12) and high == pytest.approx(expected[1], abs=1e-12)
+    assert low <= k / n <= high  # exactly, also at 0 and n (rounding once put 0 outside)
+    if k == 0:
+        assert low == 0.0
 
 
 @pytest.mark.parametrize("k1,n1,k2,n2", [(25, 95, 300, 1101), (5, 15, 60, 259), (0, 20, 3, 40), (40, 50, 10, 50)])
