@@ -5,6 +5,12 @@
 -- complementary suppression within each set of sibling segments).
 {%- set attributes = ['region', 'has_disability', 'is_first_time_digital_user', 'language'] %}
 {%- set outcomes = [('completion', 'is_completed'), ('abandonment', 'is_abandoned'), ('transfer', 'is_transferred')] %}
+{%- set sets_by_user = ['()', '(region)', '(has_disability)', '(is_first_time_digital_user)',
+                        '(region, has_disability)', '(region, is_first_time_digital_user)',
+                        '(has_disability, is_first_time_digital_user)',
+                        '(region, has_disability, is_first_time_digital_user)'] %}
+{%- set sets_with_language = ['(language)', '(region, language)', '(has_disability, language)',
+                              '(is_first_time_digital_user, language)'] %}
 
 with sessions as (
     select user_key, region, has_disability, is_first_time_digital_user, language,
@@ -31,7 +37,6 @@ grouped as (
         {{ a }},
         {%- endfor %}
         count(*) as n_sessions,
-        count(distinct user_key) as n_users,
         {%- for name, flag in outcomes %}
         count(*) filter (where {{ flag }}) as {{ name }}_sessions,
         {%- endfor %}
@@ -40,48 +45,72 @@ grouped as (
         avg(avg_intent_confidence) as intent_mean,
         stddev_samp(avg_intent_confidence) as intent_sd
     from sessions
-    group by grouping sets (
-        (),
-        (region), (has_disability), (is_first_time_digital_user), (language),
-        (region, has_disability), (region, is_first_time_digital_user), (region, language),
-        (has_disability, is_first_time_digital_user), (has_disability, language),
-        (is_first_time_digital_user, language),
-        (region, has_disability, is_first_time_digital_user)
-    )
+    group by grouping sets ({{ (sets_by_user + sets_with_language) | join(', ') }})
+),
+
+-- Distinct users per segment without count(distinct) (which sorts every grouping set: 17 s at
+-- 1,000,000 sessions against 2 s without): region, disability and first-time are attributes of
+-- the user, so one row per user (or per user and language) counts each user once.
+users as (
+    select
+        {%- for a in attributes if a != 'language' %}
+        grouping({{ a }}) = 0 as by_{{ a }},
+        {%- endfor %}
+        false as by_language,
+        region, has_disability, is_first_time_digital_user, null::text as language,
+        count(*) as n_users
+    from (select distinct user_key, region, has_disability, is_first_time_digital_user from sessions) u
+    group by grouping sets ({{ sets_by_user | join(', ') }})
+    union all
+    select
+        {%- for a in attributes %}
+        grouping({{ a }}) = 0,
+        {%- endfor %}
+        {%- for a in attributes %}
+        {{ a }},
+        {%- endfor %}
+        count(*)
+    from (select distinct user_key, region, has_disability, is_first_time_digital_user, language from sessions) ul
+    group by grouping sets ({{ sets_with_language | join(', ') }})
 ),
 
 labelled as (
     select
         g.*,
+        n.n_users,
         coalesce(nullif(concat_ws(' x ',
-            case when by_region then 'region' end,
-            case when by_has_disability then 'disability' end,
-            case when by_is_first_time_digital_user then 'first_time_digital_user' end,
-            case when by_language then 'language' end), ''), 'all') as segment_dimension,
+            case when g.by_region then 'region' end,
+            case when g.by_has_disability then 'disability' end,
+            case when g.by_is_first_time_digital_user then 'first_time_digital_user' end,
+            case when g.by_language then 'language' end), ''), 'all') as segment_dimension,
         coalesce(nullif(concat_ws(', ',
-            case when by_region then g.region end,
-            case when by_has_disability then case when g.has_disability then 'with disability' else 'without disability' end end,
-            case when by_is_first_time_digital_user then
+            case when g.by_region then g.region end,
+            case when g.by_has_disability then case when g.has_disability then 'with disability' else 'without disability' end end,
+            case when g.by_is_first_time_digital_user then
                 case when g.is_first_time_digital_user then 'first-time digital user' else 'experienced digital user' end end,
-            case when by_language then g.language end), ''), 'all sessions') as segment_label,
+            case when g.by_language then g.language end), ''), 'all sessions') as segment_label,
         coalesce(nullif(concat_ws('|',
-            case when by_region then 'region=' || g.region end,
-            case when by_has_disability then 'disability=' || g.has_disability::text end,
-            case when by_is_first_time_digital_user then 'first_time=' || g.is_first_time_digital_user::text end,
-            case when by_language then 'language=' || g.language end), ''), 'all') as segment_key,
+            case when g.by_region then 'region=' || g.region end,
+            case when g.by_has_disability then 'disability=' || g.has_disability::text end,
+            case when g.by_is_first_time_digital_user then 'first_time=' || g.is_first_time_digital_user::text end,
+            case when g.by_language then 'language=' || g.language end), ''), 'all') as segment_key,
         -- the same dimension with every attribute at its reference value
-        case when by_region or by_has_disability or by_is_first_time_digital_user or by_language then
+        case when g.by_region or g.by_has_disability or g.by_is_first_time_digital_user or g.by_language then
             concat_ws('|',
-                case when by_region then 'region=' || r.region end,
-                case when by_has_disability then 'disability=' || r.has_disability::text end,
-                case when by_is_first_time_digital_user then 'first_time=' || r.is_first_time_digital_user::text end,
-                case when by_language then 'language=' || r.language end)
+                case when g.by_region then 'region=' || r.region end,
+                case when g.by_has_disability then 'disability=' || r.has_disability::text end,
+                case when g.by_is_first_time_digital_user then 'first_time=' || r.is_first_time_digital_user::text end,
+                case when g.by_language then 'language=' || r.language end)
         end as reference_segment_key
     from grouped g
+    join users n on
+        {%- for a in attributes %}
+        n.by_{{ a }} = g.by_{{ a }} and n.{{ a }} is not distinct from g.{{ a }}{% if not loop.last %} and{% endif %}
+        {%- endfor %}
     cross join reference r
     -- with a single language, a combination with language repeats the segment without it
-    where not (by_language and (by_region or by_has_disability or by_is_first_time_digital_user)
-               and (select count(distinct language) from sessions) = 1)
+    where not (g.by_language and (g.by_region or g.by_has_disability or g.by_is_first_time_digital_user)
+               and (select count(*) from (select language from sessions group by language) l) = 1)
 ),
 
 cells as (
