@@ -3,16 +3,19 @@
 import dagster as dg
 
 from .alerts import check_failure_alerts, run_failure_alerts
+from .assets.abandonment import abandonment_model
 from .assets.dbt import voice_dbt_models
 from .assets.ingestion import raw_assets
 from .assets.publish import publish_certified_schema
+from .assets.report import voice_analytics_report
 from .checks import asset_checks
 from .jobs import freshness_job, pipeline_job
 from .resources import ExportSourceResource, WarehouseResource, dbt_resource
 from .schedules import freshness_schedule, landing_sensor, voice_analytics_daily
 
 defs = dg.Definitions(
-    assets=[*raw_assets, voice_dbt_models, publish_certified_schema],
+    assets=[*raw_assets, voice_dbt_models, abandonment_model, publish_certified_schema,
+            voice_analytics_report],
     asset_checks=asset_checks,
     jobs=[pipeline_job, freshness_job],
     schedules=[voice_analytics_daily, freshness_schedule],

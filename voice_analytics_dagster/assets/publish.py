@@ -19,6 +19,7 @@ from ..project import dbt_project
 from ..publish import CertifiedTable, ensure_analytics, ensure_bi_role, publish_tables, record_block
 from ..resources import WarehouseResource
 from ..settings import get_settings
+from .abandonment import certified_tables as abandonment_certified_tables
 from .dbt import dbt_model_key
 
 GROUP = "publish"
@@ -36,7 +37,7 @@ def certified_dbt_tables() -> list[CertifiedTable]:
 
 
 # Tables written by Python assets that are certified too: (table, working schema, asset key).
-PYTHON_CERTIFIED: list[tuple[CertifiedTable, dg.AssetKey]] = []
+PYTHON_CERTIFIED: list[tuple[CertifiedTable, dg.AssetKey]] = [*abandonment_certified_tables()]
 
 
 def certified_tables() -> list[tuple[CertifiedTable, dg.AssetKey]]:

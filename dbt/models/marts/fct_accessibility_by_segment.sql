@@ -1,0 +1,187 @@
+-- One row per user segment (a value of region, disability, first-time digital user, language, or
+-- a combination of them): outcome rates with Wilson 95% intervals, the gap against the
+-- reference segment with Newcombe's 95% interval, and the mean ASR and intent confidence.
+-- Segments built from fewer than var('min_cell_size') sessions are suppressed (with
+-- complementary suppression within each set of sibling segments).
+{%- set attributes = ['region', 'has_disability', 'is_first_time_digital_user', 'language'] %}
+{%- set outcomes = [('completion', 'is_completed'), ('abandonment', 'is_abandoned'), ('transfer', 'is_transferred')] %}
+{%- set sets_by_user = ['()', '(region)', '(has_disability)', '(is_first_time_digital_user)',
+                        '(region, has_disability)', '(region, is_first_time_digital_user)',
+                        '(has_disability, is_first_time_digital_user)',
+                        '(region, has_disability, is_first_time_digital_user)'] %}
+{%- set sets_with_language = ['(language)', '(region, language)', '(has_disability, language)',
+                              '(is_first_time_digital_user, language)'] %}
+
+with sessions as (
+    select user_key, region, has_disability, is_first_time_digital_user, language,
+           is_completed, is_abandoned, is_transferred, avg_asr_confidence, avg_intent_confidence
+    from {{ ref('fact_voice_ai_sessions') }}
+),
+
+-- The reference group of each attribute: the group the others are compared with (urban, no
+-- disability, experienced digital user, and the most frequent language of this build).
+reference as (
+    select
+        'urban'::text as region,
+        false as has_disability,
+        false as is_first_time_digital_user,
+        (select language from sessions group by language order by count(*) desc, language limit 1) as language
+),
+
+grouped as (
+    select
+        {%- for a in attributes %}
+        grouping({{ a }}) = 0 as by_{{ a }},
+        {%- endfor %}
+        {%- for a in attributes %}
+        {{ a }},
+        {%- endfor %}
+        count(*) as n_sessions,
+        {%- for name, flag in outcomes %}
+        count(*) filter (where {{ flag }}) as {{ name }}_sessions,
+        {%- endfor %}
+        avg(avg_asr_confidence) as asr_mean,
+        stddev_samp(avg_asr_confidence) as asr_sd,
+        avg(avg_intent_confidence) as intent_mean,
+        stddev_samp(avg_intent_confidence) as intent_sd
+    from sessions
+    group by grouping sets ({{ (sets_by_user + sets_with_language) | join(', ') }})
+),
+
+-- Distinct users per segment without count(distinct) (which sorts every grouping set: 17 s at
+-- 1,000,000 sessions against 2 s without): region, disability and first-time are attributes of
+-- the user, so one row per user (or per user and language) counts each user once.
+users as (
+    select
+        {%- for a in attributes if a != 'language' %}
+        grouping({{ a }}) = 0 as by_{{ a }},
+        {%- endfor %}
+        false as by_language,
+        region, has_disability, is_first_time_digital_user, null::text as language,
+        count(*) as n_users
+    from (select distinct user_key, region, has_disability, is_first_time_digital_user from sessions) u
+    group by grouping sets ({{ sets_by_user | join(', ') }})
+    union all
+    select
+        {%- for a in attributes %}
+        grouping({{ a }}) = 0,
+        {%- endfor %}
+        {%- for a in attributes %}
+        {{ a }},
+        {%- endfor %}
+        count(*)
+    from (select distinct user_key, region, has_disability, is_first_time_digital_user, language from sessions) ul
+    group by grouping sets ({{ sets_with_language | join(', ') }})
+),
+
+labelled as (
+    select
+        g.*,
+        n.n_users,
+        coalesce(nullif(concat_ws(' x ',
+            case when g.by_region then 'region' end,
+            case when g.by_has_disability then 'disability' end,
+            case when g.by_is_first_time_digital_user then 'first_time_digital_user' end,
+            case when g.by_language then 'language' end), ''), 'all') as segment_dimension,
+        coalesce(nullif(concat_ws(', ',
+            case when g.by_region then g.region end,
+            case when g.by_has_disability then case when g.has_disability then 'with disability' else 'without disability' end end,
+            case when g.by_is_first_time_digital_user then
+                case when g.is_first_time_digital_user then 'first-time digital user' else 'experienced digital user' end end,
+            case when g.by_language then g.language end), ''), 'all sessions') as segment_label,
+        coalesce(nullif(concat_ws('|',
+            case when g.by_region then 'region=' || g.region end,
+            case when g.by_has_disability then 'disability=' || g.has_disability::text end,
+            case when g.by_is_first_time_digital_user then 'first_time=' || g.is_first_time_digital_user::text end,
+            case when g.by_language then 'language=' || g.language end), ''), 'all') as segment_key,
+        -- the same dimension with every attribute at its reference value
+        case when g.by_region or g.by_has_disability or g.by_is_first_time_digital_user or g.by_language then
+            concat_ws('|',
+                case when g.by_region then 'region=' || r.region end,
+                case when g.by_has_disability then 'disability=' || r.has_disability::text end,
+                case when g.by_is_first_time_digital_user then 'first_time=' || r.is_first_time_digital_user::text end,
+                case when g.by_language then 'language=' || r.language end)
+        end as reference_segment_key
+    from grouped g
+    join users n on
+        {%- for a in attributes %}
+        n.by_{{ a }} = g.by_{{ a }} and n.{{ a }} is not distinct from g.{{ a }}{% if not loop.last %} and{% endif %}
+        {%- endfor %}
+    cross join reference r
+    -- with a single language, a combination with language repeats the segment without it
+    where not (g.by_language and (g.by_region or g.by_has_disability or g.by_is_first_time_digital_user)
+               and (select count(*) from (select language from sessions group by language) l) = 1)
+),
+
+cells as (
+    select
+        *,
+        {%- for a in attributes %}
+        {{ segment_sibling_set(a, attributes) }} as sibling_set_{{ loop.index }}{% if not loop.last %},{% endif %}
+        {%- endfor %}
+    from labelled
+),
+
+suppression as (
+    {{ small_cell_suppression('cells', 'segment_key', 'n_sessions',
+                              ['sibling_set_1', 'sibling_set_2', 'sibling_set_3', 'sibling_set_4']) }}
+),
+
+published as (
+    -- a suppressed row keeps its identifiers and loses every measure
+    select
+        c.segment_key, c.segment_dimension, c.segment_label,
+        c.region, c.has_disability, c.is_first_time_digital_user, c.language,
+        c.reference_segment_key,
+        s.suppressed, s.suppression,
+        case when not s.suppressed then c.n_sessions end as n_sessions,
+        case when not s.suppressed then c.n_users end as n_users,
+        {%- for name, flag in outcomes %}
+        case when not s.suppressed then c.{{ name }}_sessions end as {{ name }}_sessions,
+        {%- endfor %}
+        case when not s.suppressed then c.asr_mean end as asr_mean,
+        case when not s.suppressed then c.asr_sd end as asr_sd,
+        case when not s.suppressed then c.intent_mean end as intent_mean,
+        case when not s.suppressed then c.intent_sd end as intent_sd
+    from cells c
+    join suppression s on s.cell_key = c.segment_key
+)
+
+select
+    p.segment_key::text as segment_key,
+    p.segment_dimension::text as segment_dimension,
+    p.segment_label::text as segment_label,
+    p.region::text as region,
+    p.has_disability as has_disability,
+    p.is_first_time_digital_user as is_first_time_digital_user,
+    p.language::text as language,
+    (p.segment_key = p.reference_segment_key) as is_reference,
+    p.reference_segment_key::text as reference_segment_key,
+    p.suppressed as suppressed,
+    p.suppression::text as suppression,
+    p.n_sessions::bigint as n_sessions,
+    p.n_users::bigint as n_users,
+    {%- for name, flag in outcomes %}
+    p.{{ name }}_sessions::bigint as {{ name }}_sessions,
+    {{ ratio('p.' ~ name ~ '_sessions', 'p.n_sessions') }} as {{ name }}_rate,
+    {{ wilson_low('p.' ~ name ~ '_sessions', 'p.n_sessions') }} as {{ name }}_rate_ci_low,
+    {{ wilson_high('p.' ~ name ~ '_sessions', 'p.n_sessions') }} as {{ name }}_rate_ci_high,
+    case when p.segment_key <> p.reference_segment_key then
+        {{ ratio('p.' ~ name ~ '_sessions', 'p.n_sessions') }} - {{ ratio('r.' ~ name ~ '_sessions', 'r.n_sessions') }}
+    end as {{ name }}_gap,
+    case when p.segment_key <> p.reference_segment_key then
+        {{ newcombe_low('p.' ~ name ~ '_sessions', 'p.n_sessions', 'r.' ~ name ~ '_sessions', 'r.n_sessions') }}
+    end as {{ name }}_gap_ci_low,
+    case when p.segment_key <> p.reference_segment_key then
+        {{ newcombe_high('p.' ~ name ~ '_sessions', 'p.n_sessions', 'r.' ~ name ~ '_sessions', 'r.n_sessions') }}
+    end as {{ name }}_gap_ci_high,
+    {%- endfor %}
+    p.asr_mean::float8 as mean_asr_confidence,
+    {{ mean_ci_low('p.asr_mean', 'p.asr_sd', 'p.n_sessions') }} as mean_asr_confidence_ci_low,
+    {{ mean_ci_high('p.asr_mean', 'p.asr_sd', 'p.n_sessions') }} as mean_asr_confidence_ci_high,
+    p.intent_mean::float8 as mean_intent_confidence,
+    {{ mean_ci_low('p.intent_mean', 'p.intent_sd', 'p.n_sessions') }} as mean_intent_confidence_ci_low,
+    {{ mean_ci_high('p.intent_mean', 'p.intent_sd', 'p.n_sessions') }} as mean_intent_confidence_ci_high,
+    {{ var('min_cell_size') }}::integer as min_cell_size
+from published p
+left join published r on r.segment_key = p.reference_segment_key

@@ -1,0 +1,87 @@
+-- One row per day, ISO week and month with sessions: sessions, distinct anonymised users, new
+-- and returning users, repeat usage and sessions per user. Also the one place where a period's
+-- small-cell suppression is decided: the other period marts take `suppressed` from here, so
+-- every certified table withholds the same periods.
+with sessions as (
+    select user_key, session_date, session_week, session_month
+    from {{ ref('fact_voice_ai_sessions') }}
+),
+
+bounds as (
+    select min(session_date) as first_day, max(session_date) as last_day from sessions
+),
+
+first_seen as (
+    select user_key, min(session_date) as first_date from sessions group by user_key
+),
+
+in_periods as (
+    select s.user_key, f.first_date, p.period_grain, p.period_start, p.period_end
+    from sessions s
+    join first_seen f using (user_key)
+    cross join lateral (values
+        ('day', s.session_date, s.session_date),
+        ('week', s.session_week, s.session_week + 6),
+        ('month', s.session_month, (s.session_month + interval '1 month' - interval '1 day')::date)
+    ) as p (period_grain, period_start, period_end)
+),
+
+per_user as (
+    select period_grain, period_start, period_end, user_key,
+           count(*) as sessions,
+           min(first_date) >= period_start as is_new
+    from in_periods
+    group by period_grain, period_start, period_end, user_key
+),
+
+cells as (
+    select
+        period_grain, period_start, period_end,
+        period_grain || ':' || period_start::text as cell_key,
+        sum(sessions) as n_sessions,
+        count(*) as active_users,
+        count(*) filter (where is_new) as new_users,
+        count(*) filter (where not is_new) as returning_users,
+        count(*) filter (where not is_new or sessions >= 2) as repeat_users,
+        avg(sessions) as sessions_per_user,
+        stddev_samp(sessions) as sessions_per_user_sd,
+        -- sibling sets: days partition their week and their month; the periods of a grain
+        -- partition the whole (published in fct_voice_kpis and fct_accessibility_by_segment)
+        case when period_grain = 'day' then 'week:' || date_trunc('week', period_start)::date::text end as in_week,
+        case when period_grain = 'day' then 'month:' || date_trunc('month', period_start)::date::text end as in_month,
+        period_grain as in_whole
+    from per_user
+    group by period_grain, period_start, period_end
+),
+
+suppression as (
+    {{ small_cell_suppression('cells', 'cell_key', 'n_sessions', ['in_week', 'in_month', 'in_whole']) }}
+)
+
+select
+    c.period_grain::text as period_grain,
+    c.period_start::date as period_start,
+    c.period_end::date as period_end,
+    (c.period_start < b.first_day or c.period_end > b.last_day) as is_partial_period,
+    s.suppressed as suppressed,
+    s.suppression::text as suppression,
+    case when not s.suppressed then c.n_sessions end::bigint as n_sessions,
+    case when not s.suppressed then c.active_users end::bigint as active_users,
+    case when not s.suppressed then c.new_users end::bigint as new_users,
+    case when not s.suppressed then c.returning_users end::bigint as returning_users,
+    case when not s.suppressed then c.repeat_users end::bigint as repeat_users,
+    case when not s.suppressed then {{ ratio('c.repeat_users', 'c.active_users') }} end as repeat_usage_rate,
+    case when not s.suppressed then {{ wilson_low('c.repeat_users', 'c.active_users') }} end as repeat_usage_rate_ci_low,
+    case when not s.suppressed then {{ wilson_high('c.repeat_users', 'c.active_users') }} end as repeat_usage_rate_ci_high,
+    case when not s.suppressed then {{ ratio('c.returning_users', 'c.active_users') }} end as returning_user_share,
+    case when not s.suppressed then {{ wilson_low('c.returning_users', 'c.active_users') }} end as returning_user_share_ci_low,
+    case when not s.suppressed then {{ wilson_high('c.returning_users', 'c.active_users') }} end as returning_user_share_ci_high,
+    case when not s.suppressed then c.sessions_per_user end::float8 as sessions_per_user,
+    case when not s.suppressed then
+        {{ mean_ci_low('c.sessions_per_user', 'c.sessions_per_user_sd', 'c.active_users') }} end as sessions_per_user_ci_low,
+    case when not s.suppressed then
+        {{ mean_ci_high('c.sessions_per_user', 'c.sessions_per_user_sd', 'c.active_users') }} end as sessions_per_user_ci_high,
+    {{ var('min_cell_size') }}::integer as min_cell_size
+from cells c
+join suppression s on s.cell_key = c.cell_key
+cross join bounds b

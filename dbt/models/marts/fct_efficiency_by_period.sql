@@ -1,0 +1,100 @@
+-- One row per day and ISO week with sessions: turns per session, session duration, error-turn
+-- rate and time to completion, as means with intervals and as medians and 90th percentiles.
+with sessions as (
+    select session_date, session_week, is_completed, turn_count, error_turn_count,
+           turn_duration_sec_total, reported_duration_sec
+    from {{ ref('fact_voice_ai_sessions') }}
+),
+
+in_periods as (
+    select s.*, p.period_grain, p.period_start
+    from sessions s
+    cross join lateral (values ('day', s.session_date), ('week', s.session_week)) as p (period_grain, period_start)
+),
+
+cells as (
+    select
+        period_grain, period_start,
+        period_grain || ':' || period_start::text as cell_key,
+        count(*) as n_sessions,
+        sum(turn_count) as n_turns,
+        avg(turn_count) as turns_mean, stddev_samp(turn_count) as turns_sd,
+        percentile_cont(0.5) within group (order by turn_count) as turns_median,
+        percentile_cont(0.9) within group (order by turn_count) as turns_p90,
+        avg(turn_duration_sec_total) as duration_mean, stddev_samp(turn_duration_sec_total) as duration_sd,
+        percentile_cont(0.5) within group (order by turn_duration_sec_total) as duration_median,
+        percentile_cont(0.9) within group (order by turn_duration_sec_total) as duration_p90,
+        percentile_cont(0.5) within group (order by reported_duration_sec) as reported_duration_median,
+        percentile_cont(0.9) within group (order by reported_duration_sec) as reported_duration_p90,
+        -- ratio estimator sums: y = error turns, x = turns of each session
+        sum(error_turn_count) as error_turns,
+        sum(turn_count::float8 ^ 2) as sxx,
+        sum(turn_count::float8 * error_turn_count) as sxy,
+        sum(error_turn_count::float8 ^ 2) as syy,
+        count(*) filter (where is_completed) as n_completed,
+        avg(turn_duration_sec_total) filter (where is_completed) as ttc_mean,
+        stddev_samp(turn_duration_sec_total) filter (where is_completed) as ttc_sd,
+        percentile_cont(0.5) within group (order by turn_duration_sec_total) filter (where is_completed) as ttc_median,
+        percentile_cont(0.9) within group (order by turn_duration_sec_total) filter (where is_completed) as ttc_p90,
+        -- time to completion is its own cell (n = completed sessions); days partition their week
+        case when period_grain = 'day' then 'week:' || date_trunc('week', period_start)::date::text end as in_week
+    from in_periods
+    group by period_grain, period_start
+),
+
+completion_suppression as (
+    {{ small_cell_suppression('cells', 'cell_key', 'n_completed', ['in_week']) }}
+),
+
+periods as (
+    select period_grain, period_start, period_end, is_partial_period, suppressed, suppression
+    from {{ ref('fct_adoption_by_period') }}
+    where period_grain in ('day', 'week')
+),
+
+published as (
+    select
+        p.period_end, p.is_partial_period, p.suppressed, p.suppression,
+        (p.suppressed or t.suppressed) as ttc_suppressed,
+        c.*
+    from cells c
+    join periods p using (period_grain, period_start)
+    join completion_suppression t on t.cell_key = c.cell_key
+)
+
+select
+    period_grain::text as period_grain,
+    period_start::date as period_start,
+    period_end::date as period_end,
+    is_partial_period,
+    suppressed,
+    suppression::text as suppression,
+    case when not suppressed then n_sessions end::bigint as n_sessions,
+    case when not suppressed then n_turns end::bigint as n_turns,
+    case when not suppressed then turns_mean end::float8 as turns_per_session_mean,
+    case when not suppressed then {{ mean_ci_low('turns_mean', 'turns_sd', 'n_sessions') }} end as turns_per_session_ci_low,
+    case when not suppressed then {{ mean_ci_high('turns_mean', 'turns_sd', 'n_sessions') }} end as turns_per_session_ci_high,
+    case when not suppressed then turns_median end::float8 as turns_per_session_median,
+    case when not suppressed then turns_p90 end::float8 as turns_per_session_p90,
+    case when not suppressed then duration_mean end::float8 as duration_sec_mean,
+    case when not suppressed then {{ mean_ci_low('duration_mean', 'duration_sd', 'n_sessions') }} end as duration_sec_ci_low,
+    case when not suppressed then {{ mean_ci_high('duration_mean', 'duration_sd', 'n_sessions') }} end as duration_sec_ci_high,
+    case when not suppressed then duration_median end::float8 as duration_sec_median,
+    case when not suppressed then duration_p90 end::float8 as duration_sec_p90,
+    case when not suppressed then reported_duration_median end::float8 as reported_duration_sec_median,
+    case when not suppressed then reported_duration_p90 end::float8 as reported_duration_sec_p90,
+    case when not suppressed then error_turns end::bigint as error_turns,
+    case when not suppressed then {{ ratio('error_turns', 'n_turns') }} end as error_turn_rate,
+    case when not suppressed then
+        {{ ratio_ci_low('n_sessions', 'n_turns', 'error_turns', 'sxx', 'sxy', 'syy') }} end as error_turn_rate_ci_low,
+    case when not suppressed then
+        {{ ratio_ci_high('n_sessions', 'n_turns', 'error_turns', 'sxx', 'sxy', 'syy') }} end as error_turn_rate_ci_high,
+    ttc_suppressed as time_to_completion_suppressed,
+    case when not ttc_suppressed then n_completed end::bigint as n_completed_sessions,
+    case when not ttc_suppressed then ttc_mean end::float8 as time_to_completion_sec_mean,
+    case when not ttc_suppressed then {{ mean_ci_low('ttc_mean', 'ttc_sd', 'n_completed') }} end as time_to_completion_sec_ci_low,
+    case when not ttc_suppressed then {{ mean_ci_high('ttc_mean', 'ttc_sd', 'n_completed') }} end as time_to_completion_sec_ci_high,
+    case when not ttc_suppressed then ttc_median end::float8 as time_to_completion_sec_median,
+    case when not ttc_suppressed then ttc_p90 end::float8 as time_to_completion_sec_p90,
+    {{ var('min_cell_size') }}::integer as min_cell_size
+from published

@@ -1,0 +1,196 @@
+-- One row per comparison of two groups of sessions (a month against the month before, the latest
+-- month against the first, an ASR model version against the first version) and error type:
+-- the difference of the error rates with its 95% interval and tests, crude and standardised to
+-- a common user mix (region x disability x first-time digital user x language).
+{%- set types = [('error', 'error_turn_count'), ('misunderstanding', 'misunderstanding_turn_count'),
+                 ('silence', 'silence_turn_count'), ('noise', 'noise_turn_count')] %}
+
+with sessions as (
+    select session_date, session_month, asr_model_version, turn_count,
+           error_turn_count, misunderstanding_turn_count, silence_turn_count, noise_turn_count,
+           concat_ws('|', region, has_disability::text, is_first_time_digital_user::text, language) as stratum
+    from {{ ref('fact_voice_ai_sessions') }}
+),
+
+groups as (
+    -- the groups and their suppression, exactly as published in fct_error_rates
+    select breakdown, group_label, period_start, suppressed
+    from {{ ref('fct_error_rates') }}
+    where breakdown in ('month', 'asr_model_version')
+),
+
+in_groups as (
+    select s.*, g.breakdown, g.group_label
+    from sessions s
+    cross join lateral (values
+        ('month', s.session_month::text),
+        ('asr_model_version', coalesce(s.asr_model_version, 'unrecorded'))
+    ) as g (breakdown, group_label)
+),
+
+-- additive sums per group, stratum and error type: the ratio estimator of any union of strata
+strata as (
+    select
+        i.breakdown, i.group_label, i.stratum, e.error_type,
+        count(*) as n, sum(i.turn_count)::float8 as sx, sum(e.y)::float8 as sy,
+        sum(i.turn_count::float8 ^ 2) as sxx, sum(i.turn_count::float8 * e.y) as sxy, sum(e.y::float8 ^ 2) as syy
+    from in_groups i
+    join groups g using (breakdown, group_label)
+    cross join lateral (values
+        {%- for name, col in types %}
+        ('{{ name }}', i.{{ col }}){% if not loop.last %},{% endif %}
+        {%- endfor %}
+    ) as e (error_type, y)
+    group by i.breakdown, i.group_label, i.stratum, e.error_type
+),
+
+totals as (
+    select breakdown, group_label, error_type,
+           sum(n) as n, sum(sx) as sx, sum(sy) as sy, sum(sxx) as sxx, sum(sxy) as sxy, sum(syy) as syy
+    from strata
+    group by breakdown, group_label, error_type
+),
+
+months as (
+    select group_label, row_number() over (order by group_label) as i, count(*) over () as m
+    from groups where breakdown = 'month'
+),
+
+versions as (
+    -- the baseline version is the one that served the earliest session
+    select asr_model_version as group_label, row_number() over (order by min(session_date), asr_model_version) as i
+    from sessions where asr_model_version is not null
+    group by asr_model_version
+),
+
+pairs as (
+    select 'month_over_month'::text as comparison_type, 'month'::text as breakdown,
+           a.group_label as baseline_group, b.group_label as compared_group
+    from months a join months b on b.i = a.i + 1
+    union all
+    -- the whole span, when it is more than one step
+    select 'latest_month_vs_first', 'month', a.group_label, b.group_label
+    from months a join months b on a.i = 1 and b.i = b.m and b.m >= 3
+    union all
+    select 'asr_model_version', 'asr_model_version', a.group_label, b.group_label
+    from versions a join versions b on a.i = 1 and b.i > 1
+),
+
+crude as (
+    select
+        p.*, a.error_type,
+        p.comparison_type || '|' || p.baseline_group || '|' || p.compared_group as comparison_key,
+        (ga.suppressed or gb.suppressed) as suppressed,
+        a.n as a_n, a.sx as a_turns, a.sy as a_errors, a.sy / nullif(a.sx, 0) as a_rate,
+        {{ ratio_se('a.n', 'a.sx', 'a.sy', 'a.sxx', 'a.sxy', 'a.syy') }} as a_se,
+        {{ ratio_ci_low('a.n', 'a.sx', 'a.sy', 'a.sxx', 'a.sxy', 'a.syy') }} as a_ci_low,
+        {{ ratio_ci_high('a.n', 'a.sx', 'a.sy', 'a.sxx', 'a.sxy', 'a.syy') }} as a_ci_high,
+        b.n as b_n, b.sx as b_turns, b.sy as b_errors, b.sy / nullif(b.sx, 0) as b_rate,
+        {{ ratio_se('b.n', 'b.sx', 'b.sy', 'b.sxx', 'b.sxy', 'b.syy') }} as b_se,
+        {{ ratio_ci_low('b.n', 'b.sx', 'b.sy', 'b.sxx', 'b.sxy', 'b.syy') }} as b_ci_low,
+        {{ ratio_ci_high('b.n', 'b.sx', 'b.sy', 'b.sxx', 'b.sxy', 'b.syy') }} as b_ci_high,
+        {{ two_proportion_z('b.sy', 'b.sx', 'a.sy', 'a.sx') }} as z_turns_independent
+    from pairs p
+    join groups ga on ga.breakdown = p.breakdown and ga.group_label = p.baseline_group
+    join groups gb on gb.breakdown = p.breakdown and gb.group_label = p.compared_group
+    join totals a on a.breakdown = p.breakdown and a.group_label = p.baseline_group
+    join totals b on b.breakdown = p.breakdown and b.group_label = p.compared_group and b.error_type = a.error_type
+),
+
+-- direct standardisation: both groups' stratum rates weighted by the pooled turns of the
+-- strata present in both with at least 2 sessions each (a stratum variance needs 2 sessions)
+common_strata as (
+    select
+        p.comparison_type, p.baseline_group, p.compared_group, a.error_type,
+        a.sy / a.sx as a_rate, b.sy / b.sx as b_rate,
+        power({{ ratio_se('a.n', 'a.sx', 'a.sy', 'a.sxx', 'a.sxy', 'a.syy') }}, 2) as a_var,
+        power({{ ratio_se('b.n', 'b.sx', 'b.sy', 'b.sxx', 'b.sxy', 'b.syy') }}, 2) as b_var,
+        (a.sx + b.sx) / sum(a.sx + b.sx) over (partition by p.comparison_type, p.baseline_group, p.compared_group, a.error_type)
+            as w,
+        a.sx + b.sx as turns
+    from pairs p
+    join strata a on a.breakdown = p.breakdown and a.group_label = p.baseline_group
+    join strata b on b.breakdown = p.breakdown and b.group_label = p.compared_group
+                 and b.stratum = a.stratum and b.error_type = a.error_type
+    where a.n >= 2 and b.n >= 2 and a.sx > 0 and b.sx > 0
+),
+
+standardised as (
+    select
+        comparison_type, baseline_group, compared_group, error_type,
+        count(*) as n_strata,
+        sum(turns) as turns,
+        sum(w * a_rate) as a_rate,
+        sum(w * b_rate) as b_rate,
+        sum(w * (b_rate - a_rate)) as difference,
+        sqrt(sum(w ^ 2 * (a_var + b_var))) as se
+    from common_strata
+    group by comparison_type, baseline_group, compared_group, error_type
+),
+
+joined as (
+    select
+        c.*,
+        c.b_rate - c.a_rate as difference,
+        sqrt(c.a_se ^ 2 + c.b_se ^ 2) as difference_se,
+        sqrt(c.a_rate * (1 - c.a_rate) / c.a_turns + c.b_rate * (1 - c.b_rate) / c.b_turns) as naive_se,
+        s.n_strata, s.turns / (c.a_turns + c.b_turns) as coverage,
+        s.a_rate as std_a_rate, s.b_rate as std_b_rate, s.difference as std_difference, s.se as std_se
+    from crude c
+    left join standardised s using (comparison_type, baseline_group, compared_group, error_type)
+),
+
+results as (
+    select
+        j.*,
+        difference / nullif(difference_se, 0) as z,
+        std_difference / nullif(std_se, 0) as std_z
+    from joined j
+)
+
+select
+    comparison_key::text as comparison_key,
+    error_type::text as error_type,
+    comparison_type::text as comparison_type,
+    breakdown::text as breakdown,
+    baseline_group::text as baseline_group,
+    compared_group::text as compared_group,
+    suppressed as suppressed,
+    case when not suppressed then a_n end::bigint as baseline_n_sessions,
+    case when not suppressed then a_turns end::bigint as baseline_n_turns,
+    case when not suppressed then a_errors end::bigint as baseline_error_turns,
+    case when not suppressed then a_rate end::float8 as baseline_rate,
+    case when not suppressed then a_ci_low end::float8 as baseline_rate_ci_low,
+    case when not suppressed then a_ci_high end::float8 as baseline_rate_ci_high,
+    case when not suppressed then b_n end::bigint as compared_n_sessions,
+    case when not suppressed then b_turns end::bigint as compared_n_turns,
+    case when not suppressed then b_errors end::bigint as compared_error_turns,
+    case when not suppressed then b_rate end::float8 as compared_rate,
+    case when not suppressed then b_ci_low end::float8 as compared_rate_ci_low,
+    case when not suppressed then b_ci_high end::float8 as compared_rate_ci_high,
+    case when not suppressed then difference end::float8 as difference,
+    case when not suppressed then difference - {{ z95() }} * difference_se end::float8 as difference_ci_low,
+    case when not suppressed then difference + {{ z95() }} * difference_se end::float8 as difference_ci_high,
+    case when not suppressed then z end::float8 as z_statistic,
+    case when not suppressed then {{ normal_two_sided_p('z') }} end::float8 as p_value,
+    case when not suppressed then {{ normal_two_sided_p('z_turns_independent') }} end::float8 as p_value_turns_independent,
+    case when not suppressed then (difference_se / nullif(naive_se, 0)) ^ 2 end::float8 as design_effect,
+    case when not suppressed then std_a_rate end::float8 as standardised_baseline_rate,
+    case when not suppressed then std_b_rate end::float8 as standardised_compared_rate,
+    case when not suppressed then std_difference end::float8 as standardised_difference,
+    case when not suppressed then std_difference - {{ z95() }} * std_se end::float8 as standardised_difference_ci_low,
+    case when not suppressed then std_difference + {{ z95() }} * std_se end::float8 as standardised_difference_ci_high,
+    case when not suppressed then {{ normal_two_sided_p('std_z') }} end::float8 as standardised_p_value,
+    case when not suppressed then n_strata end::integer as standardisation_strata,
+    case when not suppressed then coverage end::float8 as standardisation_turn_coverage,
+    case
+        when suppressed then 'not compared: a group is suppressed (small cell)'
+        when {{ normal_two_sided_p('z') }} < 0.05 then
+            case when difference < 0 then 'lower' else 'higher' end || ' in ' || compared_group || ' than in ' || baseline_group
+            || ' by ' || to_char(100 * abs(difference), 'FM990.00') || ' points (p = ' || to_char({{ normal_two_sided_p('z') }}, 'FM0.0000')
+            || ', sessions as the unit)'
+            || case when {{ normal_two_sided_p('std_z') }} < 0.05 then '; also after standardising the user mix'
+                    else '; not significant after standardising the user mix' end
+        else 'no significant difference (p = ' || to_char({{ normal_two_sided_p('z') }}, 'FM0.0000') || ', sessions as the unit)'
+    end::text as conclusion
+from results

@@ -1,0 +1,145 @@
+-- One row per period (the whole span, every month, every ISO week) and KPI: the voice industry's
+-- standard KPIs beside the platform's own, each with its numerator, denominator, n and 95% interval.
+{%- set threshold = var('asr_low_confidence_threshold') %}
+{%- set session_kpis = [
+    ('containment_rate', 'industry', 'contained', 'Containment rate: sessions handled without transfer to a human agent / sessions.'),
+    ('abandonment_rate', 'industry', 'abandoned', 'Abandonment rate: sessions the caller left before completion / sessions.'),
+    ('transfer_rate', 'industry', 'transferred', 'Transfer (escalation) rate: sessions transferred to a human agent / sessions (1 - containment).'),
+    ('completion_rate', 'platform', 'completed', 'Task completion rate: sessions that ended completed / sessions.'),
+] %}
+{%- set reasons = ['repeated_errors', 'user_request', 'system', 'unspecified'] %}
+{%- set turn_kpis = [
+    ('no_match_rate', 'industry', 'misunderstanding_turn_count', 'No-match rate: turns the assistant did not understand (error_type misunderstanding) / turns.'),
+    ('no_input_rate', 'industry', 'silence_turn_count', 'No-input rate: turns without caller input (error_type silence) / turns.'),
+    ('low_asr_confidence_turn_share', 'industry', 'low_asr_confidence_turn_count',
+        'Share of turns whose ASR confidence is below ' ~ threshold ~ ' (var asr_low_confidence_threshold, VOICE_ANALYTICS_ASR_LOW_CONFIDENCE) / turns.'),
+    ('intent_detection_rate', 'industry', 'detected_intent_turn_count', 'Intent detection rate: turns with a detected intent (not unknown) / turns.'),
+    ('error_turn_rate', 'platform', 'error_turn_count', 'Error-turn rate: turns with any error (misunderstanding, silence, noise) / turns.'),
+    ('noise_rate', 'platform', 'noise_turn_count', 'Noise rate: turns with recognition noise / turns.'),
+] %}
+
+with sessions as (
+    select
+        session_date, session_week, session_month,
+        not is_transferred as contained, is_abandoned as abandoned, is_transferred as transferred,
+        is_completed as completed,
+        case when is_transferred then coalesce(transfer_reason, 'unspecified') end as reason,
+        turn_count,
+        misunderstanding_turn_count, silence_turn_count, low_asr_confidence_turn_count,
+        turn_count - unknown_intent_turn_count as detected_intent_turn_count,
+        error_turn_count, noise_turn_count
+    from {{ ref('fact_voice_ai_sessions') }}
+),
+
+bounds as (
+    select min(session_date) as first_day, max(session_date) as last_day from sessions
+),
+
+in_periods as (
+    select s.*, p.period_grain, p.period_start, p.period_end
+    from sessions s
+    cross join bounds b
+    cross join lateral (values
+        ('overall', b.first_day, b.last_day),
+        ('month', s.session_month, (s.session_month + interval '1 month' - interval '1 day')::date),
+        ('week', s.session_week, s.session_week + 6)
+    ) as p (period_grain, period_start, period_end)
+),
+
+periods as (
+    select
+        period_grain, period_start, period_end,
+        count(*) as n_sessions,
+        {%- for kpi, group, flag, definition in session_kpis %}
+        count(*) filter (where {{ flag }}) as {{ flag }},
+        {%- endfor %}
+        {%- for r in reasons %}
+        count(*) filter (where reason = '{{ r }}') as reason_{{ r }},
+        {%- endfor %}
+        sum(turn_count)::float8 as n_turns,
+        sum(turn_count::float8 ^ 2) as sxx,
+        {%- for kpi, group, col, definition in turn_kpis %}
+        sum({{ col }})::float8 as {{ kpi }}_y,
+        sum(turn_count::float8 * {{ col }}) as {{ kpi }}_sxy,
+        sum({{ col }}::float8 ^ 2) as {{ kpi }}_syy{% if not loop.last %},{% endif %}
+        {%- endfor %}
+    from in_periods
+    group by period_grain, period_start, period_end
+),
+
+kpis as (
+    select p.period_grain, p.period_start, p.period_end, k.*, p.sxx
+    from periods p
+    cross join lateral (values
+        {%- for kpi, group, flag, definition in session_kpis %}
+        ('{{ kpi }}', '{{ group }}', 'sessions', '{{ definition | replace("'", "''") }}',
+         p.{{ flag }}::float8, p.n_sessions::float8, p.n_sessions, null::float8, null::float8),
+        {%- endfor %}
+        {%- for r in reasons %}
+        ('transfer_reason_share:{{ r }}', 'industry', 'transferred sessions',
+         'Share of transferred sessions whose transfer_reason is {{ r }}{{ " (none recorded)" if r == "unspecified" }}: those sessions / transferred sessions.',
+         p.reason_{{ r }}::float8, p.transferred::float8, p.transferred, null::float8, null::float8),
+        {%- endfor %}
+        {%- for kpi, group, col, definition in turn_kpis %}
+        ('{{ kpi }}', '{{ group }}', 'turns', '{{ definition | replace("'", "''") }}',
+         p.{{ kpi }}_y, p.n_turns, p.n_sessions, p.{{ kpi }}_sxy, p.{{ kpi }}_syy){% if not loop.last %},{% endif %}
+        {%- endfor %}
+    ) as k (kpi, kpi_group, unit, definition, numerator, denominator, base_sessions, sxy, syy)
+),
+
+cells as (
+    select
+        *,
+        period_grain || ':' || period_start::text || ':' || kpi as cell_key,
+        -- the months (and the weeks) of a KPI partition its overall row
+        case when period_grain <> 'overall' then kpi || '|' || period_grain end as across_periods
+    from kpis
+),
+
+kpi_suppression as (
+    {{ small_cell_suppression('cells', 'cell_key', 'base_sessions', ['across_periods']) }}
+),
+
+period_suppression as (
+    select period_grain, period_start, suppressed
+    from {{ ref('fct_adoption_by_period') }}
+    where period_grain in ('week', 'month')
+),
+
+published as (
+    select
+        c.*,
+        (s.suppressed or coalesce(p.suppressed, false)) as is_suppressed,
+        case when s.suppressed then s.suppression
+             when p.suppressed then 'complementary' end as suppression_reason
+    from cells c
+    join kpi_suppression s on s.cell_key = c.cell_key
+    left join period_suppression p using (period_grain, period_start)
+)
+
+select
+    period_grain::text as period_grain,
+    period_start::date as period_start,
+    period_end::date as period_end,
+    kpi::text as kpi,
+    kpi_group::text as kpi_group,
+    unit::text as unit,
+    definition::text as definition,
+    is_suppressed as suppressed,
+    suppression_reason::text as suppression,
+    case when not is_suppressed then base_sessions end::bigint as n_sessions,
+    case when not is_suppressed then numerator end::bigint as numerator,
+    case when not is_suppressed then denominator end::bigint as denominator,
+    case when not is_suppressed then {{ ratio('numerator', 'denominator') }} end as value,
+    case when not is_suppressed then
+        case when unit = 'turns' then {{ ratio_ci_low('base_sessions', 'denominator', 'numerator', 'sxx', 'sxy', 'syy') }}
+             else {{ wilson_low('numerator', 'denominator') }} end
+    end as ci_low,
+    case when not is_suppressed then
+        case when unit = 'turns' then {{ ratio_ci_high('base_sessions', 'denominator', 'numerator', 'sxx', 'sxy', 'syy') }}
+             else {{ wilson_high('numerator', 'denominator') }} end
+    end as ci_high,
+    case when unit = 'turns' then 'ratio estimator, sessions as the unit (linearised variance, t)'
+         else 'Wilson score' end::text as ci_method,
+    {{ var('min_cell_size') }}::integer as min_cell_size
+from published

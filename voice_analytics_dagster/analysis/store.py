@@ -1,0 +1,250 @@
+"""The abandonment model's tables in the warehouse: reading its input with COPY (only the needed
+columns, streamed), and writing its outputs into the working schema ``analysis`` (BI cannot
+read it; publication copies the certified ones into ``analytics``).
+
+Tables (DDL below, one place):
+- analysis.abandonment_drivers        one row per feature of the current model (replaced)
+- analysis.abandonment_model_metrics  one row: the current model (replaced)
+- analysis.abandonment_model_history  one row per training, appended and kept across runs
+- analysis.abandonment_calibration    one row per decile of out-of-fold risk (replaced)
+- analysis.abandonment_session_scores one row per scored session (replaced; read by dbt's
+                                      fct_voice_session_export, not published by itself)
+SQL is built by pure functions (tested without a database).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import psycopg
+from psycopg import sql
+
+SCHEMA = "analysis"
+
+Column = tuple[str, str, str]  # name, PostgreSQL type, description
+
+DRIVER_COLUMNS: list[Column] = [
+    ("model_version", "text", "The model (name, revision, hash of the feature set)."),
+    ("trained_at", "timestamptz", "When the model was trained."),
+    ("feature", "text", "The feature: a fact column, or column=level for a level of a category (against reference_level)."),
+    ("feature_kind", "text", "numeric or indicator (0/1)."),
+    ("reference_level", "text", "For an indicator: the level it is compared with (false, or the most frequent level)."),
+    ("feature_mean", "double precision", "Mean of the feature over the sessions used."),
+    ("feature_sd", "double precision", "Standard deviation of the feature (the unit of the standardised coefficient)."),
+    ("coefficient", "double precision", "Log-odds of abandonment per standard deviation of the feature, other features held fixed."),
+    ("std_error", "double precision", "Standard error of the coefficient."),
+    ("ci_low", "double precision", "Wald 95% interval of the coefficient, lower bound (log-odds per SD)."),
+    ("ci_high", "double precision", "Wald 95% interval of the coefficient, upper bound."),
+    ("odds_ratio", "double precision", "exp(coefficient): the factor on the odds of abandonment per SD."),
+    ("odds_ratio_ci_low", "double precision", "95% interval of the odds ratio, lower bound."),
+    ("odds_ratio_ci_high", "double precision", "95% interval of the odds ratio, upper bound."),
+    ("coefficient_per_unit", "double precision", "Log-odds per unit of the feature (coefficient / feature_sd)."),
+    ("p_value", "double precision", "Two-sided Wald p-value, before correction."),
+    ("p_value_adjusted", "double precision", "Holm-adjusted p-value over all features of the model."),
+    ("is_significant", "boolean", "p_value_adjusted < 0.05 (and the fit converged)."),
+    ("rank", "integer", "Rank by the size of the standardised coefficient (1 = largest)."),
+]
+
+METRIC_COLUMNS: list[Column] = [
+    ("training_id", "text", "Identifier of the training (the Dagster run id and the time)."),
+    ("model_version", "text", "The model (name, revision, hash of the feature set)."),
+    ("trained_at", "timestamptz", "When the model was trained."),
+    ("status", "text", "fitted, insufficient_data or not_converged."),
+    ("message", "text", "Why a model was not fitted, if it was not."),
+    ("n_sessions_read", "bigint", "Sessions read from the fact."),
+    ("n_sessions", "bigint", "Sessions used (read minus those with a NULL feature)."),
+    ("n_sessions_dropped", "bigint", "Sessions left out because a feature was NULL (by column in dropped_by_feature)."),
+    ("dropped_by_feature", "text", "NULL features that left sessions out, as column: count."),
+    ("unused_features", "text", "Features not estimable in this data, as feature: reason."),
+    ("n_features", "integer", "Features in the model (the Holm family)."),
+    ("n_events", "bigint", "Abandoned sessions among those used."),
+    ("event_rate", "double precision", "n_events / n_sessions."),
+    ("cv_folds", "integer", "Folds of the stratified cross-validation."),
+    ("auc", "double precision", "AUC of the logistic model's out-of-fold risk over every session used."),
+    ("auc_ci_low", "double precision", "Percentile bootstrap 95% interval of auc, lower bound."),
+    ("auc_ci_high", "double precision", "Percentile bootstrap 95% interval of auc, upper bound."),
+    ("bootstrap_replicates", "integer", "Bootstrap replicates."),
+    ("bootstrap_sessions", "bigint", "Sessions resampled (m of an m-out-of-n bootstrap above 50,000 sessions)."),
+    ("gbm_auc", "double precision", "Out-of-fold AUC of a gradient-boosted model on the same folds (on gbm_sessions)."),
+    ("gbm_auc_ci_low", "double precision", "Bootstrap 95% interval of gbm_auc, lower bound."),
+    ("gbm_auc_ci_high", "double precision", "Bootstrap 95% interval of gbm_auc, upper bound."),
+    ("gbm_sessions", "bigint", "Sessions of the GBM comparison (a stratified subsample above 30,000)."),
+    ("logit_auc_on_gbm_sessions", "double precision", "The logistic model's out-of-fold AUC on the GBM's sessions."),
+    ("gbm_minus_logit_auc_ci_low", "double precision", "Paired bootstrap 95% interval of gbm_auc - logit AUC, lower bound."),
+    ("gbm_minus_logit_auc_ci_high", "double precision", "Paired bootstrap 95% interval of gbm_auc - logit AUC, upper bound."),
+    ("brier_score", "double precision", "Mean squared error of the out-of-fold risk."),
+    ("calibration_intercept", "double precision", "Calibration intercept (0 = calibrated in the large)."),
+    ("calibration_slope", "double precision", "Calibration slope (1 = calibrated; below 1 = overconfident)."),
+    ("n_significant_drivers", "integer", "Drivers significant after Holm's correction."),
+    ("strongest_driver", "text", "The strongest driver significant after Holm's correction; NULL when none is."),
+    ("conclusion", "text", "The result in a sentence."),
+    ("fit_seconds", "double precision", "Seconds the fit took."),
+]
+
+CALIBRATION_COLUMNS: list[Column] = [
+    ("model_version", "text", "The model."),
+    ("bin", "integer", "Decile of out-of-fold risk (1 = lowest risk)."),
+    ("suppressed", "boolean", "Small-cell suppression: the bin's figures are withheld (fewer than min_cell_size sessions, or complementary)."),
+    ("suppression", "text", "primary or complementary; NULL when published."),
+    ("n_sessions", "bigint", "Sessions in the bin."),
+    ("events", "bigint", "Abandoned sessions in the bin."),
+    ("mean_predicted", "double precision", "Mean out-of-fold risk of the bin."),
+    ("observed_rate", "double precision", "events / n_sessions."),
+    ("observed_ci_low", "double precision", "Wilson 95% interval of observed_rate, lower bound."),
+    ("observed_ci_high", "double precision", "Wilson 95% interval of observed_rate, upper bound."),
+    ("min_predicted", "double precision", "Lowest risk in the bin."),
+    ("max_predicted", "double precision", "Highest risk in the bin."),
+]
+
+SCORE_COLUMNS: list[Column] = [
+    ("session_id", "text", "The session."),
+    ("abandonment_risk", "double precision", "Out-of-fold probability of abandonment (the model never saw this session)."),
+    ("cv_fold", "integer", "The fold the session was held out in."),
+    ("model_version", "text", "The model."),
+]
+
+TABLES: dict[str, tuple[list[Column], str]] = {
+    "abandonment_drivers": (DRIVER_COLUMNS, "One row per feature of the current abandonment model (grain: feature)."),
+    "abandonment_model_metrics": (METRIC_COLUMNS, "One row: the current abandonment model's quality (grain: model)."),
+    "abandonment_model_history": (METRIC_COLUMNS, "One row per training of the abandonment model, kept across runs (grain: training_id)."),
+    "abandonment_calibration": (CALIBRATION_COLUMNS, "One row per decile of out-of-fold abandonment risk (grain: bin)."),
+    "abandonment_session_scores": (SCORE_COLUMNS, "One row per scored session: its out-of-fold abandonment risk (grain: session_id)."),
+}
+PRIMARY_KEYS = {
+    "abandonment_drivers": ["feature"],
+    "abandonment_model_metrics": ["model_version"],
+    "abandonment_model_history": ["training_id"],
+    "abandonment_calibration": ["bin"],
+    "abandonment_session_scores": ["session_id"],
+}
+
+
+def read_model_input_sql(columns: Sequence[str], relation: str = "marts.fact_voice_ai_sessions") -> sql.Composed:
+    schema, table = relation.split(".")
+    return sql.SQL("copy (select {} from {} order by session_id) to stdout with (format csv, header true)").format(
+        sql.SQL(", ").join(sql.Identifier(c) for c in columns), sql.Identifier(schema, table))
+
+
+class _CopyReader(io.RawIOBase):
+    """A file object over a COPY TO STDOUT stream, so that pandas parses while it streams."""
+
+    def __init__(self, chunks: Iterator[memoryview]):
+        self._chunks = chunks
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._pending:
+            try:
+                self._pending = memoryview(bytes(next(self._chunks)))
+            except StopIteration:
+                return 0
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+
+def read_model_input(conn: psycopg.Connection, columns: Sequence[str], booleans: Sequence[str],
+                     relation: str = "marts.fact_voice_ai_sessions") -> pd.DataFrame:
+    """The fact's ``columns``, streamed with COPY into pandas (no intermediate copy of the text:
+    memory is the parsed frame plus a 1 MB buffer)."""
+    with conn.cursor() as cur, cur.copy(read_model_input_sql(columns, relation)) as copy:
+        reader = io.BufferedReader(_CopyReader(iter(copy)), buffer_size=1 << 20)
+        dtypes = {c: "str" for c in columns if c not in booleans}
+        frame = pd.read_csv(reader, dtype=dtypes, keep_default_na=False, na_values=[""])
+    for c in columns:
+        if c in booleans:
+            frame[c] = frame[c].map({"t": True, "f": False})
+    numeric = [c for c in columns if c not in booleans and c not in ("session_id", "region", "language",
+                                                                    "channel", "asr_model_version")]
+    for c in numeric:
+        frame[c] = pd.to_numeric(frame[c])
+    return frame
+
+
+def create_table_sql(name: str, columns: Sequence[Column], description: str, if_not_exists: bool = False) -> str:
+    cols = ",\n    ".join(f"{c} {t}" for c, t, _ in columns)
+    pk = ", ".join(PRIMARY_KEYS[name])
+    create = "create table if not exists" if if_not_exists else "create table"
+    lines = [f"{create} {SCHEMA}.{name} (\n    {cols},\n    primary key ({pk})\n);"]
+    lines.append(f"comment on table {SCHEMA}.{name} is {_literal(description)};")
+    lines += [f"comment on column {SCHEMA}.{name}.{c} is {_literal(d)};" for c, _, d in columns]
+    return "\n".join(lines)
+
+
+def add_missing_columns_sql(name: str, columns: Sequence[Column]) -> str:
+    """The history table outlives code changes: new metric columns are added, never dropped."""
+    return "\n".join(f"alter table {SCHEMA}.{name} add column if not exists {c} {t};" for c, t, _ in columns)
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _csv_value(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, bool) or isinstance(v, np.bool_):
+        return "t" if v else "f"
+    if isinstance(v, float):
+        return repr(v)
+    text = str(v)
+    if any(ch in text for ch in ',"\n\r') or text == "":
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def rows_to_csv(rows: Sequence[Sequence]) -> bytes:
+    """CSV for COPY ... (format csv): empty unquoted field = NULL, "" = empty string."""
+    return "".join(",".join(_csv_value(v) for v in row) + "\n" for row in rows).encode()
+
+
+def copy_rows(conn: psycopg.Connection, name: str, columns: Sequence[Column], payload: Iterator[bytes] | bytes) -> None:
+    statement = sql.SQL("copy {} ({}) from stdin with (format csv)").format(
+        sql.Identifier(SCHEMA, name), sql.SQL(", ").join(sql.Identifier(c) for c, _, _ in columns))
+    with conn.cursor() as cur, cur.copy(statement) as copy:
+        if isinstance(payload, bytes):
+            copy.write(payload)
+        else:
+            for part in payload:
+                copy.write(part)
+
+
+def replace_table(conn: psycopg.Connection, name: str, payload) -> None:
+    """Drop, recreate and fill a table (inside the caller's transaction)."""
+    columns, description = TABLES[name]
+    conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(SCHEMA, name)))
+    conn.execute(create_table_sql(name, columns, description))
+    copy_rows(conn, name, columns, payload)
+
+
+def append_history(conn: psycopg.Connection, row: Sequence) -> None:
+    name = "abandonment_model_history"
+    columns, description = TABLES[name]
+    conn.execute(create_table_sql(name, columns, description, if_not_exists=True))
+    conn.execute(add_missing_columns_sql(name, columns))
+    copy_rows(conn, name, columns, rows_to_csv([row]))
+
+
+def score_chunks(session_ids: np.ndarray, risk: np.ndarray, fold: np.ndarray | None, model_version: str,
+                 chunk: int = 200_000) -> Iterator[bytes]:
+    """The scores as CSV, in chunks (vectorised formatting; memory: one chunk)."""
+    n = len(session_ids)
+    for start in range(0, n, chunk):
+        sl = slice(start, min(n, start + chunk))
+        part = pd.DataFrame({
+            "session_id": session_ids[sl],
+            "abandonment_risk": risk[sl],
+            "cv_fold": (fold[sl] if fold is not None else np.full(sl.stop - sl.start, -1)),
+            "model_version": model_version,
+        })
+        if fold is None:
+            part["cv_fold"] = None
+        yield part.to_csv(index=False, header=False, na_rep="", float_format="%.17g").encode()
