@@ -21,8 +21,6 @@ from .settings import Settings
 
 CERTIFIED_SCHEMA = "analytics"
 STAGE_SCHEMA = "publish_stage"
-# Schemas the pipeline writes; BI must get "permission denied" on every one of them.
-WORKING_SCHEMAS = ("raw", "staging", "intermediate", "marts", "snapshots", STAGE_SCHEMA)
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,26 @@ def test_bi_role_is_denied_every_working_schema(published, use_db, table):
         conn.execute(f"select * from {table} limit 1")
 
 
+def test_bi_role_is_denied_every_table_outside_analytics(published, use_db):
+    """Not only the schemas we know of: every relation in every other schema of the warehouse."""
+    db = use_db(published)
+    relations = db.rows(
+        """select n.nspname, c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace
+           where c.relkind in ('r', 'p', 'v', 'm') and n.nspname not in ('analytics', 'pg_catalog', 'information_schema')
+             and n.nspname not like 'pg_toast%' and n.nspname not like 'pg_temp%'""")
+    schemas = {s for s, _ in relations}
+    assert {"raw", "staging", "intermediate", "marts", "analysis"} <= schemas
+    readable = []
+    with bi_connect(db) as conn:
+        for schema, name in relations:
+            try:
+                conn.execute(f'select 1 from "{schema}"."{name}" limit 1')
+                readable.append(f"{schema}.{name}")
+            except psycopg.errors.InsufficientPrivilege:
+                pass
+    assert readable == []
+
+
 @pytest.mark.parametrize("statement", [
     "create table analytics.x (a int)",
     "create table public.x (a int)",
