@@ -43,9 +43,19 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from .pipeline import run_pipeline
 
-    outcome = run_pipeline(Path(args.source), verbose=args.verbose, full_refresh=args.full_refresh)
+    wait = 0.0 if args.no_wait else args.wait
+    outcome = run_pipeline(Path(args.source), verbose=args.verbose, full_refresh=args.full_refresh,
+                           wait_seconds=wait)
     _print(outcome.report())
     return 0 if outcome.published else 1
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import run_doctor
+
+    report = run_doctor(Path(args.source) if args.source else None, sample_size=args.sample)
+    _print(report.render())
+    return 0 if report.ok else 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -151,7 +161,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--source", required=True, help="export folder (five CSV files) or landing folder of dated deliveries")
     r.add_argument("--full-refresh", action="store_true", help="rebuild incremental models from scratch")
     r.add_argument("-v", "--verbose", action="store_true", help="show Dagster's event log")
+    w = r.add_mutually_exclusive_group()
+    w.add_argument("--wait", type=float, default=None, metavar="SECONDS",
+                   help="how long to wait for another run that holds the warehouse (default "
+                        "VOICE_ANALYTICS_RUN_LOCK_WAIT, 3600)")
+    w.add_argument("--no-wait", action="store_true", help="refuse at once (exit 3) when another run holds the warehouse")
     r.set_defaults(func=cmd_run)
+
+    doc = sub.add_parser("doctor", help="check the set-up (server, databases, roles, dbt, Dagster) and an export")
+    doc.add_argument("--source", help="an export folder or landing folder to check against the contract")
+    doc.add_argument("--sample", type=int, default=5, help="bad rows shown per file (default 5)")
+    doc.set_defaults(func=cmd_doctor)
 
     d = sub.add_parser("demo", help="generate a synthetic export and run the whole pipeline on the embedded default")
     d.add_argument("--sessions", type=int, default=20_000)
@@ -185,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .loader import IngestionError
+    from .runlock import RunLockBusy
     from .settings import SettingsError
 
     try:
@@ -192,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     except (SettingsError, IngestionError) as exc:
         print(f"voice-analytics: {exc}", file=sys.stderr)
         return 2
+    except RunLockBusy as exc:
+        print(f"voice-analytics: {exc}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         return 130
 

@@ -10,7 +10,7 @@ from .assets.publish import publish_certified_schema
 from .assets.report import voice_analytics_report
 from .checks import asset_checks
 from .jobs import freshness_job, pipeline_job
-from .resources import ExportSourceResource, WarehouseResource, dbt_resource
+from .resources import ExportSourceResource, WarehouseLockResource, WarehouseResource, dbt_resource
 from .schedules import freshness_schedule, landing_sensor, voice_analytics_daily
 
 defs = dg.Definitions(
@@ -22,6 +22,7 @@ defs = dg.Definitions(
     sensors=[landing_sensor, check_failure_alerts, run_failure_alerts],
     resources={
         "warehouse": WarehouseResource(),
+        "warehouse_lock": WarehouseLockResource(),
         "export_source": ExportSourceResource(),
         "dbt": dbt_resource(),
     },

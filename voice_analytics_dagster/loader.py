@@ -25,6 +25,7 @@ The SQL is built by pure functions (``batch_table_ddl``, ``column_rule``, ``quar
 from __future__ import annotations
 
 import csv
+import datetime as _dt
 import hashlib
 import json
 import re
@@ -35,11 +36,24 @@ from pathlib import Path
 
 import psycopg
 
-from .contract import EARLIEST_DATE, MAX_TEXT_LENGTH, TABLES, Column, Table
+from .contract import EARLIEST_DATE, MAX_TEXT_LENGTH, NO_VALUES, TABLES, YES_VALUES, Column, Table
 
 CHUNK = 1 << 20  # 1 MiB: COPY throughput is flat above ~256 KiB chunks
 BOM = b"\xef\xbb\xbf"
 DATED_FOLDER_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# Python's reading of the contract's textual forms: used only on the error path, to name every
+# bad column of a row that COPY skipped (COPY stops at the first). The exponent has at most two
+# digits: 30 digits and e+-99 stay within double precision.
+INTEGER_RE = r"^[+-]?[0-9]{1,18}$"
+DECIMAL_RE = r"^[+-]?([0-9]{1,30}([.][0-9]{0,30})?|[.][0-9]{1,30})([eE][+-]?[0-9]{1,2})?$"
+# A quarantined record keeps at most this many characters per field: enough to read and fix the
+# row, while a runaway field (a broken quote that swallowed megabytes) does not bloat quarantine.
+QUARANTINE_VALUE_MAX = 1000
+# Date words PostgreSQL's date input accepts that no export should contain: relative to the load
+# day, or sentinels. Seen anywhere in a file (lower-cased bytes), the load takes the careful path
+# where date fields are checked as text.
+DATE_WORDS = (b"oday", b"esterday", b"omorrow", b"poch", b"nfinity", b"llballs", b",now", b'"now')
+WHITESPACE = " \t\r\n"
 
 RAW_SCHEMA = "raw"
 
@@ -82,6 +96,8 @@ def read_header(path: Path) -> Header:
         raise IngestionError(path, 1, None, "empty file: expected a header line with the column names")
     has_bom = head.startswith(BOM)
     body = head[len(BOM):] if has_bom else head
+    if not body.strip():
+        raise IngestionError(path, 1, None, "empty file (only a byte-order mark): expected a header line")
     end = body.find(b"\n")
     if end == -1:
         if len(head) == CHUNK:
@@ -159,6 +175,9 @@ def compare_header(t: Table, columns: tuple[str, ...]) -> HeaderReport:
 
 ISO_DATE = re.compile(r"^\s*\d{4}-\d{2}-\d{2}\s*$")
 SNIFF_LINES = 1000
+# A format is a property of many rows: below this many dates the file is too small to call its
+# format changed, and its odd values are judged row by row.
+SNIFF_MIN_DATES = 20
 
 
 def sniff_date_format(t: Table, path: Path, header: Header) -> None:
@@ -182,7 +201,7 @@ def sniff_date_format(t: Table, path: Path, header: Header) -> None:
                 if i < len(row) and row[i].strip() and not ISO_DATE.match(row[i]):
                     bad[c].append((line_no, row[i]))
     for c, found in bad.items():
-        if seen and len(found) > seen / 2:
+        if seen >= SNIFF_MIN_DATES and len(found) > seen / 2:
             line, value = found[0]
             raise SchemaDriftError(path, line, c, f"dates are not YYYY-MM-DD (found {value!r} in {len(found)} of "
                                                   f"the first {seen} rows): the export's date format changed")
@@ -212,33 +231,53 @@ def file_checksum(path: Path) -> tuple[str, int]:
 
 
 class _Streamed:
-    """What streaming a file to COPY learned on the way: checksum, size, quotes."""
+    """What streaming a file to COPY learned on the way: checksum, size, quotes, date words."""
 
     def __init__(self) -> None:
         self.sha = hashlib.sha256()
         self.size = 0
         self.quoted = False
+        self.date_words = False
 
     @property
     def checksum(self) -> str:
         return self.sha.hexdigest()
 
+    def see(self, chunk: bytes) -> None:
+        self.sha.update(chunk)
+        self.size += len(chunk)
+        self.quoted = self.quoted or b'"' in chunk
+        if not self.date_words:
+            lowered = chunk.lower()
+            self.date_words = any(w in lowered for w in DATE_WORDS)
 
-def file_chunks(path: Path, header: Header, seen: _Streamed) -> Iterator[bytes]:
-    """The whole file (header included, COPY skips it) in chunks, hashed on the way, with blank
-    lines at the very end removed and a final line end added when missing."""
+
+def data_chunks(path: Path, skip: int = 0, chunk_size: int = CHUNK, seen: _Streamed | None = None) -> Iterator[bytes]:
+    """The file's bytes from ``skip`` on, in chunks, with CRLF turned into LF (COPY refuses a file
+    that mixes the two), blank lines at the very end removed and a final LF added when missing
+    (so a last line without newline loads). ``seen`` (when given) hashes the original bytes.
+
+    Each chunk's trailing run of CR/LF bytes is held back and put in front of the next chunk, so
+    that a CRLF pair split across two reads is still one line end and blank lines at the end of
+    the file are dropped however the reads fall. Byte operations only (no per-line Python)."""
     with open(path, "rb") as fh:
-        pending = b""
-        while chunk := fh.read(CHUNK):
-            seen.sha.update(chunk)
-            seen.size += len(chunk)
-            seen.quoted = seen.quoted or b'"' in chunk
-            if pending:
-                yield pending
-            pending = chunk
-        tail = pending.rstrip(b"\r\n")
-        if tail:
-            yield tail + header.line_end
+        if skip:
+            head = fh.read(skip)
+            if seen is not None:
+                seen.see(head)
+        held = b""
+        sent = False
+        while chunk := fh.read(chunk_size):
+            if seen is not None:
+                seen.see(chunk)
+            data = held + chunk
+            body = data.rstrip(b"\r\n")
+            held = data[len(body):]
+            if body:
+                yield body.replace(b"\r\n", b"\n")
+                sent = True
+        if sent:
+            yield b"\n"
 
 
 # -- SQL builders (pure) -----------------------------------------------------------------------
@@ -257,14 +296,17 @@ def batch_table(t: Table, batch_id: int) -> str:
     return f"{RAW_SCHEMA}.{_q(f'{t.name}__b{batch_id}')}"
 
 
-def column_rule(c: Column) -> str:
-    """SQL that is true when a typed value obeys the contract (NULL where the rule cannot say)."""
+def column_rule(c: Column, text_dates: bool = False) -> str:
+    """SQL that is true when a typed value obeys the contract (NULL where the rule cannot say).
+
+    ``text_dates``: date columns hold their text (the careful path); the rule then also says
+    that the text reads as a date, and refuses words such as 'yesterday'."""
     n = _q(c.name)
     parts = []
     if c.required:
         parts.append(f"{n} is not null")
     if c.type in ("text", "enum"):
-        parts.append(f"({n} <> '' and {n} = btrim({n}) and length({n}) <= {MAX_TEXT_LENGTH})")
+        parts.append(f"({n} <> '' and {n} = btrim({n}, E'{WHITESPACE}') and length({n}) <= {MAX_TEXT_LENGTH})")
         if c.case == "lower" or c.type == "enum":
             parts.append(f"{n} = lower({n})")
         elif c.case == "upper":
@@ -280,25 +322,36 @@ def column_rule(c: Column) -> str:
         if c.maximum is not None:
             parts.append(f"{n} <= {c.maximum!r}")
     if c.type == "date":
-        parts.append(f"({n} >= date {_lit(EARLIEST_DATE)} and {n} <= current_date + 1)")
+        plausible = f"({{v}} >= date {_lit(EARLIEST_DATE)} and {{v}} <= current_date + 1)"
+        if text_dates:
+            # CASE: the cast is reached only for text that reads as a date
+            parts.append(
+                f"(case when {n} ~ '[A-Za-z]' or not pg_input_is_valid({n}, 'date') then false "
+                f"else {plausible.format(v=f'{n}::date')} end)")
+        else:
+            parts.append(plausible.format(v=n))
     if not parts:
         return "true"
     rule = " and ".join(parts)
     return rule if c.required else f"({n} is null or ({rule}))"
 
 
-def batch_table_ddl(t: Table, batch_id: int, constrained: bool) -> str:
+def batch_table_ddl(t: Table, batch_id: int, constrained: bool, text_dates: bool = False) -> str:
     """The typed table that one file is COPYed into, attached afterwards as the batch's
     partition of ``raw.<table>``. With ``constrained``, every contract rule is a CHECK constraint
-    evaluated during COPY (the fast path for clean files: no second pass over the rows)."""
-    cols = [f"    {_q(c.name)} {c.pg_type}" for c in t.columns]
+    evaluated during COPY (the fast path for clean files: no second pass over the rows).
+    ``text_dates`` (careful path) keeps date columns as text until they are checked."""
+    def pg_type(c: Column) -> str:
+        return "text" if text_dates and c.type == "date" else c.pg_type
+
+    cols = [f"    {_q(c.name)} {pg_type(c)}" for c in t.columns]
     cols.append(f"    _batch_id bigint not null default {int(batch_id)} check (_batch_id = {int(batch_id)})")
     # identity from 2: the n-th record of a file is on line n + 1 (line 1 is the header),
     # corrected afterwards only when a quoted field spans lines
     cols.append("    _source_line bigint generated by default as identity (start with 2 cache 10000)")
     if constrained:
         for c in t.columns:
-            rule = column_rule(c)
+            rule = column_rule(c, text_dates)
             if rule != "true":
                 cols.append(f"    constraint {_q('rule_' + c.name)} check ({rule})")
     return f"create table {batch_table(t, batch_id)} (\n" + ",\n".join(cols) + "\n)"
@@ -309,18 +362,20 @@ def copy_sql(t: Table, batch_id: int, file_columns: tuple[str, ...], soft_errors
     # PostgreSQL 18: a value that does not parse skips its row with a NOTICE naming line,
     # column and value (quarantined below); older servers stop at the first such value
     opts = ", on_error ignore, log_verbosity verbose" if soft_errors else ""
+    # force_null: an empty field is missing whether or not it is quoted (writers that quote
+    # every field write "" for an empty one)
     return (f"copy {batch_table(t, batch_id)} ({cols}) from stdin "
-            f"with (format csv, header true, encoding 'UTF8'{opts})")
+            f"with (format csv, header true, encoding 'UTF8', force_null ({cols}){opts})")
 
 
-def normalise_sql(t: Table, batch_id: int) -> str | None:
-    """Fallback path: trim, empty-as-NULL and case-normalise text values in place."""
+def normalise_sql(t: Table, batch_id: int, text_dates: bool = False) -> str | None:
+    """Careful path: trim, empty-as-NULL and case-normalise text values in place."""
     sets, wheres = [], []
     for c in t.columns:
-        if c.type not in ("text", "enum"):
+        if c.type not in ("text", "enum") and not (text_dates and c.type == "date"):
             continue
         n = _q(c.name)
-        expr = f"nullif(btrim({n}, E' \\t\\r\\n'), '')"
+        expr = f"nullif(btrim({n}, E'{WHITESPACE}'), '')"
         if c.case == "lower" or c.type == "enum":
             expr = f"lower({expr})"
         elif c.case == "upper":
@@ -332,6 +387,16 @@ def normalise_sql(t: Table, batch_id: int) -> str | None:
     return f"update {batch_table(t, batch_id)} set {', '.join(sets)} where {' or '.join(wheres)}"
 
 
+def retype_dates_sql(t: Table, batch_id: int) -> str | None:
+    """Careful path, after the checks: the date columns' text becomes dates (day first for the
+    rare non-ISO spelling, as the load's DateStyle says)."""
+    dates = [c for c in t.columns if c.type == "date"]
+    if not dates:
+        return None
+    alters = ", ".join(f"alter column {_q(c.name)} type date using {_q(c.name)}::date" for c in dates)
+    return f"alter table {batch_table(t, batch_id)} {alters}"
+
+
 def _shown(c: Column, v: str) -> str:
     """The offending value in a reason, except for PII columns (never copied into reasons)."""
     if c.pii:
@@ -339,18 +404,26 @@ def _shown(c: Column, v: str) -> str:
     return f"', got ' || coalesce(quote_literal(left({v}::text, 40)), 'nothing')"
 
 
-def reason_expr(c: Column) -> str:
+def reason_expr(c: Column, text_dates: bool = False) -> str:
     """SQL giving why a typed value breaks its rule, or NULL when it obeys it."""
     n = _q(c.name)
-    return (f"case when ({column_rule(c)}) is not true then "
+    return (f"case when ({column_rule(c, text_dates)}) is not true then "
             f"{_lit(c.name + ': expected ' + c.expectation())} || {_shown(c, n)} end")
 
 
-def quarantine_rules_sql(t: Table, batch_id: int) -> str:
-    """Fallback path: move rows that break a rule into raw.quarantine with every reason."""
-    rules = " and ".join(f"({column_rule(c)})" for c in t.columns)
-    reasons = ",\n        ".join(reason_expr(c) for c in t.columns)
-    first = "\n".join(f"        when ({column_rule(c)}) is not true then {_lit(c.name)}" for c in t.columns)
+def truncated_record_sql(alias: str, drop: tuple[str, ...]) -> str:
+    """The row as JSON with every text value cut to QUARANTINE_VALUE_MAX characters."""
+    minus = "".join(f" - {_lit(d)}" for d in drop)
+    return (f"(select jsonb_object_agg(key, case when jsonb_typeof(value) = 'string' "
+            f"then to_jsonb(left(value #>> '{{}}', {QUARANTINE_VALUE_MAX})) else value end) "
+            f"from jsonb_each(to_jsonb({alias}){minus}))")
+
+
+def quarantine_rules_sql(t: Table, batch_id: int, text_dates: bool = False) -> str:
+    """Careful path: move rows that break a rule into raw.quarantine with every reason."""
+    rules = " and ".join(f"({column_rule(c, text_dates)})" for c in t.columns)
+    reasons = ",\n        ".join(reason_expr(c, text_dates) for c in t.columns)
+    first = "\n".join(f"        when ({column_rule(c, text_dates)}) is not true then {_lit(c.name)}" for c in t.columns)
     return f"""
 with bad as (
     delete from {batch_table(t, batch_id)} where ({rules}) is not true returning *
@@ -363,7 +436,7 @@ select _batch_id, {_lit(t.name)}, _source_line,
     concat_ws('; ',
         {reasons}
     ),
-    to_jsonb(bad) - '_batch_id' - '_source_line'
+    {truncated_record_sql('bad', ('_batch_id', '_source_line'))}
 from bad
 """
 
@@ -399,7 +472,26 @@ insert into raw.quarantine (batch_id, table_name, source_line, column_name, reas
 select _batch_id, {_lit(t.name)}, _source_line, {_lit(t.key[0])},
     'duplicate {", ".join(t.key)} ' || {shown}
         || ': ' || n || ' rows in this file (first at line ' || first_line || ')',
-    to_jsonb(m) - '_batch_id' - '_source_line' - 'n' - 'first_line' - {' - '.join(_lit('_dup_' + k) for k in t.key)}
+    {truncated_record_sql('m', ('_batch_id', '_source_line', 'n', 'first_line', *('_dup_' + k for k in t.key)))}
+from moved m
+"""
+
+
+def quarantine_skipped_twins_sql(t: Table, batch_id: int) -> str:
+    """Rows whose key is also the key of a row COPY skipped (its value did not parse): the key
+    repeats within the file, so every copy goes to quarantine, as for any duplicate.
+    Parameter: %(keys)s, the skipped rows' keys (first key column; single-column keys)."""
+    table = batch_table(t, batch_id)
+    k = _q(t.key[0])
+    shown = "' (value withheld: personal data)'" if t.column(t.key[0]).pii else f"quote_literal(m.{k})"
+    return f"""
+with moved as (
+    delete from {table} where {k} = any(%(keys)s) returning *
+)
+insert into raw.quarantine (batch_id, table_name, source_line, column_name, reason, record)
+select _batch_id, {_lit(t.name)}, _source_line, {_lit(t.key[0])},
+    'duplicate {t.key[0]} ' || {shown} || ': another row of this file with this key was quarantined',
+    {truncated_record_sql('m', ('_batch_id', '_source_line'))}
 from moved m
 """
 
@@ -493,29 +585,47 @@ class LoadResult:
     load_path: str = ""
 
 
-_COPY_CONTEXT = re.compile(r"COPY \S+, line (\d+)(?:, column (\w+))?")
+_COPY_CONTEXT = re.compile(r"COPY \S+, line (\d+)(?:, column (\w+))?(: \"(.*)\")?", re.S)
 _SKIPPED = re.compile(r'at line (\d+) for column "(\w+)": (.*)$', re.S)
 
 
 def _copy_error(path: Path, header: Header, exc: psycopg.Error, t: Table) -> IngestionError:
-    """Turn a COPY failure into an error naming the file, the line and the column."""
+    """Turn a COPY failure into an error naming the file, the line, the column and what was expected.
+
+    COPY reads the header too, so its line numbers are the file's (CRLF became LF, which keeps
+    the count; a quoted field spanning lines counts each of its lines). For an encoding error its
+    count is off by one after a multi-line field (measured, PostgreSQL 18.4): the bad byte is
+    located by a scan of the file instead (error path only)."""
     context = (exc.diag.context or "") if exc.diag else ""
     m = _COPY_CONTEXT.search(context)
-    line = int(m.group(1)) if m else None  # COPY reads the header too: its lines are the file's
+    line = int(m.group(1)) if m else None
     column = m.group(2) if m and m.group(2) else None
+    shown = m.group(4) if m and m.group(3) else None
     problem = (exc.diag.message_primary if exc.diag and exc.diag.message_primary else str(exc)).strip()
+    n = len(header.columns)
     if "invalid byte sequence" in problem:
-        problem += " (the file must be UTF-8)"
+        if "0x00" in problem:
+            problem += " (a NUL byte: expected UTF-8 text)"
+        else:
+            problem += " (expected UTF-8: re-export the file as UTF-8)"
+        line = _first_bad_byte_line(path) or line
         if line is not None and column is None:
             column = _column_of_bad_byte(path, line, header.columns)
     elif "missing data for column" in problem:
-        problem += f": the line has fewer fields than the header's {len(header.columns)} (truncated line?)"
-        mm = re.search(r'column "(\w+)"', problem)
+        if shown == "":
+            problem = f"empty line: expected a record of {n} fields (blank lines are allowed only at the end)"
+        else:
+            problem += f": the line has fewer fields than the header's {n} (truncated line?)"
+        mm = re.search(r'column "(\w+)"', str(exc))
         column = column or (mm.group(1) if mm else None)
     elif "extra data after last expected column" in problem:
-        problem += f": the line has more fields than the header's {len(header.columns)} (unquoted comma?)"
+        problem += f": the line has more fields than the header's {n} (an unquoted comma?)"
     elif "unterminated CSV quoted field" in problem:
-        problem += " (a quote opened and never closed: truncated file?)"
+        start = _unclosed_quote_line(path, header.size)
+        if start is not None:
+            line = start
+        problem += (f": a quote opened on line {line} is never closed (truncated file?); "
+                    "expected a closing double quote")
     elif column is not None:
         # a value that does not parse on a server without soft COPY errors (PostgreSQL < 18)
         try:
@@ -525,33 +635,211 @@ def _copy_error(path: Path, header: Header, exc: psycopg.Error, t: Table) -> Ing
     return IngestionError(path, line, column, problem)
 
 
+def _records(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(first physical line, fields) of every record of the file, header included, the bytes
+    decoded as Latin-1 so that any byte survives (error path only: Python reads every row)."""
+    csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))  # a runaway field is what we look for
+    with open(path, newline="", encoding="latin-1") as fh:
+        if fh.read(3) != BOM.decode("latin-1"):
+            fh.seek(0)
+        reader = csv.reader(fh)
+        start = 1
+        try:
+            for fields in reader:
+                yield start, fields
+                start = reader.line_num + 1
+        except csv.Error:
+            return
+
+
 def _column_of_bad_byte(path: Path, line_no: int, columns: tuple[str, ...]) -> str | None:
-    """The column of the first non-UTF-8 byte on a physical line (for the error message)."""
-    with open(path, "rb") as fh:
-        for i, raw in enumerate(fh, start=1):
-            if i == line_no:
-                try:
-                    raw.decode("utf-8")
-                    return None
-                except UnicodeDecodeError as exc:
-                    field_index = raw[: exc.start].count(b",")
-                    return columns[field_index] if field_index < len(columns) else None
+    """The column of the first non-UTF-8 byte in the record that covers physical line ``line_no``."""
+    found = None
+    for start, fields in _records(path):
+        if start > line_no:
+            break
+        found = fields
+    if found is None:
+        return None
+    for name, value in zip(columns, found, strict=False):
+        try:
+            value.encode("latin-1").decode("utf-8")
+            if "\x00" in value:
+                return name
+        except UnicodeDecodeError:
+            return name
     return None
 
 
-def _lines_of(path: Path, wanted: set[int]) -> dict[int, str]:
-    """The text of a few physical lines (for quarantine records of rows COPY skipped)."""
-    out: dict[int, str] = {}
-    if not wanted:
-        return out
-    last = max(wanted)
+def _first_bad_byte_line(path: Path) -> int | None:
+    """The physical line (1 = header) of the first byte PostgreSQL refuses in UTF-8 text: an
+    invalid UTF-8 sequence or a NUL byte. Streams the file; error path only."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    lines = 0
     with open(path, "rb") as fh:
-        for i, raw in enumerate(fh, start=1):
-            if i in wanted:
-                out[i] = raw.decode("utf-8", "replace").rstrip("\r\n")[:1000]
-            if i >= last:
-                break
+        while chunk := fh.read(CHUNK):
+            bad = None
+            nul = chunk.find(b"\x00")
+            try:
+                decoder.decode(chunk, final=False)
+            except UnicodeDecodeError as exc:
+                # exc.object is the decoder's pending bytes followed by this chunk
+                bad = exc.start - (len(exc.object) - len(chunk))
+            if nul != -1:
+                bad = nul if bad is None else min(bad, nul)
+            if bad is not None:
+                return lines + chunk.count(b"\n", 0, max(bad, 0)) + 1
+            lines += chunk.count(b"\n")
+    return None
+
+
+def _unclosed_quote_line(path: Path, skip: int) -> int | None:
+    """The physical line (1 = header) where the quote that is never closed opened, or None.
+
+    A quote toggles the quoted state (an escaped quote ``""`` toggles it twice); the state
+    left open at the end of the file was opened by the last quote that switched it on."""
+    in_quote = False
+    opened_at = None
+    line = 1
+    with open(path, "rb") as fh:
+        header = fh.read(skip)
+        line += header.count(b"\n")
+        while chunk := fh.read(CHUNK):
+            last = 0
+            for m in re.finditer(b'"', chunk):
+                line += chunk.count(b"\n", last, m.start())
+                last = m.start()
+                in_quote = not in_quote
+                if in_quote:
+                    opened_at = line
+            line += chunk.count(b"\n", last)
+    return opened_at if in_quote else None
+
+
+def _python_reasons(t: Table, values: dict[str, str]) -> list[tuple[str, str]]:
+    """(column, reason) for every field of a row that breaks the contract, read by Python.
+    Error path only: for the few rows COPY skipped, whose first bad value it names alone."""
+    out = []
+    for c in t.columns:
+        raw = values.get(c.name)
+        v = raw.strip(WHITESPACE) if raw is not None else ""
+        if c.case == "lower" or c.type in ("enum", "yesno"):
+            v = v.lower()
+        elif c.case == "upper":
+            v = v.upper()
+        expected = f"{c.name}: expected {c.expectation()}"
+        shown = " (value withheld: personal data)" if c.pii else f", got {v[:40]!r}"
+        if not v:
+            if c.required:
+                out.append((c.name, expected + ", got nothing"))
+            continue
+        ok = True
+        if c.type == "integer":
+            ok = bool(re.match(INTEGER_RE, v))
+            number = int(v) if ok else None
+        elif c.type == "decimal":
+            ok = bool(re.match(DECIMAL_RE, v))
+            number = float(v) if ok else None
+        else:
+            number = None
+        if ok and number is not None:
+            ok = (c.minimum is None or number >= c.minimum) and (c.maximum is None or number <= c.maximum)
+        if c.type == "yesno":
+            ok = v in YES_VALUES + NO_VALUES
+        elif c.type == "enum":
+            ok = v in c.accepted
+        elif c.type == "date":
+            try:
+                ok = ISO_DATE.match(v) is not None and str(_dt.date.fromisoformat(v)) >= EARLIEST_DATE
+            except ValueError:
+                ok = False
+        if ok and len(v) > MAX_TEXT_LENGTH:
+            ok = False
+        if not ok:
+            out.append((c.name, expected + shown))
     return out
+
+
+@dataclass
+class _Skipped:
+    line: int
+    column: str
+    reason: str
+    record: dict
+    key: str | None
+
+
+def _skipped_rows(t: Table, path: Path, header: Header, notices: list) -> tuple[int, list[_Skipped], list[tuple[int, int]]]:
+    """Rows COPY skipped because a value did not parse, from the server's NOTICEs (line, column,
+    value), with every bad field named and the record read back from the file."""
+    found: list[tuple[int, str, str]] = []
+    total = 0
+    for message in notices:
+        m = _SKIPPED.search(message)
+        if m:
+            found.append((int(m.group(1)), m.group(2), m.group(3)))
+            continue
+        mm = re.match(r"(\d+) rows? (?:was|were) skipped", message)
+        if mm:
+            total = int(mm.group(1))
+    total = max(total, len(found))
+    if not found:
+        return total, [], []
+    # the record covering each reported physical line (a quoted field may span lines: COPY
+    # reports the record's last line, the quarantine keeps its first, like every other row)
+    wanted = sorted({line for line, _, _ in found})
+    # value: (first line, fields, record number from 1, extra lines the record spans)
+    records: dict[int, tuple[int, list[str], int, int]] = {}
+    previous: tuple[int, list[str], int] | None = None
+    it = iter(wanted)
+    target = next(it, None)
+    for number, (start, fields) in enumerate(_records(path)):
+        while target is not None and previous is not None and previous[0] <= target < start:
+            records[target] = (previous[0], previous[1], previous[2], start - 1 - previous[0])
+            target = next(it, None)
+        if target is None:
+            break
+        previous = (start, fields, number)
+    while target is not None and previous is not None and previous[0] <= target:
+        records[target] = (previous[0], previous[1], previous[2], target - previous[0])
+        target = next(it, None)
+    names = [c.lower() for c in header.columns]
+    out = []
+    spans = []
+    for reported, column, value in found:
+        line, raw_fields, number, extra = records.get(reported, (reported, [], 0, 0))
+        if raw_fields and len(raw_fields) != len(header.columns):
+            # a wrong number of fields is the file's shape, whatever value COPY tripped on first
+            # (the same error as when every value of the line parses)
+            n = len(header.columns)
+            if len(raw_fields) < n:
+                raise IngestionError(path, line, header.columns[len(raw_fields)],
+                                     f'missing data for column "{header.columns[len(raw_fields)]}": the line has '
+                                     f"{len(raw_fields)} fields, fewer than the header's {n} (truncated line?)")
+            raise IngestionError(path, line, None, f"extra data after last expected column: the line has "
+                                                   f"{len(raw_fields)} fields, more than the header's {n} "
+                                                   "(an unquoted comma?)")
+        if extra and number:
+            spans.append((number + 1, extra))  # the record's identity value in the batch table
+        fields = [f.encode("latin-1").decode("utf-8", "replace") for f in raw_fields]
+        values = dict(zip(names, fields, strict=False))
+        reasons = _python_reasons(t, values)
+        if not any(col == column for col, _ in reasons):
+            try:
+                col = t.column(column)
+                shown = " (value withheld: personal data)" if col.pii else f", got {value[:40]}"
+                reasons.insert(0, (column, f"{column}: expected {col.expectation()}{shown}"))
+            except KeyError:
+                reasons.insert(0, (column, f"{column}: value does not parse"))
+        key = values.get(t.key[0])
+        out.append(_Skipped(
+            line, reasons[0][0], "; ".join(r for _, r in reasons),
+            {k: v[:QUARANTINE_VALUE_MAX] for k, v in values.items()},
+            key.strip(WHITESPACE) if key else None,
+        ))
+    return total, out, spans
 
 
 class _AlreadyLoaded(Exception):
@@ -559,15 +847,29 @@ class _AlreadyLoaded(Exception):
         self.batch_id, self.checksum, self.size = batch_id, checksum, size
 
 
+class _Careful(Exception):
+    """The file needs the careful path (a word such as 'yesterday' where a date may be)."""
+
+
 def _copy(conn: psycopg.Connection, t: Table, batch_id: int, path: Path, header: Header,
           soft: bool, notices: list) -> tuple[int, _Streamed]:
     seen = _Streamed()
     notices.clear()
     with conn.cursor().copy(copy_sql(t, batch_id, header.columns, soft)) as copy:
-        for chunk in file_chunks(path, header, seen):
+        for chunk in data_chunks(path, 0, seen=seen):
             copy.write(chunk)
     loaded = conn.execute(f"select count(*) from {batch_table(t, batch_id)}").fetchone()[0]
     return loaded, seen
+
+
+_COPY_ERRORS = (
+    psycopg.errors.DataError,
+    psycopg.errors.BadCopyFileFormat,
+    psycopg.errors.CharacterNotInRepertoire,
+    psycopg.errors.UntranslatableCharacter,
+    psycopg.errors.InvalidTextRepresentation,
+    psycopg.errors.NotNullViolation,
+)
 
 
 def load_file(
@@ -581,9 +883,18 @@ def load_file(
 
     Fast path: COPY into a new typed table whose CHECK constraints are the contract's rules, so
     a clean file is validated while it streams; then one pass for duplicate keys, and the table
-    is attached as the batch's partition of raw.<table>. Fallback (a rule broke): COPY again
-    into an unconstrained table, normalise, move rule breakers to quarantine with reasons."""
-    path = Path(path)
+    is attached as the batch's partition of raw.<table>. Careful path (a rule broke, or a date
+    word such as 'yesterday' appears): COPY again into an unconstrained table with the dates as
+    text, normalise, move duplicates and rule breakers to quarantine with reasons, type the dates.
+
+    The batch row, the typed rows and the quarantine rows are written in that one transaction:
+    a load that is killed, loses its connection or fails leaves no batch behind (tested by
+    tests/e2e/test_faults.py::test_kill_during_ingestion_leaves_no_half_loaded_batch)."""
+    return _load(conn, t, Path(path), delivery, run_id, dry_run=False)
+
+
+def _load(conn: psycopg.Connection, t: Table, path: Path, delivery: str | None, run_id: str | None,
+          dry_run: bool) -> LoadResult:
     if not path.exists():
         raise IngestionError(path, None, None, f"missing file: the export must contain {t.file}")
     header, report = check_header(t, path)
@@ -602,16 +913,17 @@ def load_file(
             # day first for the rare non-ISO date inside an ISO file (the users' locale, Rwanda,
             # writes 01/02/2025 for 1 February); a file in another format is refused above
             conn.execute("set local datestyle = 'ISO, DMY'")
-            # a file seen before at this path with this size: confirm by checksum, skip the load
-            row = conn.execute(
-                "select batch_id, file_checksum from raw.load_batches where table_name = %s and file_path = %s "
-                "and file_bytes = %s and status = 'loaded' order by batch_id desc limit 1",
-                (t.name, str(path.resolve()), stat.st_size),
-            ).fetchone()
-            if row:
-                checksum, size = file_checksum(path)
-                if checksum == row[1]:
-                    raise _AlreadyLoaded(row[0], checksum, size)
+            if not dry_run:
+                # a file seen before at this path with this size: confirm by checksum, skip the load
+                row = conn.execute(
+                    "select batch_id, file_checksum from raw.load_batches where table_name = %s and file_path = %s "
+                    "and file_bytes = %s and status = 'loaded' order by batch_id desc limit 1",
+                    (t.name, str(path.resolve()), stat.st_size),
+                ).fetchone()
+                if row:
+                    checksum, size = file_checksum(path)
+                    if checksum == row[1]:
+                        raise _AlreadyLoaded(row[0], checksum, size)
             batch_id = conn.execute(
                 """insert into raw.load_batches (table_name, file_name, file_path, delivery, file_checksum,
                        file_bytes, file_mtime, header, status, dagster_run_id, started_at)
@@ -620,48 +932,73 @@ def load_file(
                  stat.st_mtime, list(header.columns), run_id),
             ).fetchone()[0]
             table = batch_table(t, batch_id)
-            load_path = "checked during COPY"
+            careful = False
             try:
                 with conn.transaction():  # savepoint: a broken rule falls back, a broken file errors
                     conn.execute(batch_table_ddl(t, batch_id, constrained=True))
                     loaded, seen = _copy(conn, t, batch_id, path, header, soft, notices)
-            except psycopg.errors.CheckViolation:
-                load_path = "validated after COPY"
+                    if seen.date_words:
+                        raise _Careful()
+            except (psycopg.errors.CheckViolation, _Careful):
+                careful = True
                 try:
                     with conn.transaction():
-                        conn.execute(batch_table_ddl(t, batch_id, constrained=False))
+                        conn.execute(batch_table_ddl(t, batch_id, constrained=False, text_dates=True))
                         loaded, seen = _copy(conn, t, batch_id, path, header, soft, notices)
                 except _COPY_ERRORS as exc:
                     raise _copy_error(path, header, exc, t) from None
             except _COPY_ERRORS as exc:
                 raise _copy_error(path, header, exc, t) from None
 
-            existing = conn.execute(
-                "select batch_id from raw.load_batches where table_name = %s and file_checksum = %s "
-                "and status = 'loaded'", (t.name, seen.checksum)).fetchone()
-            if existing:  # the same content delivered under another name: nothing new
-                raise _AlreadyLoaded(existing[0], seen.checksum, seen.size)
+            if not dry_run:
+                existing = conn.execute(
+                    "select batch_id from raw.load_batches where table_name = %s and file_checksum = %s "
+                    "and status = 'loaded'", (t.name, seen.checksum)).fetchone()
+                if existing:  # the same content delivered under another name: nothing new
+                    raise _AlreadyLoaded(existing[0], seen.checksum, seen.size)
 
-            skipped = _quarantine_skipped(conn, t, batch_id, path, notices)
+            skipped_count, skipped, spans = _skipped_rows(t, path, header, notices)
+            if spans:
+                # rows after a skipped record that spans lines start that much further down
+                conn.execute(
+                    f"update {table} p set _source_line = p._source_line + s.extra from ("
+                    "select b._source_line as rn, sum(x.extra) as extra from "
+                    f"{table} b join unnest(%s::bigint[], %s::bigint[]) as x(rn, extra) on x.rn < b._source_line "
+                    "group by b._source_line) s where p._source_line = s.rn",
+                    ([r for r, _ in spans], [e for _, e in spans]))
+            if skipped:
+                with conn.cursor() as cur:
+                    cur.executemany(
+                        "insert into raw.quarantine (batch_id, table_name, source_line, column_name, reason, record) "
+                        "values (%s, %s, %s, %s, %s, %s::jsonb)",
+                        [(batch_id, t.name, r.line, r.column, r.reason, json.dumps(r.record)) for r in skipped])
             if seen.quoted and conn.execute(
                 f"select exists (select 1 from {table} where "
                 + " or ".join(f"strpos({_q(c.name)}, E'\\n') > 0" for c in t.columns if c.type in ("text", "enum"))
                 + ")"
             ).fetchone()[0]:
                 conn.execute(embedded_newline_fix_sql(t, batch_id))
-            if load_path == "validated after COPY":
-                if (sql_ := normalise_sql(t, batch_id)) is not None:
+            if careful and (sql_ := normalise_sql(t, batch_id, text_dates=True)) is not None:
+                conn.execute(sql_)
+            keys = sorted({r.key for r in skipped if r.key})
+            if keys and len(t.key) == 1:
+                conn.execute(quarantine_skipped_twins_sql(t, batch_id), {"keys": keys})
+            if careful:
+                conn.execute(quarantine_duplicates_sql(t, batch_id))
+                conn.execute(quarantine_rules_sql(t, batch_id, text_dates=True))
+                if (sql_ := retype_dates_sql(t, batch_id)) is not None:
                     conn.execute(sql_)
-                conn.execute(quarantine_rules_sql(t, batch_id))
-            conn.execute(quarantine_duplicates_sql(t, batch_id))
+            else:
+                conn.execute(quarantine_duplicates_sql(t, batch_id))
             quarantined = conn.execute(
                 "select count(*) from raw.quarantine where batch_id = %s", (batch_id,)).fetchone()[0]
             final = conn.execute(f"select count(*) from {table}").fetchone()[0]
-            read = loaded + skipped
+            read = loaded + skipped_count
             if read != final + quarantined:  # pragma: no cover - guards the SQL above
                 raise RuntimeError(f"{path}: read {read} rows but loaded {final} + quarantined {quarantined}")
             conn.execute(f"alter table {table} alter column _source_line drop identity")
             conn.execute(f"alter table raw.{_q(t.name)} attach partition {table} for values in ({int(batch_id)})")
+            load_path = "validated after COPY" if careful else "checked during COPY"
             conn.execute(
                 "update raw.load_batches set file_checksum = %s, file_bytes = %s, rows_read = %s, rows_loaded = %s, "
                 "rows_quarantined = %s, load_path = %s where batch_id = %s",
@@ -676,49 +1013,44 @@ def load_file(
                       quarantined, report, load_path)
 
 
-_COPY_ERRORS = (
-    psycopg.errors.DataError,
-    psycopg.errors.BadCopyFileFormat,
-    psycopg.errors.CharacterNotInRepertoire,
-    psycopg.errors.UntranslatableCharacter,
-    psycopg.errors.InvalidTextRepresentation,
-    psycopg.errors.NotNullViolation,
-)
+@dataclass
+class Validation:
+    """What loading a file would do, found without writing anything (``validate_file``)."""
+
+    table: str
+    path: str
+    header: HeaderReport
+    rows_read: int
+    rows_loaded: int
+    rows_quarantined: int
+    # (source line, column, reason) of the first quarantined rows, in file order
+    sample: list[tuple[int, str | None, str]]
+    # column -> rows failing its type or rule, for the "retyped column" rule of the ingestion check
+    failing_by_column: dict[str, int]
+    # the table holding the rows that would load (exists only inside the caller's transaction)
+    relation: str = ""
 
 
-def _quarantine_skipped(conn: psycopg.Connection, t: Table, batch_id: int, path: Path, notices: list) -> int:
-    """Rows COPY skipped because a value did not parse: one quarantine row each, from the
-    server's NOTICE (line, column, value). Returns how many were skipped."""
-    rows = []
-    total = 0
-    for message in notices:
-        m = _SKIPPED.search(message)
-        if m:
-            rows.append((int(m.group(1)), m.group(2), m.group(3)))
-            continue
-        mm = re.match(r"(\d+) rows? (?:was|were) skipped", message)
-        if mm:
-            total = int(mm.group(1))
-    total = max(total, len(rows))
-    if not rows:
-        return total
-    texts = _lines_of(path, {line for line, _, _ in rows})
-    records = []
-    for line, column, value in rows:
-        try:
-            col = t.column(column)
-            shown = " (value withheld: personal data)" if col.pii else f", got {value[:40]}"
-            reason = f"{column}: expected {col.expectation()}{shown}"
-        except KeyError:
-            reason = f"{column}: value does not parse"
-        # the raw line stays in schema raw (like the raw tables); reasons never carry PII
-        record = {"line": texts.get(line, "")}
-        records.append((batch_id, t.name, line, column, reason, json.dumps(record)))
-    with conn.cursor() as cur:
-        cur.executemany(
-            "insert into raw.quarantine (batch_id, table_name, source_line, column_name, reason, record) "
-            "values (%s, %s, %s, %s, %s, %s::jsonb)", records)
-    return total
+def validate_file(conn: psycopg.Connection, t: Table, path: Path, sample_size: int = 5,
+                  keep: bool = False) -> Validation:
+    """Run the loader's real COPY and validation on ``path`` and return what it found, in a
+    savepoint that is rolled back: nothing is written (``doctor``). With ``keep`` the rows stay
+    in ``relation`` for the caller, who must roll its own transaction back."""
+    path = Path(path)
+    with conn.transaction() as tx:
+        conn.execute(bootstrap_raw_sql())
+        result = _load(conn, t, path, None, None, dry_run=True)
+        sample = conn.execute(
+            "select source_line, column_name, reason from raw.quarantine where batch_id = %s "
+            "order by source_line limit %s", (result.batch_id, sample_size)).fetchall()
+        failing = dict(conn.execute(
+            "select column_name, count(*) from raw.quarantine where batch_id = %s "
+            "and reason like column_name || ': expected %%' group by 1", (result.batch_id,)).fetchall())
+        if not keep:
+            raise psycopg.Rollback(tx)
+    return Validation(t.name, str(path), result.header, result.rows_read, result.rows_loaded,
+                      result.rows_quarantined, [tuple(r) for r in sample], failing,
+                      batch_table(t, result.batch_id))
 
 
 def activate_batches(conn: psycopg.Connection, t: Table, results: list[LoadResult]) -> None:

@@ -10,6 +10,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .contract import LOAD_ORDER
 from .settings import DBT_PROJECT_DIR, get_settings
 from .warehouse import Warehouse
 
@@ -59,6 +60,8 @@ class RunOutcome:
     blocked_by: list[str] = field(default_factory=list)
     message: str = ""
     warnings: list[str] = field(default_factory=list)
+    # files this run loaded: (file, delivery, read, loaded, quarantined); loaded + quarantined = read
+    loads: list[tuple[str, str | None, int, int, int]] = field(default_factory=list)
 
     def report(self) -> str:
         lines = []
@@ -71,24 +74,50 @@ class RunOutcome:
             lines.append(f"run {self.run_id}: NOT published; the certified schema analytics is unchanged.")
             lines.append("Blocked by:")
             lines += ["  " + line for line in (self.message or "unknown").splitlines()]
+        if self.loads:
+            lines.append("Rows of the files loaded by this run (read = loaded + quarantined):")
+            for file, delivery, read, loaded, quarantined in self.loads:
+                name = f"{delivery}/{file}" if delivery else file
+                lines.append(f"  {name:<32} read {read:>10,} = loaded {loaded:>10,} + quarantined {quarantined:>8,}")
         if self.warnings:
             lines.append("Warnings (did not block):")
             lines += [f"  {w}" for w in self.warnings]
         return "\n".join(lines)
 
 
+def _say(message: str) -> None:
+    print(f"voice-analytics: {message}", file=sys.stderr, flush=True)
+
+
 def run_pipeline(source: Path, verbose: bool = False, full_refresh: bool = False,
-                 extra_run_config: dict | None = None) -> RunOutcome:
-    """Materialize every asset from ``source``; publish iff every blocking check passed."""
-    from .gate import block_summary, failed_checks, failed_steps
-    from .instance import open_instance
-    from .publish import record_block
+                 extra_run_config: dict | None = None, wait_seconds: float | None = None) -> RunOutcome:
+    """Materialize every asset from ``source``; publish iff every blocking check passed.
+
+    The run holds the warehouse run lock from before the Dagster run starts to the end
+    (runlock.py): a concurrent run waits up to ``wait_seconds`` (default
+    VOICE_ANALYTICS_RUN_LOCK_WAIT; 0 = refuse at once), then raises RunLockBusy."""
+    from . import runlock
 
     settings = get_settings()
     wh = Warehouse(settings)
     wh.ensure_databases()
+    wait = settings.run_lock_wait_seconds if wait_seconds is None else wait_seconds
+    with runlock.hold(wh.url(), "cli", wait, on_wait=_say):
+        return _run_locked(settings, wh, source, verbose, full_refresh, extra_run_config)
+
+
+def _run_locked(settings, wh: Warehouse, source: Path, verbose: bool, full_refresh: bool,
+                extra_run_config: dict | None) -> RunOutcome:
+    from .gate import block_summary, failed_checks, failed_steps
+    from .instance import WAREHOUSE_TAG, open_instance
+    from .publish import record_block
+    from .runlock import DATABASE_TAG, LOCK_TAG, fail_orphaned_runs
+
     prepare_dbt()
     instance = open_instance(settings, wh)
+    database = wh.conninfo().dbname
+    for dead in fail_orphaned_runs(instance, database):
+        _say(f"run {dead} had died holding the warehouse run lock: marked failed")
 
     from .definitions import defs
     from .jobs import PIPELINE_JOB
@@ -108,8 +137,12 @@ def run_pipeline(source: Path, verbose: bool = False, full_refresh: bool = False
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / "last-run.log"
     with open(log_path, "w") as log, contextlib.redirect_stdout(sys.stdout if verbose else log):
-        result = job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False)
+        result = job.execute_in_process(
+            run_config=run_config, instance=instance, raise_on_error=False,
+            tags={WAREHOUSE_TAG: "write", DATABASE_TAG: database, LOCK_TAG: "held"},
+        )
     run_id = result.run_id
+    loads = _loads_of_run(wh, run_id)
 
     checks = failed_checks(instance, run_id)
     steps = failed_steps(instance, run_id)
@@ -119,13 +152,24 @@ def run_pipeline(source: Path, verbose: bool = False, full_refresh: bool = False
     published = bool(row) and row[0][0] == "published"
     warnings = [f"{c.name} (severity {c.severity})" for c in checks if not c.blocking]
     if published:
-        return RunOutcome(run_id, result.success, True, dict(row[0][1]), warnings=warnings)
+        return RunOutcome(run_id, result.success, True, dict(row[0][1]), warnings=warnings, loads=loads)
     names, message = block_summary(checks, steps)
     if not names:
         names, message = ["unknown"], "the run ended without publishing (no failed check recorded)"
     with wh.connect() as conn:
         record_block(conn, run_id, names, message)
-    return RunOutcome(run_id, result.success, False, blocked_by=names, message=message, warnings=warnings)
+    return RunOutcome(run_id, result.success, False, blocked_by=names, message=message, warnings=warnings,
+                      loads=loads)
+
+
+def _loads_of_run(wh: Warehouse, run_id: str) -> list[tuple[str, str | None, int, int, int]]:
+    if not wh.scalar("select to_regclass('raw.load_batches') is not null"):
+        return []
+    return [tuple(r) for r in wh.fetchall(
+        "select file_name, delivery, rows_read, rows_loaded, rows_quarantined from raw.load_batches "
+        "where dagster_run_id = %s and status = 'loaded' "
+        "order by delivery nulls first, array_position(%s::text[], table_name), batch_id",
+        (run_id, list(LOAD_ORDER)))]
 
 
 def _has_publication_log(wh: Warehouse) -> bool:

@@ -104,6 +104,9 @@ class Settings:
     lookback_days: int = 3
     report_dir: Path = Path(".")
     alerts: AlertSettings = AlertSettings()
+    # How long a run waits for another run that holds the warehouse run lock (runlock.py) before
+    # it is refused. An hour covers a daily run at 1.2 M sessions (a few minutes) many times over.
+    run_lock_wait_seconds: float = 3600.0
 
     @property
     def is_embedded(self) -> bool:
@@ -190,11 +193,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         lookback_days=_env_int(env, "LOOKBACK_DAYS", 3),
         report_dir=Path(report_dir).expanduser().resolve() if report_dir else home / "reports",
         alerts=alerts,
+        run_lock_wait_seconds=_env_float(env, "RUN_LOCK_WAIT", 3600.0),
     )
     if settings.min_cell_size < 1:
         raise SettingsError(f"{ENV_PREFIX}MIN_CELL_SIZE must be >= 1")
     if not 0.0 <= settings.quarantine_tolerance <= 1.0:
         raise SettingsError(f"{ENV_PREFIX}QUARANTINE_TOLERANCE must be between 0 and 1")
+    if settings.run_lock_wait_seconds < 0:
+        raise SettingsError(f"{ENV_PREFIX}RUN_LOCK_WAIT must be >= 0 (seconds; 0 refuses at once)")
     if not _is_identifier(settings.bi_role):
         raise SettingsError(f"{ENV_PREFIX}BI_ROLE must be a plain SQL identifier, got {settings.bi_role!r}")
     if not _is_identifier(settings.database_name):

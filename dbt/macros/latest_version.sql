@@ -2,13 +2,20 @@
   The input of dbt from a raw table: rows of active load batches only (the export that was
   run, or the current version of every dated delivery; see loader.activate_batches), and of
   those the latest delivered version of each key: a later delivery of the same key supersedes
-  an earlier one (late data, corrected outcomes). Within one file a key is unique (the loader
-  quarantines duplicates), so the tie-break on the line number never decides.
+  an earlier one (late data, corrected outcomes).
+
+  "Later" is the delivery's date (its folder name, YYYY-MM-DD), not the load order: when an
+  earlier delivery is corrected and delivered again after a later one, its keys do not override
+  the later delivery's versions (tests/integration/test_loader_inputs.py::
+  test_a_later_delivery_supersedes_an_earlier_one). Load order (batch id) breaks ties within a
+  delivery; within one file a key is unique (the loader quarantines duplicates), so the line
+  number never decides.
 -#}
 {% macro latest_version(relation, key) -%}
-    select distinct on ({{ key }}) *
-    from {{ relation }}
-    -- = any(array(...)): an init plan, so PostgreSQL prunes the inactive batches' partitions at run time
-    where _batch_id = any(array(select batch_id from raw.load_batches where active))
-    order by {{ key }}, _batch_id desc, _source_line desc
+    select distinct on (r.{{ key }}) r.*
+    from {{ relation }} r
+    join raw.load_batches b on b.batch_id = r._batch_id
+    -- = any(array(...)): an init plan, so that PostgreSQL can prune inactive batches' partitions at run time
+    where r._batch_id = any(array(select batch_id from raw.load_batches where active))
+    order by r.{{ key }}, b.delivery desc nulls last, r._batch_id desc, r._source_line desc
 {%- endmacro %}

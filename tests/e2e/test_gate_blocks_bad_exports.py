@@ -89,6 +89,11 @@ def test_a_broken_export_is_blocked_by_the_named_check(certified, sample_dir, tm
     status, blocked_by = db.rows(
         "select status, blocked_by from analytics.publication_log where run_id = %s", (outcome.run_id,))[0]
     assert status == "blocked" and check in blocked_by
+    # bad data is never retried: no step went up for retry, dbt was not run again
+    from tests.e2e.runs import run_events
+
+    assert run_events(outcome.run_id, "STEP_UP_FOR_RETRY") == []
+    assert not [e for e in run_events(outcome.run_id) if "lost the warehouse connection" in (e.user_message or "")]
 
 
 def test_the_clean_export_publishes_again_after_the_blocks(certified, sample_dir, use_db):

@@ -83,7 +83,11 @@ def test_schedule_runs_the_pipeline_on_the_landing_folder(instance, tmp_path, mo
 
 def test_landing_sensor_requests_one_run_per_new_delivery(fresh_db, instance, sample_dir, tmp_path, monkeypatch):
     from voice_analytics_dagster.assets.ingestion import raw_assets
-    from voice_analytics_dagster.resources import ExportSourceResource, WarehouseResource
+    from voice_analytics_dagster.resources import (
+        ExportSourceResource,
+        WarehouseLockResource,
+        WarehouseResource,
+    )
 
     landing = tmp_path / "landing"
     landing.mkdir()
@@ -105,7 +109,8 @@ def test_landing_sensor_requests_one_run_per_new_delivery(fresh_db, instance, sa
     # the requested run's ingestion, with the sensor's run config
     result = dg.materialize(
         raw_assets, instance=instance, run_config=request.run_config,
-        resources={"warehouse": WarehouseResource(), "export_source": ExportSourceResource()},
+        resources={"warehouse": WarehouseResource(), "warehouse_lock": WarehouseLockResource(),
+                   "export_source": ExportSourceResource()},
     )
     assert result.success
     assert fresh_db.scalar("select count(*) from raw.load_batches where status = 'loaded'") == 5

@@ -6,7 +6,8 @@ downstream (publication included) runs in that run. Per-model behaviour lives in
 """
 
 
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import dagster as dg
@@ -20,7 +21,8 @@ from dagster_dbt import (
 
 from ..dbt_support import dbt_build_args
 from ..project import dbt_project
-from ..resources import WarehouseResource
+from ..resources import WarehouseLockResource, WarehouseResource
+from ..retry import MAX_RETRIES, backoff_seconds, dbt_failure_is_transient
 from ..settings import get_settings
 from .ingestion import raw_asset_key
 
@@ -123,13 +125,52 @@ def _enrich(event, key: dg.AssetKey, warehouse) -> Any:
     return event
 
 
+def _run_results(invocation) -> dict | None:
+    try:
+        return invocation.get_artifact("run_results.json")
+    except (OSError, ValueError):
+        return None
+
+
+def dbt_build_with_retry(context: dg.AssetExecutionContext, dbt: DbtCliResource, args: list[str],
+                         warehouse) -> Iterator[Any]:
+    """``dbt build``, run again (up to MAX_RETRIES times, exponential backoff) when it failed
+    because the warehouse connection was lost; never when a test failed or SQL was wrong
+    (retry.dbt_failure_is_transient).
+
+    An attempt's events are held until dbt has finished and yielded only from the attempt that
+    counts. Why: Dagster's own storage lives on the same server, and an event stored while the
+    server restarts fails the step with a framework error that no retry policy catches
+    (measured: a restart during dbt lost the whole run that way before this change)."""
+    for attempt in range(MAX_RETRIES + 1):
+        invocation = dbt.cli(args, context=context, raise_on_error=False)
+        events = list(invocation.stream())
+        if invocation.is_successful():
+            yield from events
+            return
+        messages = list(getattr(invocation, "_error_messages", []))
+        if attempt < MAX_RETRIES and dbt_failure_is_transient(_run_results(invocation), messages):
+            wait = backoff_seconds(attempt)
+            time.sleep(wait)
+            try:  # wait for the server (connect retries with backoff) rather than spend an attempt
+                warehouse.connect().close()
+            except Exception:  # noqa: BLE001 - the next attempt reports it
+                pass
+            # logged once the server answers again (Dagster's event log lives on it too)
+            context.log.warning(
+                f"dbt build lost the warehouse connection; retry {attempt + 1}/{MAX_RETRIES} after {wait:g} s")
+            continue
+        yield from events
+        raise invocation.get_error()
+
+
 @dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, dagster_dbt_translator=translator)
-def voice_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource):
+def voice_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource,
+                     warehouse_lock: WarehouseLockResource):
     """Build and test the dbt models (dbt build) against the warehouse."""
     wh = warehouse.get()
     with warehouse.dbt_environment():
-        invocation = dbt.cli(dbt_build_args(get_settings()), context=context)
-        for event in invocation.stream():
+        for event in dbt_build_with_retry(context, dbt, dbt_build_args(get_settings()), wh):
             if isinstance(event, dg.Output):
                 event = _enrich(event, context.assets_def.keys_by_output_name[event.output_name], wh)
             yield event

@@ -11,6 +11,10 @@ step, so that a failure stops the run before dbt:
   current version of every delivery), quarantined rows stay within
   VOICE_ANALYTICS_QUARANTINE_TOLERANCE (default 0: any bad row blocks publication until a
   corrected file is delivered; re-running the same file does not unblock it).
+
+A lost warehouse connection (a restarting server) is retried with exponential backoff (retry.py):
+every file is one transaction and loading is idempotent per checksum, so the retry loads exactly
+what the failed attempt had not committed. Bad data is never retried (``allow_retries=False``).
 """
 
 
@@ -27,7 +31,8 @@ from ..loader import (
     load_file,
     record_rejection,
 )
-from ..resources import ExportSourceResource, WarehouseResource
+from ..resources import ExportSourceResource, WarehouseLockResource, WarehouseResource
+from ..retry import MAX_RETRIES, backoff_seconds, is_transient_db_error
 from ..settings import get_settings
 
 CONTRACT_CHECK = "file_matches_contract"
@@ -77,6 +82,7 @@ limit 5
 
 
 def _describe(results: list[LoadResult]) -> dict:
+    """Materialization metadata: every row read is loaded or quarantined, per file and in total."""
     loaded = [r for r in results if not r.skipped]
     return {
         "deliveries_seen": len(results),
@@ -88,7 +94,9 @@ def _describe(results: list[LoadResult]) -> dict:
         "batch_ids": [r.batch_id for r in results],
         "file_checksums": dg.MetadataValue.json(
             {(r.delivery or r.path): {"sha256": r.checksum, "bytes": r.file_bytes, "batch_id": r.batch_id,
-                                      "skipped_already_loaded": r.skipped} for r in results}
+                                      "skipped_already_loaded": r.skipped, "rows_read": r.rows_read,
+                                      "rows_loaded": r.rows_loaded, "rows_quarantined": r.rows_quarantined}
+             for r in results}
         ),
         "columns_reordered": any(r.header.reordered for r in results),
         "load_paths": sorted({r.load_path for r in results}),
@@ -116,78 +124,98 @@ def build_raw_asset(t: Table) -> dg.AssetsDefinition:
         metadata={"contract_columns": list(t.column_names), "grain": t.grain, "key": list(t.key)},
     )
     def _raw_asset(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
-                   export_source: ExportSourceResource):
-        settings = get_settings()
-        wh = warehouse.get()
-        wh.ensure_databases()
-        deliveries = discover_deliveries(export_source.folder())
-        results: list[LoadResult] = []
-        with wh.connect() as conn:
-            ensure_raw_schema(conn)
-            for delivery in deliveries:
-                path = delivery.file(t)
-                try:
-                    result = load_file(conn, t, path, delivery.name, context.run_id)
-                except IngestionError as exc:
-                    if path.exists():
-                        record_rejection(conn, t, path, delivery.name, context.run_id, exc)
-                    if isinstance(exc, SchemaDriftError):
-                        yield dg.AssetCheckResult(
-                            check_name=CONTRACT_CHECK, passed=False, severity=dg.AssetCheckSeverity.ERROR,
-                            metadata={"file": exc.path, "line": exc.line or 0, "column": exc.column or "",
-                                      "problem": exc.problem},
-                        )
-                    raise dg.Failure(description=str(exc), metadata={"file": exc.path, "line": exc.line or 0,
-                                                                     "column": exc.column or ""}) from None
-                context.log.info(
-                    f"{path}: " + (f"already loaded (batch {result.batch_id})" if result.skipped else
-                                   f"read {result.rows_read}, loaded {result.rows_loaded}, "
-                                   f"quarantined {result.rows_quarantined} (batch {result.batch_id})")
-                )
-                results.append(result)
-
-            activate_batches(conn, t, results)
-            new_batches = [r.batch_id for r in results if not r.skipped]
-            retyped = conn.execute(RETYPED_SQL, {"batches": new_batches, "share": RETYPED_SHARE}).fetchall()
-            current = conn.execute(ACTIVE_BATCHES_SQL, {"table": t.name}).fetchall()
-            over = [
-                (batch, delivery, read, quarantined)
-                for batch, delivery, read, quarantined in current
-                if quarantined > settings.quarantine_tolerance * max(read, 1) and quarantined > 0
-            ]
-            sample = conn.execute(QUARANTINE_SAMPLE_SQL, {"batches": [b for b, *_ in over]}).fetchall()
-            total_rows = conn.execute(f"select count(*) from raw.{t.name}").fetchone()[0]
-            conn.commit()
-
-        meta = _describe(results)
-        meta["dagster/row_count"] = total_rows
-        yield dg.MaterializeResult(metadata=meta)
-        yield dg.AssetCheckResult(
-            check_name=CONTRACT_CHECK,
-            passed=not retyped,
-            severity=dg.AssetCheckSeverity.ERROR,
-            metadata={
-                "retyped_columns": [
-                    f"{col}: {failing} of {read} rows fail its type" for col, failing, read in retyped
-                ],
-                "columns_reordered": meta["columns_reordered"],
-            },
-            description=None if not retyped else "column(s) no longer parse as their contract type",
-        )
-        yield dg.AssetCheckResult(
-            check_name=QUARANTINE_CHECK,
-            passed=not over,
-            severity=dg.AssetCheckSeverity.ERROR,
-            metadata={
-                "tolerance": settings.quarantine_tolerance,
-                "failing_count": sum(q for *_, q in over),
-                "failing_batches": [f"{d} (batch {b}): {q} of {r} rows quarantined" for b, d, r, q in over],
-                # reasons never carry personal data (loader withholds PII values)
-                "sample": [f"{f} line {line}: {reason}" for f, line, _col, reason in sample],
-            },
-        )
+                   export_source: ExportSourceResource, warehouse_lock: WarehouseLockResource):
+        try:
+            yield from _load_table(context, t, warehouse, export_source)
+        except Exception as exc:
+            if not is_transient_db_error(exc):
+                raise
+            wait = backoff_seconds(context.retry_number)
+            context.log.warning(f"lost the warehouse connection while loading {t.file} ({exc}); "
+                                f"retry {context.retry_number + 1}/{MAX_RETRIES} in {wait:g} s")
+            raise dg.RetryRequested(max_retries=MAX_RETRIES, seconds_to_wait=wait) from exc
 
     return _raw_asset
+
+
+def _load_table(context: dg.AssetExecutionContext, t: Table, warehouse: WarehouseResource,
+                export_source: ExportSourceResource):
+    """The raw asset of table ``t``: load every new delivery, then evaluate its two checks."""
+    settings = get_settings()
+    wh = warehouse.get()
+    wh.ensure_databases()
+    try:
+        deliveries = discover_deliveries(export_source.folder())
+    except IngestionError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    results: list[LoadResult] = []
+    # named, so that pg_stat_activity shows which table a backend is loading
+    with wh.connect(application_name=f"voice-analytics raw/{t.name}") as conn:
+        ensure_raw_schema(conn)
+        for delivery in deliveries:
+            path = delivery.file(t)
+            try:
+                result = load_file(conn, t, path, delivery.name, context.run_id)
+            except IngestionError as exc:
+                if path.exists():
+                    record_rejection(conn, t, path, delivery.name, context.run_id, exc)
+                if isinstance(exc, SchemaDriftError):
+                    yield dg.AssetCheckResult(
+                        check_name=CONTRACT_CHECK, passed=False, severity=dg.AssetCheckSeverity.ERROR,
+                        metadata={"file": exc.path, "line": exc.line or 0, "column": exc.column or "",
+                                  "problem": exc.problem},
+                    )
+                # bad data: the same file fails the same way again, so no retry
+                raise dg.Failure(description=str(exc), metadata={"file": exc.path, "line": exc.line or 0,
+                                                                 "column": exc.column or ""},
+                                 allow_retries=False) from None
+            context.log.info(
+                f"{path}: " + (f"already loaded (batch {result.batch_id})" if result.skipped else
+                               f"read {result.rows_read}, loaded {result.rows_loaded}, "
+                               f"quarantined {result.rows_quarantined} (batch {result.batch_id})")
+            )
+            results.append(result)
+
+        activate_batches(conn, t, results)
+        new_batches = [r.batch_id for r in results if not r.skipped]
+        retyped = conn.execute(RETYPED_SQL, {"batches": new_batches, "share": RETYPED_SHARE}).fetchall()
+        current = conn.execute(ACTIVE_BATCHES_SQL, {"table": t.name}).fetchall()
+        over = [
+            (batch, delivery, read, quarantined)
+            for batch, delivery, read, quarantined in current
+            if quarantined > settings.quarantine_tolerance * max(read, 1) and quarantined > 0
+        ]
+        sample = conn.execute(QUARANTINE_SAMPLE_SQL, {"batches": [b for b, *_ in over]}).fetchall()
+        total_rows = conn.execute(f"select count(*) from raw.{t.name}").fetchone()[0]
+        conn.commit()
+
+    meta = _describe(results)
+    meta["dagster/row_count"] = total_rows
+    yield dg.MaterializeResult(metadata=meta)
+    yield dg.AssetCheckResult(
+        check_name=CONTRACT_CHECK,
+        passed=not retyped,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "retyped_columns": [
+                f"{col}: {failing} of {read} rows fail its type" for col, failing, read in retyped
+            ],
+            "columns_reordered": meta["columns_reordered"],
+        },
+        description=None if not retyped else "column(s) no longer parse as their contract type",
+    )
+    yield dg.AssetCheckResult(
+        check_name=QUARANTINE_CHECK,
+        passed=not over,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "tolerance": settings.quarantine_tolerance,
+            "failing_count": sum(q for *_, q in over),
+            "failing_batches": [f"{d} (batch {b}): {q} of {r} rows quarantined" for b, d, r, q in over],
+            # reasons never carry personal data (loader withholds PII values)
+            "sample": [f"{f} line {line}: {reason}" for f, line, _col, reason in sample],
+        },
+    )
 
 
 raw_assets = [build_raw_asset(t) for t in TABLES]

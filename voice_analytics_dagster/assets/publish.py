@@ -6,6 +6,10 @@ transaction (voice_analytics_dagster/publish.py) and never runs after a failed b
 2. it then reads the latest evaluation of every check upstream of it, across runs, and refuses
    if any error-severity check's latest result is a failure (this covers checks that ran in an
    earlier run, and a run that selects publication alone).
+
+It publishes only while its run holds the warehouse run lock (runlock.py; re-checked here because
+a server restart drops the lock with its connection). A lost connection is retried with backoff:
+the swap is one transaction, so a retry publishes the whole version or nothing.
 """
 
 
@@ -17,7 +21,9 @@ from dagster._core.storage.asset_check_execution_record import AssetCheckExecuti
 from ..gate import FailedCheck
 from ..project import dbt_project
 from ..publish import CertifiedTable, ensure_analytics, ensure_bi_role, publish_tables, record_block
-from ..resources import WarehouseResource
+from ..resources import WarehouseLockResource, WarehouseResource
+from ..retry import MAX_RETRIES, backoff_seconds, is_transient_db_error
+from ..runlock import RunLockError
 from ..settings import get_settings
 from .abandonment import certified_tables as abandonment_certified_tables
 from .dbt import dbt_model_key
@@ -85,22 +91,36 @@ def build_publish_asset() -> dg.AssetsDefinition:
     ]
 
     @dg.multi_asset(specs=specs, name="publish_certified_schema", can_subset=False, group_name=GROUP)
-    def publish_certified_schema(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
+    def publish_certified_schema(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+                                 warehouse_lock: WarehouseLockResource):
         """Swap every certified table into analytics in one transaction, or log why not."""
         settings = get_settings()
         wh = warehouse.get()
         failures = latest_check_failures(context)
-        with wh.connect() as conn:
-            if failures:
-                names = [f.name for f in failures]
-                record_block(conn, context.run_id, names, "latest evaluation failed: " + ", ".join(names))
-                raise dg.Failure(
-                    description="not published: blocking checks failed: " + ", ".join(names),
-                    metadata={"blocked_by": names},
-                )
-            ensure_analytics(conn)
-            ensure_bi_role(conn, settings)
-            counts = publish_tables(conn, [t for t, _ in tables], settings, context.run_id)
+        try:
+            with wh.connect(application_name="voice-analytics publish") as conn:
+                if failures:
+                    names = [f.name for f in failures]
+                    record_block(conn, context.run_id, names, "latest evaluation failed: " + ", ".join(names))
+                    raise dg.Failure(
+                        description="not published: blocking checks failed: " + ", ".join(names),
+                        metadata={"blocked_by": names},
+                        allow_retries=False,
+                    )
+                try:
+                    warehouse_lock.verify()
+                except RunLockError as exc:
+                    raise dg.Failure(description=str(exc), allow_retries=False) from None
+                ensure_analytics(conn)
+                ensure_bi_role(conn, settings)
+                counts = publish_tables(conn, [t for t, _ in tables], settings, context.run_id)
+        except Exception as exc:
+            if not is_transient_db_error(exc):
+                raise
+            wait = backoff_seconds(context.retry_number)
+            context.log.warning(f"lost the warehouse connection while publishing ({exc}); "
+                                f"retry {context.retry_number + 1}/{MAX_RETRIES} in {wait:g} s")
+            raise dg.RetryRequested(max_retries=MAX_RETRIES, seconds_to_wait=wait) from exc
         for t, _ in tables:
             yield dg.MaterializeResult(
                 asset_key=published_key(t.name),
