@@ -1002,7 +1002,9 @@ def _load(conn: psycopg.Connection, t: Table, path: Path, delivery: str | None, 
             conn.execute(
                 "update raw.load_batches set file_checksum = %s, file_bytes = %s, rows_read = %s, rows_loaded = %s, "
                 "rows_quarantined = %s, load_path = %s where batch_id = %s",
-                (seen.checksum, seen.size, read, final, quarantined, load_path, batch_id),
+                # a dry run (doctor) of a file already loaded must not collide with the loaded
+                # batch's checksum (unique): its batch is rolled back anyway
+                (f"dry-run:{seen.checksum}" if dry_run else seen.checksum, seen.size, read, final, quarantined, load_path, batch_id),
             )
     except _AlreadyLoaded as known:
         return LoadResult(t.name, str(path), delivery, known.checksum, known.size, known.batch_id,

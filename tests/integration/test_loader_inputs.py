@@ -237,6 +237,29 @@ def test_a_stray_non_iso_date_is_read_day_first(db, tmp_path, careful):
     assert result.load_path == ("validated after COPY" if careful else "checked during COPY")
 
 
+def test_a_changed_date_format_is_schema_drift(db, tmp_path):
+    """Most of the first rows' dates not YYYY-MM-DD: the export changed its date format, and
+    reading "02/01/25" as some date would be silent corruption. The whole file is refused."""
+    rows = [turn(i, turn_id=f"DF{i}", created_at=f"{i:02d}/01/2025") for i in range(1, 26)]
+    err = fails(db, "voice_turns", write(tmp_path, "voice_turns.csv", "\n".join([TURN_HEADER, *rows]) + "\n"))
+    assert isinstance(err, SchemaDriftError)
+    assert (err.line, err.column) == (2, "created_at")
+    assert "date format changed" in err.problem and "'01/01/2025'" in err.problem
+
+
+def test_postgresql_integer_spellings_are_read_as_the_integer_they_spell(db, tmp_path):
+    """A documented leniency: PostgreSQL 16+'s integer input reads 0x10, 1_000 and +5, and the
+    loader takes them as the integer they spell rather than quarantining them."""
+    rows = [turn(1, turn_id="IS1", turn_number="0x10"), turn(2, turn_id="IS2", turn_number="1_000"),
+            turn(3, turn_id="IS3", turn_number="+5")]
+    rows += [turn(10 + i, turn_id=f"ISG{i}") for i in range(20)]
+    result = load(db, "voice_turns", write(tmp_path, "voice_turns.csv", "\n".join([TURN_HEADER, *rows]) + "\n"))
+    got = dict(db.rows("select turn_id, turn_number from raw.voice_turns where _batch_id = %s "
+                       "and turn_id like 'IS_'", (result.batch_id,)))
+    assert got == {"IS1": 16, "IS2": 1000, "IS3": 5}
+    assert result.rows_quarantined == 0
+
+
 def test_every_bad_column_of_a_row_is_named(db, tmp_path):
     good = "".join(turn(10 + i, turn_id=f"EB{i}") + "\n" for i in range(20))
     path = write(tmp_path, "voice_turns.csv",
