@@ -10,12 +10,13 @@ from .assets.publish import publish_certified_schema
 from .assets.report import voice_analytics_report
 from .checks import asset_checks
 from .jobs import freshness_job, pipeline_job
+from .metabase.assets import dashboard_specs
 from .resources import ExportSourceResource, WarehouseLockResource, WarehouseResource, dbt_resource
 from .schedules import freshness_schedule, landing_sensor, voice_analytics_daily
 
 defs = dg.Definitions(
     assets=[*raw_assets, voice_dbt_models, abandonment_model, publish_certified_schema,
-            voice_analytics_report],
+            voice_analytics_report, *dashboard_specs()],
     asset_checks=asset_checks,
     jobs=[pipeline_job, freshness_job],
     schedules=[voice_analytics_daily, freshness_schedule],

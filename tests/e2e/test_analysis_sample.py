@@ -257,3 +257,13 @@ def test_history_is_kept_across_trainings(published, db):
     assert len(after) == len(before) + 1 and after.training_id.is_unique
     assert after.auc.iloc[-1] == pytest.approx(after.auc.iloc[0])  # same data, same seed: same model
     assert len(frame(db, "select * from analysis.abandonment_drivers")) == 9  # replaced, not appended
+
+
+def test_every_metabase_card_runs_as_the_bi_role(db):
+    """The dashboards' SQL (metabase/) on this module's published run, as the read-only BI role:
+    the expected columns, the suppressed flag beside withheld values, NULL (never 0) in them."""
+    from tests.e2e.metabase_cards import check_every_card
+
+    with bi_connect(db) as conn:
+        suppressed = check_every_card(conn)
+    assert sum(suppressed.values()) >= 1  # the sample withholds one week's time to completion
