@@ -316,6 +316,8 @@ class Repeat:
     pandas_peak: int
     pg_backend_anon_peak: int
     dbt_nodes: list[tuple[str, float]] = field(default_factory=list)
+    dbt_invocations: list[dict] = field(default_factory=list)
+    step_seconds: dict[str, float] = field(default_factory=dict)
 
 
 class BenchError(RuntimeError):
@@ -357,6 +359,46 @@ def dbt_node_times(run_id: str) -> list[tuple[str, float]]:
         for r in json.loads(path.read_text()).get("results", []):
             out.append((r["unique_id"], float(r.get("execution_time") or 0.0)))
     return sorted(out, key=lambda x: -x[1])
+
+
+def _iso(ts: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+
+
+def dbt_invocations(run_id: str) -> list[dict]:
+    """Where each dbt step's time goes, from its dbt.log: the whole dbt command, the project
+    load (start to "Concurrency: N threads", i.e. parsing), and the nodes' execution
+    (run_results.json elapsed_time). The step time minus the command is Dagster's share
+    (dagster-dbt turning dbt's events into asset materializations and check evaluations)."""
+    from .settings import DBT_PROJECT_DIR
+
+    out = []
+    for folder in sorted((DBT_PROJECT_DIR / "target").glob(f"*-{run_id[:7]}-*")):
+        log, results = folder / "dbt.log", folder / "run_results.json"
+        if not log.exists():
+            continue
+        first = threads = last = None
+        partial = True
+        for line in log.read_text(errors="replace").splitlines():
+            try:
+                info = json.loads(line)["info"]
+            except (ValueError, KeyError):
+                continue
+            first = first or info["ts"]
+            last = info["ts"]
+            if info.get("code") == "Q027" and threads is None:
+                threads = info["ts"]
+            if "Unable to do partial parsing" in info.get("msg", ""):
+                partial = False
+        item = {"step": folder.name.rsplit("-", 2)[0], "partial_parse": partial,
+                "command_s": _iso(last) - _iso(first) if first else None,
+                "load_s": _iso(threads) - _iso(first) if threads else None}
+        if results.exists():
+            item["execute_s"] = json.loads(results.read_text()).get("elapsed_time")
+        out.append(item)
+    return out
 
 
 class Bench:
@@ -468,7 +510,8 @@ class Bench:
             copy_seconds=copy.seconds, copy_peak=copy.tree_peak,
             pandas_seconds=pandas.seconds, pandas_peak=pandas.tree_peak,
             pg_backend_anon_peak=max(run.pg_anon_peak, copy.pg_anon_peak, pandas.pg_anon_peak),
-            dbt_nodes=dbt_node_times(run_id)[:10],
+            dbt_nodes=dbt_node_times(run_id)[:10], dbt_invocations=dbt_invocations(run_id),
+            step_seconds={k: b - a for k, (a, b) in intervals.items()},
         )
 
     def incremental(self, sessions: int, seed: int, days: int) -> dict:
@@ -580,6 +623,13 @@ def render(result: dict) -> str:
     if result.get("dbt_top_nodes"):
         lines += ["", "slowest dbt nodes (run_results.json, median repeat):"]
         lines += [f"  {sec:7.2f} s  {node}" for node, sec in result["dbt_top_nodes"]]
+    for inv in result.get("dbt_invocations", []):
+        step = result.get("step_seconds", {}).get(inv["step"])
+        lines.append(
+            f"  dbt step {inv['step']}: step {_f(step, '{:.1f}')} s = dbt command {_f(inv['command_s'], '{:.1f}')} s "
+            f"(project load {_f(inv['load_s'], '{:.1f}')} s, {'partial' if inv['partial_parse'] else 'FULL'} parse; "
+            f"nodes {_f(inv.get('execute_s'), '{:.1f}')} s) + Dagster "
+            f"{_f(step - inv['command_s'] if step and inv['command_s'] else None, '{:.1f}')} s")
     inc = result.get("incremental")
     if inc:
         lines += ["", f"incremental: full run on {inc['history_days']} days {inc['full_run_s']:.1f} s; "
@@ -641,6 +691,8 @@ def run_bench(sessions: int, repeat: int = 3, seed: int = 0, export: Path | None
                         "platform": platform.platform(), "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
             "summary": summarise(repeats, sum(rows_by_file.values()), size),
             "dbt_top_nodes": mid.dbt_nodes if mid else [],
+            "dbt_invocations": mid.dbt_invocations if mid else [],
+            "step_seconds": mid.step_seconds if mid else {},
             "repeats": [asdict(r) for r in repeats],
         }
         if incremental:

@@ -77,3 +77,18 @@ def test_copy_script_names_the_header_columns_in_file_order(tmp_path):
     users = [line for line in script.splitlines() if line.startswith("\\copy bench_copy.users ")][0]
     assert "(" + ", ".join([c.name for c in TABLES[0].columns][::-1]) + ")" in users
     assert "with (format csv, header true)" in users
+
+
+def test_the_partial_parse_fingerprint_follows_the_dbt_connection_and_vars_only():
+    from voice_analytics_dagster.pipeline import parse_fingerprint
+
+    env = {"VOICE_ANALYTICS_DBT_HOST": "/tmp/pg", "VOICE_ANALYTICS_DBT_PORT": "5432",
+           "VOICE_ANALYTICS_DBT_USER": "postgres", "VOICE_ANALYTICS_DBT_DBNAME": "voice_analytics",
+           "PGOPTIONS": "-c voice_analytics.hmac_inner=aa", "DBT_ENV_SECRET_VOICE_ANALYTICS_PASSWORD": "x"}
+    base = parse_fingerprint(env, {"min_cell_size": 10})
+    # secrets and session options are not in dbt's profile hash: changing them must not re-parse
+    assert parse_fingerprint({**env, "PGOPTIONS": "other", "DBT_ENV_SECRET_VOICE_ANALYTICS_PASSWORD": "y"},
+                             {"min_cell_size": 10}) == base
+    assert parse_fingerprint({**env, "VOICE_ANALYTICS_DBT_DBNAME": "other"}, {"min_cell_size": 10}) != base
+    assert parse_fingerprint(env, {"min_cell_size": 5}) != base
+    assert "aa" not in base and len(base) == 64
