@@ -16,7 +16,8 @@ What is measured, per repeat, each in a subprocess of its own (so that its peak 
 Peak memory: a sampler reads /proc every 0.2 s for every process below each measured command
 (VmHWM, the kernel's own high-water mark per process, so a short peak between samples is still
 seen), and the run process's RSS over time, which the step events turn into a peak per stage.
-``os.wait4`` gives the whole tree's peak as a cross-check. The PostgreSQL server is not a child:
+The command's ru_maxrss (through a small wrapper, see WRAPPER) gives the whole tree's peak as a
+cross-check. The PostgreSQL server is not a child:
 its backends' private memory (RssAnon) is sampled, and its shared_buffers reported separately.
 
 Every repeat uses a fresh database on the configured server (dropped at the end), so the
@@ -193,13 +194,15 @@ class Sampler(threading.Thread):
     def sample(self) -> None:
         ppid = _parents()
         now = time.time()
+        # the measured command is the wrapper's (self.root's) child
+        main = min((p for p, parent in ppid.items() if parent == self.root), default=None)
         for pid in _descendants(self.root, ppid):
             st = _status(pid)
-            if "VmHWM" not in st:
+            if "VmHWM" not in st or pid == self.root:
                 continue
             label = self.hwm.get(pid, (None, 0))[0] or label_of(_cmd(pid))
             self.hwm[pid] = (label, max(st["VmHWM"], self.hwm.get(pid, ("", 0))[1]))
-            if pid == self.root:
+            if pid == main:
                 self.timeline.append((now, st.get("VmRSS", 0)))
         if self.postmaster:
             for pid in _descendants(self.postmaster, ppid):
@@ -225,7 +228,7 @@ class Sampler(threading.Thread):
 class Measured:
     seconds: float
     returncode: int
-    tree_peak: int  # bytes, os.wait4: the largest process of the tree
+    tree_peak: int  # bytes, the command's ru_maxrss: the largest process of its tree
     peaks: dict[str, int]  # bytes per process label (VmHWM)
     timeline: list[tuple[float, int]]
     pg_anon_peak: int
@@ -233,21 +236,37 @@ class Measured:
     stderr: str
 
 
+# Why a wrapper: a child's ru_maxrss starts from its parent's resident size at fork, and Linux
+# keeps it across exec, so os.wait4 in the bench process (hundreds of MB once Dagster is
+# imported) reported psql at 300 MB. The wrapper is a bare interpreter (-I -S, ~10 MB): it
+# spawns the command, waits for it and writes the command's ru_maxrss (KiB) to stderr's last line.
+WRAPPER = r"""
+import os, sys
+pid = os.posix_spawnp(sys.argv[1], sys.argv[1:], os.environ)
+_, status, usage = os.wait4(pid, 0)
+os.write(2, b"\nbench-maxrss-kib %d\n" % usage.ru_maxrss)
+code = os.waitstatus_to_exitcode(status)
+sys.exit(code if code >= 0 else 128 - code)
+"""
+WRAPPER_MARK = "bench-maxrss-kib"
+
+
 def measure(cmd: list[str], env: dict[str, str], workdir: Path, postmaster: int | None) -> Measured:
     out, err = workdir / "stdout.txt", workdir / "stderr.txt"
     with open(out, "wb") as fo, open(err, "wb") as fe:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=env, stdout=fo, stderr=fe)
+        proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", WRAPPER, *cmd], env=env, stdout=fo, stderr=fe)
         sampler = Sampler(proc.pid, postmaster)
         sampler.start()
-        # wait4, not proc.wait(): its rusage is this child's (and its waited-for descendants')
-        _, status, usage = os.wait4(proc.pid, 0)
+        proc.wait()
         seconds = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
         sampler.stop()
-    return Measured(seconds, proc.returncode, usage.ru_maxrss * 1024, sampler.peaks_by_label(),
-                    sampler.timeline, sampler.pg_anon_peak, out.read_text(errors="replace"),
-                    err.read_text(errors="replace"))
+    stderr = err.read_text(errors="replace")
+    found = re.findall(WRAPPER_MARK + r" (\d+)", stderr)
+    tree_peak = int(found[-1]) * 1024 if found else 0
+    stderr = stderr.rsplit("\n" + WRAPPER_MARK, 1)[0]
+    return Measured(seconds, proc.returncode, tree_peak, sampler.peaks_by_label(), sampler.timeline,
+                    sampler.pg_anon_peak, out.read_text(errors="replace"), stderr)
 
 
 # -- the measured commands ---------------------------------------------------------------------
@@ -574,7 +593,7 @@ def summarise(repeats: list[Repeat], rows: int, size: int) -> dict:
         "peak_mb": {
             **{f"run stage {s}": med(lambda r, s=s: (r.stage_peaks.get(s) or 0) / 1e6) for s in STAGES},
             **{f"process {k}": med(lambda r, k=k: r.run_peaks.get(k, 0) / 1e6) for k in mem_labels},
-            "process tree of run (wait4)": med(lambda r: r.run_tree_peak / 1e6),
+            "process tree of run (ru_maxrss)": med(lambda r: r.run_tree_peak / 1e6),
             "psql \\copy": med(lambda r: r.copy_peak / 1e6),
             "pandas loader": med(lambda r: r.pandas_peak / 1e6),
             "postgres backend private (RssAnon)": med(lambda r: r.pg_backend_anon_peak / 1e6),
@@ -604,7 +623,7 @@ def render(result: dict) -> str:
     for stage, label in (("dbt", "dbt build (dbt steps)"), ("checks", "checks (Python asset checks)"),
                          ("model", "model fit (abandonment_model)"), ("publish", "publish"), ("report", "report")):
         row(label, s[stage], peak=m[f"run stage {stage}"])
-    row("run end-to-end (whole command)", s["run"], peak=m["process tree of run (wait4)"])
+    row("run end-to-end (whole command)", s["run"], peak=m["process tree of run (ru_maxrss)"])
     row(f"reference: {result['copy_tool']}", s["psql_copy"], t["psql_copy_rows_per_s"], t["psql_copy_mb_per_s"],
         m["psql \\copy"])
     row("reference: pandas read_csv+to_sql", s["pandas_to_sql"], t["pandas_rows_per_s"], t["pandas_mb_per_s"],
