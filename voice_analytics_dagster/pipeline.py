@@ -79,23 +79,36 @@ def parse_fingerprint(env: dict[str, str], dbt_vars: dict) -> str:
 def prepare_dbt_for_run(settings, conn) -> bool:
     """Parse the project with the run's dbt connection and vars unless the stored partial-parse
     state already has them; True when it parsed. dagster-dbt copies target/partial_parse.msgpack
-    into each invocation's target folder, so the builds of the run then parse partially."""
+    into each invocation's target folder, so the builds of the run then parse partially.
+
+    The parse writes to a folder of its own and only its partial_parse.msgpack is moved into
+    target/ (an atomic rename): manifest.json, which other processes (code servers, a concurrent
+    run) read, is left as the build step wrote it."""
+    import shutil
+
     from .dbt_support import dbt_env, dbt_executable, dbt_vars
 
+    prepare_dbt()
     env = dbt_env(settings, conn)
     variables = dbt_vars(settings)
     fingerprint = parse_fingerprint(env, variables)
+    target = DBT_PROJECT_DIR / "target"
     stamp = parse_stamp_path()
-    msgpack = DBT_PROJECT_DIR / "target" / "partial_parse.msgpack"
-    if (not manifest_is_stale() and msgpack.exists() and stamp.exists()
-            and stamp.read_text() == fingerprint):
+    if (target / "partial_parse.msgpack").exists() and stamp.exists() and stamp.read_text() == fingerprint:
         return False
-    subprocess.run(
-        [dbt_executable(), "parse", "--quiet", "--vars", json.dumps(variables, sort_keys=True),
-         "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)],
-        check=True, cwd=DBT_PROJECT_DIR, env={**os.environ, **env},
-    )
-    stamp.write_text(fingerprint)
+    scratch = target / f".parse-{os.getpid()}"
+    try:
+        subprocess.run(
+            [dbt_executable(), "parse", "--quiet", "--vars", json.dumps(variables, sort_keys=True),
+             "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
+             "--target-path", str(scratch)],
+            check=True, cwd=DBT_PROJECT_DIR, env={**os.environ, **env},
+        )
+        os.replace(scratch / "partial_parse.msgpack", target / "partial_parse.msgpack")
+        (scratch / "stamp").write_text(fingerprint)
+        os.replace(scratch / "stamp", stamp)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     return True
 
 
@@ -161,7 +174,7 @@ def _run_locked(settings, wh: Warehouse, source: Path, verbose: bool, full_refre
     from .publish import record_block
     from .runlock import DATABASE_TAG, LOCK_TAG, fail_orphaned_runs
 
-    prepare_dbt_for_run(settings, wh.conninfo())
+    prepare_dbt_for_run(settings, wh.conninfo())  # also the build step when the project changed
     instance = open_instance(settings, wh)
     database = wh.conninfo().dbname
     for dead in fail_orphaned_runs(instance, database):
