@@ -115,6 +115,24 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return run_ui(host=args.host, port=args.port)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import BenchError, render, run_bench
+
+    try:
+        result = run_bench(args.sessions, repeat=args.repeat, seed=args.seed,
+                           export=Path(args.export) if args.export else None,
+                           json_path=Path(args.json) if args.json else None,
+                           incremental=args.incremental, incremental_days=args.days, clean=args.clean,
+                           say=lambda m: print(f"bench: {m}", file=sys.stderr, flush=True))
+    except BenchError as exc:
+        print(f"voice-analytics bench: {exc}", file=sys.stderr)
+        return 1
+    _print(render(result))
+    if args.json:
+        _print(f"\nJSON: {args.json}")
+    return 0
+
+
 def cmd_contract(args: argparse.Namespace) -> int:
     import yaml
 
@@ -259,6 +277,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     prep = sub.add_parser("prepare", help="parse the dbt project and write its manifest (build step)")
     prep.set_defaults(func=cmd_prepare)
+
+    b = sub.add_parser("bench", help="time ingestion, dbt, checks, model, publish and the whole run against "
+                                     "psql \\copy and pandas to_sql on one server (voice_analytics_dagster/bench.py)")
+    b.add_argument("--sessions", type=int, default=1_000_000, help="sessions in the export (default 1,000,000)")
+    b.add_argument("--repeat", type=int, default=3, help="repeats; the table shows medians (default 3)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--export", help="export folder to reuse or create (default $TMPDIR/va-bench-export-N-sS)")
+    b.add_argument("--json", help="also write every figure as JSON to this file")
+    b.add_argument("--incremental", action="store_true",
+                   help="also time a daily run adding one day to --days of history in a landing folder")
+    b.add_argument("--days", type=int, default=120, help="days of history for --incremental (default 120)")
+    b.add_argument("--clean", action="store_true", help="delete the export if this bench generated it")
+    b.set_defaults(func=cmd_bench)
 
     c = sub.add_parser("contract", help="print (or write) the dbt sources derived from the export contract")
     c.add_argument("--write-dbt-sources", action="store_true")

@@ -5,6 +5,9 @@ in the UI's run history like a scheduled one."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -48,7 +51,65 @@ def prepare_dbt(force: bool = False) -> Path:
             check=True,
             cwd=DBT_PROJECT_DIR,
         )
+        parse_stamp_path().unlink(missing_ok=True)  # the partial-parse state is the default profile's now
     return manifest_path()
+
+
+# The dbt connection values and --vars are part of dbt's partial-parse state check
+# (dbt/parser/manifest.py: profile_hash hashes host, port, user, database, schema; vars_hash the
+# --vars). The build-time parse above uses the profile's defaults and no vars, so every `dbt build`
+# of a run found "profile has changed" and re-parsed the whole project, in each of the run's two
+# dbt steps: 2 x 3.5 s on an idle machine, measured 25 s + 9 s with the two cores shared
+# (dbt.log between "Registered adapter" and "Found 19 models"). Parsing once with the run's own
+# connection and vars lets both steps, and every later run on the same warehouse, parse partially.
+PARSE_ENV_KEYS = ("VOICE_ANALYTICS_DBT_HOST", "VOICE_ANALYTICS_DBT_PORT", "VOICE_ANALYTICS_DBT_USER",
+                  "VOICE_ANALYTICS_DBT_DBNAME")
+
+
+def parse_stamp_path() -> Path:
+    return DBT_PROJECT_DIR / "target" / "partial_parse.for"
+
+
+def parse_fingerprint(env: dict[str, str], dbt_vars: dict) -> str:
+    """What the partial-parse state depends on, among what a run varies (no secret in it)."""
+    state = {"env": {k: env.get(k) for k in PARSE_ENV_KEYS}, "vars": dbt_vars}
+    return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
+
+
+def prepare_dbt_for_run(settings, conn) -> bool:
+    """Parse the project with the run's dbt connection and vars unless the stored partial-parse
+    state already has them; True when it parsed. dagster-dbt copies target/partial_parse.msgpack
+    into each invocation's target folder, so the builds of the run then parse partially.
+
+    The parse writes to a folder of its own and only its partial_parse.msgpack is moved into
+    target/ (an atomic rename): manifest.json, which other processes (code servers, a concurrent
+    run) read, is left as the build step wrote it."""
+    import shutil
+
+    from .dbt_support import dbt_env, dbt_executable, dbt_vars
+
+    prepare_dbt()
+    env = dbt_env(settings, conn)
+    variables = dbt_vars(settings)
+    fingerprint = parse_fingerprint(env, variables)
+    target = DBT_PROJECT_DIR / "target"
+    stamp = parse_stamp_path()
+    if (target / "partial_parse.msgpack").exists() and stamp.exists() and stamp.read_text() == fingerprint:
+        return False
+    scratch = target / f".parse-{os.getpid()}"
+    try:
+        subprocess.run(
+            [dbt_executable(), "parse", "--quiet", "--vars", json.dumps(variables, sort_keys=True),
+             "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
+             "--target-path", str(scratch)],
+            check=True, cwd=DBT_PROJECT_DIR, env={**os.environ, **env},
+        )
+        os.replace(scratch / "partial_parse.msgpack", target / "partial_parse.msgpack")
+        (scratch / "stamp").write_text(fingerprint)
+        os.replace(scratch / "stamp", stamp)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return True
 
 
 @dataclass
@@ -113,7 +174,7 @@ def _run_locked(settings, wh: Warehouse, source: Path, verbose: bool, full_refre
     from .publish import record_block
     from .runlock import DATABASE_TAG, LOCK_TAG, fail_orphaned_runs
 
-    prepare_dbt()
+    prepare_dbt_for_run(settings, wh.conninfo())  # also the build step when the project changed
     instance = open_instance(settings, wh)
     database = wh.conninfo().dbname
     for dead in fail_orphaned_runs(instance, database):

@@ -1,0 +1,54 @@
+"""CI's small version of `voice-analytics bench` (issue 7): 2,000 sessions, one repeat, through
+the CLI on the session's server. Every stage of the real run and both references (psql \\copy,
+pandas to_sql) must come out measured, with positive times and memory, in the table and the JSON.
+Not a performance test: the figures are not compared with targets here (README "Performance")."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from voice_analytics_dagster.bench import STAGES
+
+pytestmark = [pytest.mark.integration]
+
+
+def test_bench_measures_every_stage_and_both_references(server, dbt_manifest, tmp_path, capsys):
+    from voice_analytics_dagster.cli import main
+
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--sessions", "2000", "--repeat", "1", "--export", str(tmp_path / "export"),
+                 "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+
+    result = json.loads(out.read_text())
+    assert result["sessions"] == 2000 and result["repeat"] == 1
+    assert result["rows_by_file"]["voice_sessions.csv"] == 2000
+    seconds = result["summary"]["seconds"]
+    for stage in (*STAGES, "run", "psql_copy", "pandas_to_sql"):
+        assert seconds[stage] > 0, (stage, seconds)
+    # the whole command includes every step, and Python start-up besides
+    assert seconds["run"] > sum(seconds[s] for s in STAGES)
+    for name, value in result["summary"]["throughput"].items():
+        assert value > 0, name
+    for name, value in result["summary"]["ratios"].items():
+        assert value > 0, name
+    peaks = result["summary"]["peak_mb"]
+    for name in ("process voice-analytics", "process dbt", "psql \\copy", "pandas loader",
+                 "run stage ingestion", "run stage model"):
+        assert peaks[name] > 1, (name, peaks)
+    assert result["copy_tool"] == "psql \\copy"  # the embedded distribution ships psql
+    assert result["dbt_top_nodes"] and all(sec >= 0 for _, sec in result["dbt_top_nodes"])
+
+    for label in ("ingestion (raw/* steps)", "dbt build", "checks", "model fit", "publish",
+                  "run end-to-end", "reference: psql \\copy", "reference: pandas", "ingestion / psql \\copy",
+                  "run / (pandas load + dbt build)"):
+        assert label in printed, label
+    # the bench dropped its databases: only the session's own remain on the server
+    import psycopg
+
+    with psycopg.connect(server.url(dbname="postgres")) as conn:
+        left = conn.execute("select datname from pg_database where datname like 'voice_analytics_bench_%'").fetchall()
+    assert left == []

@@ -1,0 +1,94 @@
+"""Pure parts of the bench: which stage a Dagster step belongs to, step intervals from events,
+per-stage peaks from the RSS timeline, the psql script of the physical-limit reference."""
+
+from __future__ import annotations
+
+from voice_analytics_dagster.bench import (
+    copy_script,
+    label_of,
+    peak_in,
+    ratio,
+    stage_of_step,
+    stage_seconds,
+    step_intervals,
+)
+
+
+def test_every_step_of_the_pipeline_job_has_its_stage():
+    # the step keys of a real run (tests/e2e runs print the same)
+    expected = {
+        "raw__voice_turns": "ingestion",
+        "raw__users": "ingestion",
+        "raw__voice_sessions_raw_load_fresh": "checks",
+        "voice_dbt_models": "dbt",
+        "voice_dbt_models_2": "dbt",
+        "marts__fact_voice_ai_sessions_sessions_reconcile": "checks",
+        "marts__fact_voice_ai_sessions_daily_volume_within_range": "checks",
+        "abandonment_model": "model",
+        "publish_certified_schema": "publish",
+        "analytics__fact_voice_ai_sessions_publication_fresh": "checks",
+        "reports__voice_analytics_report": "report",
+        "something_new": "other",
+    }
+    assert {k: stage_of_step(k) for k in expected} == expected
+
+
+def test_the_step_keys_of_the_job_all_map_to_a_known_stage():
+    from voice_analytics_dagster.definitions import defs
+    from voice_analytics_dagster.jobs import PIPELINE_JOB
+
+    job = defs.resolve_job_def(PIPELINE_JOB)
+    keys = [node.name for node in job.graph.node_defs]
+    assert keys and all(stage_of_step(k) != "other" for k in keys), [k for k in keys if stage_of_step(k) == "other"]
+
+
+def test_step_intervals_and_stage_seconds():
+    events = [(10.0, "STEP_START", "raw__users"), (12.5, "STEP_SUCCESS", "raw__users"),
+              (12.6, "STEP_START", "voice_dbt_models"), (20.6, "STEP_FAILURE", "voice_dbt_models"),
+              (21.0, "STEP_START", "abandonment_model")]  # never ended: not counted
+    intervals = step_intervals(list(reversed(events)))
+    assert intervals == {"raw__users": (10.0, 12.5), "voice_dbt_models": (12.6, 20.6)}
+    seconds = stage_seconds(intervals)
+    assert seconds["ingestion"] == 2.5 and abs(seconds["dbt"] - 8.0) < 1e-9 and seconds["model"] == 0.0
+
+
+def test_peak_in_counts_the_sample_just_before_the_step():
+    timeline = [(1.0, 100), (2.0, 500), (3.0, 200), (4.0, 900)]
+    assert peak_in(timeline, 2.5, 3.5) == 500  # the 2.0 sample is where the step started from
+    assert peak_in(timeline, 1.0, 3.0) == 500
+    assert peak_in(timeline, 0.0, 0.5) is None
+
+
+def test_ratio_and_labels():
+    assert ratio(3.0, 2.0) == 1.5 and ratio(1.0, 0.0) is None and ratio(None, 1.0) is None
+    assert label_of("/venv/bin/python /venv/bin/dbt build --select x") == "dbt"
+    assert label_of("/venv/bin/python -m voice_analytics_dagster.cli run --source x") == "voice-analytics"
+    assert label_of("") == "?"
+
+
+def test_copy_script_names_the_header_columns_in_file_order(tmp_path):
+    from voice_analytics_dagster.contract import TABLES
+
+    for t in TABLES:
+        cols = [c.name for c in t.columns][::-1]  # reversed: \copy must follow the file, not the contract
+        (tmp_path / f"{t.name}.csv").write_text(",".join(cols) + "\n")
+    script = copy_script(tmp_path, "bench_copy")
+    assert "create table bench_copy.voice_turns (turn_id " in script
+    users = [line for line in script.splitlines() if line.startswith("\\copy bench_copy.users ")][0]
+    assert "(" + ", ".join([c.name for c in TABLES[0].columns][::-1]) + ")" in users
+    assert "with (format csv, header true)" in users
+
+
+def test_the_partial_parse_fingerprint_follows_the_dbt_connection_and_vars_only():
+    from voice_analytics_dagster.pipeline import parse_fingerprint
+
+    env = {"VOICE_ANALYTICS_DBT_HOST": "/tmp/pg", "VOICE_ANALYTICS_DBT_PORT": "5432",
+           "VOICE_ANALYTICS_DBT_USER": "postgres", "VOICE_ANALYTICS_DBT_DBNAME": "voice_analytics",
+           "PGOPTIONS": "-c voice_analytics.hmac_inner=aa", "DBT_ENV_SECRET_VOICE_ANALYTICS_PASSWORD": "x"}
+    base = parse_fingerprint(env, {"min_cell_size": 10})
+    # secrets and session options are not in dbt's profile hash: changing them must not re-parse
+    assert parse_fingerprint({**env, "PGOPTIONS": "other", "DBT_ENV_SECRET_VOICE_ANALYTICS_PASSWORD": "y"},
+                             {"min_cell_size": 10}) == base
+    assert parse_fingerprint({**env, "VOICE_ANALYTICS_DBT_DBNAME": "other"}, {"min_cell_size": 10}) != base
+    assert parse_fingerprint(env, {"min_cell_size": 5}) != base
+    assert "aa" not in base and len(base) == 64
