@@ -1,7 +1,29 @@
 -- One row per session that has turns: the turns' facts aggregated to the session.
 -- Every proportion here has the session's turn_count as its denominator.
+-- Incremental by session day (macros/incremental.sql): an incremental run aggregates only the
+-- turns of the affected days' sessions (a late turn makes its session's day affected).
+{{ config(materialized='incremental', incremental_strategy='replace_days', unique_key='session_id',
+          on_schema_change='fail') }}
+-- depends_on: {{ ref('stg_voice_export__turns') }}
+
+with sessions as (
+    select session_id, session_date
+    from {{ ref('stg_voice_export__sessions') }}
+    where {{ session_days_filter('session_date') }}
+),
+
+turns as (
+{%- if is_incremental() %}
+    {{ staged_turns(source('voice_export', 'voice_turns'), where="r.turn_id in (select turn_id from " ~ source('voice_export', 'voice_turns')
+                          ~ " where session_id in (select session_id from sessions))") }}
+{%- else %}
+    select * from {{ ref('stg_voice_export__turns') }}
+{%- endif %}
+)
+
 select
-    session_id,
+    t.session_id,
+    s.session_date,
     count(*) as turn_count,
     count(*) filter (where speaker = 'user') as user_turn_count,
     count(*) filter (where speaker = 'system') as system_turn_count,
@@ -19,6 +41,9 @@ select
     count(*) - count(distinct turn_number) as duplicate_turn_number_count,
     min(turn_date) as first_turn_date,
     max(turn_date) as last_turn_date,
-    max(source_batch_id) as last_turn_batch_id
-from {{ ref('stg_voice_export__turns') }}
-group by session_id
+    max(t.source_batch_id) as last_turn_batch_id
+-- the session's day places the row (turns of a session absent from voice_sessions are orphans,
+-- blocked by the relationships test on stg_voice_export__turns)
+from turns t
+join sessions s using (session_id)
+group by t.session_id, s.session_date
