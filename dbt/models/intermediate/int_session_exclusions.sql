@@ -4,25 +4,24 @@
 -- Incremental by session day (macros/incremental.sql), like the fact it complements.
 {{ config(materialized='incremental', incremental_strategy='replace_days', unique_key='session_id',
           on_schema_change='fail') }}
--- depends_on: {{ ref('stg_voice_export__ai_metrics') }}
-
 with day_sessions as (
     select session_id, session_date
     from {{ ref('stg_voice_export__sessions') }}
     where {{ session_days_filter('session_date') }}
 ),
 metrics as (
-{%- if is_incremental() %}
-    {{ staged_ai_metrics(source('voice_export', 'voice_ai_metrics'), where="r.session_id in (select session_id from day_sessions)") }}
-{%- else %}
     select * from {{ ref('stg_voice_export__ai_metrics') }}
-{%- endif %}
+    where {{ session_days_filter('session_date') }}
+),
+turns as (
+    select session_id from {{ ref('int_turns_aggregated_to_sessions') }}
+    where {{ session_days_filter('session_date') }}
 ),
 sessions as (
     select s.session_id, s.session_date, t.session_id is not null as has_turns,
            m.reported_misunderstanding_rate, m.reported_silence_rate
     from day_sessions s
-    left join {{ ref('int_turns_aggregated_to_sessions') }} t using (session_id)
+    left join turns t using (session_id)
     left join metrics m using (session_id)
 ),
 

@@ -4,26 +4,14 @@
 -- turns of the affected days' sessions (a late turn makes its session's day affected).
 {{ config(materialized='incremental', incremental_strategy='replace_days', unique_key='session_id',
           on_schema_change='fail') }}
--- depends_on: {{ ref('stg_voice_export__turns') }}
-
-with sessions as (
-    select session_id, session_date
-    from {{ ref('stg_voice_export__sessions') }}
-    where {{ session_days_filter('session_date') }}
-),
-
-turns as (
-{%- if is_incremental() %}
-    {{ staged_turns(source('voice_export', 'voice_turns'), where="r.turn_id in (select turn_id from " ~ source('voice_export', 'voice_turns')
-                          ~ " where session_id in (select session_id from sessions))") }}
-{%- else %}
+with turns as (
     select * from {{ ref('stg_voice_export__turns') }}
-{%- endif %}
+    where session_date is not null and {{ session_days_filter('session_date') }}
 )
 
 select
     t.session_id,
-    s.session_date,
+    t.session_date,
     count(*) as turn_count,
     count(*) filter (where speaker = 'user') as user_turn_count,
     count(*) filter (where speaker = 'system') as system_turn_count,
@@ -45,5 +33,4 @@ select
 -- the session's day places the row (turns of a session absent from voice_sessions are orphans,
 -- blocked by the relationships test on stg_voice_export__turns)
 from turns t
-join sessions s using (session_id)
-group by t.session_id, s.session_date
+group by t.session_id, t.session_date

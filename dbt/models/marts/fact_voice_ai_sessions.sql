@@ -13,7 +13,6 @@
     post_hook=["delete from {{ this.schema }}.fact_voice_ai_sessions__join_gates",
                "insert into {{ this.schema }}.fact_voice_ai_sessions__join_gates {{ fact_join_gates() }}"]
 ) }}
--- depends_on: {{ ref('stg_voice_export__ai_metrics') }}
 
 with gates as (
     {{ fact_join_gates() }}
@@ -35,19 +34,24 @@ sessions as (
 ),
 exclusions as (
     select session_id from {{ ref('int_session_exclusions') }}
+    {%- if is_incremental() %}
+    where session_id in (select session_id from sessions)
+    {%- endif %}
 ),
 turns as (
     select * from {{ ref('int_turns_aggregated_to_sessions') }}
+    {%- if is_incremental() %}
+    where session_id in (select session_id from sessions)
+    {%- endif %}
 ),
 users as (
     select * from {{ ref('stg_voice_export__users') }}
 ),
 metrics as (
-{%- if is_incremental() %}
-    {{ staged_ai_metrics(source('voice_export', 'voice_ai_metrics'), where="r.session_id in (select session_id from sessions)") }}
-{%- else %}
     select * from {{ ref('stg_voice_export__ai_metrics') }}
-{%- endif %}
+    {%- if is_incremental() %}
+    where session_id in (select session_id from sessions)
+    {%- endif %}
 ),
 applications as (
     select

@@ -1,3 +1,21 @@
 -- One row per session: the platform's own per-session AI metrics, latest delivered version
--- (SQL in macros/staged_rows.sql).
-{{ staged_ai_metrics(source('voice_export', 'voice_ai_metrics')) }}
+-- (SQL in macros/staged_rows.sql), with the session's day (NULL for an orphan).
+-- A table, incremental by session day, for the reasons given in stg_voice_export__turns.
+{{ config(materialized='incremental', incremental_strategy='replace_days', unique_key='session_id',
+          on_schema_change='fail') }}
+
+with sessions as (
+    select session_id, session_date from {{ ref('stg_voice_export__sessions') }}
+),
+metrics as (
+    {{ staged_ai_metrics(source('voice_export', 'voice_ai_metrics'), where=(
+        "r.session_id in (select session_id from sessions where " ~ session_days_predicate('session_date') ~ ")"
+        ~ " or r.session_id not in (select session_id from sessions)") if is_incremental() else none) }}
+)
+
+select m.*, s.session_date
+from metrics m
+left join sessions s using (session_id)
+{%- if is_incremental() %}
+where {{ session_days_predicate('s.session_date') }} or s.session_date is null
+{%- endif %}
