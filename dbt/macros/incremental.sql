@@ -61,7 +61,9 @@
 
 {#-
   incremental_strategy='replace_days': delete the target's rows of the affected days (config
-  day_column, default session_date), delete the rows whose unique_key the new rows carry (a
+  day_column, default session_date) and those without a day (orphan turns or metrics, whose
+  session was never delivered: the incremental select returns every current one, so an orphan
+  whose batch is no longer active disappears), delete the rows whose unique_key the new rows carry (a
   session whose day changed, or every row when the fact's join gates flipped), insert the new
   rows. delete+insert alone would keep the rows of an affected day that has no row any more
   (a session superseded onto another day, or newly excluded).
@@ -71,7 +73,9 @@
     {%- set source = arg_dict['temp_relation'] -%}
     {%- set unique_key = arg_dict['unique_key'] -%}
     {%- set cols = get_quoted_csv(arg_dict['dest_columns'] | map(attribute='name')) -%}
-    delete from {{ target }} where {{ session_days_predicate(config.get('day_column', 'session_date')) }};
+    {%- set day_column = config.get('day_column', 'session_date') %}
+    -- rows without a day (orphans of the staging tables) are re-selected by every incremental run
+    delete from {{ target }} where {{ session_days_predicate(day_column) }} or {{ day_column }} is null;
     delete from {{ target }} t using {{ source }} s where t.{{ unique_key }} = s.{{ unique_key }};
     insert into {{ target }} ({{ cols }}) select {{ cols }} from {{ source }}
 {% endmacro %}

@@ -7,10 +7,20 @@
 with sessions as (
     select session_id, session_date from {{ ref('stg_voice_export__sessions') }}
 ),
+{%- if is_incremental() %}
+-- the affected days' sessions, and orphan metrics' sessions (anti-join, see stg_voice_export__turns)
+wanted as (
+    select session_id from sessions where {{ session_days_predicate('session_date') }}
+    union
+    select distinct v.session_id
+    from {{ source('voice_export', 'voice_ai_metrics') }} v
+    left join sessions s using (session_id)
+    where s.session_id is null
+),
+{%- endif %}
 metrics as (
     {{ staged_ai_metrics(source('voice_export', 'voice_ai_metrics'), where=(
-        "r.session_id in (select session_id from sessions where " ~ session_days_predicate('session_date') ~ ")"
-        ~ " or r.session_id not in (select session_id from sessions)") if is_incremental() else none) }}
+        "r.session_id in (select session_id from wanted)") if is_incremental() else none) }}
 )
 
 select m.*, s.session_date
