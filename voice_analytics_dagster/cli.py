@@ -45,7 +45,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     wait = 0.0 if args.no_wait else args.wait
     outcome = run_pipeline(Path(args.source), verbose=args.verbose, full_refresh=args.full_refresh,
-                           wait_seconds=wait)
+                           wait_seconds=wait, from_date=args.from_date, to_date=args.to_date,
+                           lookback_days=args.lookback_days)
     _print(outcome.report())
     return 0 if outcome.published else 1
 
@@ -242,6 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="materialize every asset from an export and publish if every blocking check passed")
     r.add_argument("--source", required=True, help="export folder (five CSV files) or landing folder of dated deliveries")
     r.add_argument("--full-refresh", action="store_true", help="rebuild incremental models from scratch")
+    r.add_argument("--from-date", metavar="YYYY-MM-DD", help="backfill: also rebuild the session days from this day")
+    r.add_argument("--to-date", metavar="YYYY-MM-DD", help="backfill: ... to this day (inclusive)")
+    r.add_argument("--lookback-days", type=int, metavar="N",
+                   help="days before the latest affected day rebuilt too (default VOICE_ANALYTICS_LOOKBACK_DAYS, 3)")
     r.add_argument("-v", "--verbose", action="store_true", help="show Dagster's event log")
     w = r.add_mutually_exclusive_group()
     w.add_argument("--wait", type=float, default=None, metavar="SECONDS",

@@ -150,8 +150,27 @@ def _say(message: str) -> None:
     print(f"voice-analytics: {message}", file=sys.stderr, flush=True)
 
 
+DBT_OP = "voice_dbt_models"
+
+
+def dbt_ops_config(node_names: list[str], full_refresh: bool = False, from_date: str | None = None,
+                   to_date: str | None = None, lookback_days: int | None = None) -> dict:
+    """Run config of the dbt step for every node of the dbt assets in a job (Dagster splits them
+    into voice_dbt_models, voice_dbt_models_2, ... around the abandonment model). Pure."""
+    config: dict = {"full_refresh": True} if full_refresh else {}
+    # "is not None": a lookback of 0 days is a setting, not an absence
+    config.update({k: v for k, v in (("from_date", from_date), ("to_date", to_date),
+                                      ("lookback_days", lookback_days)) if v is not None})
+    if not config:
+        return {}
+    nodes = [n for n in node_names if n == DBT_OP or n.startswith(DBT_OP + "_")]
+    return {n: {"config": config} for n in sorted(nodes)}
+
+
 def run_pipeline(source: Path, verbose: bool = False, full_refresh: bool = False,
-                 extra_run_config: dict | None = None, wait_seconds: float | None = None) -> RunOutcome:
+                 extra_run_config: dict | None = None, wait_seconds: float | None = None,
+                 from_date: str | None = None, to_date: str | None = None,
+                 lookback_days: int | None = None) -> RunOutcome:
     """Materialize every asset from ``source``; publish iff every blocking check passed.
 
     The run holds the warehouse run lock from before the Dagster run starts to the end
@@ -164,11 +183,13 @@ def run_pipeline(source: Path, verbose: bool = False, full_refresh: bool = False
     wh.ensure_databases()
     wait = settings.run_lock_wait_seconds if wait_seconds is None else wait_seconds
     with runlock.hold(wh.url(), "cli", wait, on_wait=_say):
-        return _run_locked(settings, wh, source, verbose, full_refresh, extra_run_config)
+        return _run_locked(settings, wh, source, verbose, extra_run_config,
+                           dict(full_refresh=full_refresh, from_date=from_date, to_date=to_date,
+                                lookback_days=lookback_days))
 
 
-def _run_locked(settings, wh: Warehouse, source: Path, verbose: bool, full_refresh: bool,
-                extra_run_config: dict | None) -> RunOutcome:
+def _run_locked(settings, wh: Warehouse, source: Path, verbose: bool, extra_run_config: dict | None,
+                dbt_options: dict) -> RunOutcome:
     from .gate import block_summary, failed_checks, failed_steps
     from .instance import WAREHOUSE_TAG, open_instance
     from .publish import record_block
@@ -188,8 +209,9 @@ def _run_locked(settings, wh: Warehouse, source: Path, verbose: bool, full_refre
         "resources": {"export_source": {"config": {"source_dir": str(Path(source).resolve())}}},
         "loggers": {"console": {"config": {"log_level": "INFO" if verbose else "WARNING"}}},
     }
-    if full_refresh:
-        run_config.setdefault("ops", {})
+    ops = dbt_ops_config([n.name for n in job.graph.nodes], **dbt_options)
+    if ops:
+        run_config["ops"] = ops
     if extra_run_config:
         for key, value in extra_run_config.items():
             run_config.setdefault(key, {}).update(value)

@@ -11,11 +11,16 @@
   delivery; within one file a key is unique (the loader quarantines duplicates), so the line
   number never decides.
 -#}
-{% macro latest_version(relation, key) -%}
+{#- ``where``: an optional condition on the raw rows ``r``, applied before the choice; it must
+    keep or drop every version of a key together (incremental runs restrict to affected keys). -#}
+{% macro latest_version(relation, key, where=none) -%}
     select distinct on (r.{{ key }}) r.*
     from {{ relation }} r
     join raw.load_batches b on b.batch_id = r._batch_id
     -- = any(array(...)): an init plan, so that PostgreSQL can prune inactive batches' partitions at run time
     where r._batch_id = any(array(select batch_id from raw.load_batches where active))
+    {%- if where %}
+      and ({{ where }})
+    {%- endif %}
     order by r.{{ key }}, b.delivery desc nulls last, r._batch_id desc, r._source_line desc
 {%- endmacro %}

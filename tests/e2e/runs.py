@@ -90,14 +90,16 @@ def wait_for_backend(db, where: str, run: Run, timeout: float = 240) -> list[tup
 
 def fingerprint(db, lineage: bool = True) -> dict[str, str]:
     """Content fingerprint of every certified table (the logs aside) and the publication log's
-    row count. The logs grow by design: publication_log, and abandonment_model_history (one row
-    per training); the training's own identity and clock (training_id, trained_at, fit_seconds)
+    row count. The logs grow by design: publication_log, abandonment_model_history (one row
+    per training) and fct_session_outcome_history (one row per version of a session's outcome,
+    with the build times that saw it); the training's own identity and clock (training_id, trained_at, fit_seconds)
     are left out of the model tables, whose figures are deterministic for the same data.
     ``lineage=False`` also leaves out the load-batch lineage columns (``*batch_id``): the same
     rows delivered in another file have other batch ids and the same content otherwise."""
     tables = [r[0] for r in db.rows(
         "select table_name from information_schema.tables where table_schema = 'analytics' "
-        "and table_name not in ('publication_log', 'abandonment_model_history') order by 1")]
+        "and table_name not in ('publication_log', 'abandonment_model_history', 'fct_session_outcome_history') "
+        "order by 1")]
     out = {}
     for t in tables:
         lineage_clause = "" if lineage else " or column_name like '%%batch_id'"

@@ -18,8 +18,10 @@ from dagster_dbt import (
     dbt_assets,
     get_asset_key_for_model,
 )
+from pydantic import Field
 
 from ..dbt_support import dbt_build_args
+from ..incremental import plan_build, record_build
 from ..project import dbt_project
 from ..resources import WarehouseLockResource, WarehouseResource
 from ..retry import MAX_RETRIES, backoff_seconds, dbt_failure_is_transient
@@ -164,16 +166,59 @@ def dbt_build_with_retry(context: dg.AssetExecutionContext, dbt: DbtCliResource,
         raise invocation.get_error()
 
 
+FACT_KEY = dg.AssetKey(["marts", "fact_voice_ai_sessions"])
+
+
+class DbtBuildConfig(dg.Config):
+    """Run configuration of the dbt step (ops: {voice_dbt_models: {config: ...}}); the defaults
+    are the daily incremental run."""
+
+    full_refresh: bool = Field(
+        default=False, description="Rebuild every incremental model from scratch (dbt build --full-refresh).")
+    from_date: str | None = Field(
+        default=None, description="Backfill: also rebuild the session days from this day (YYYY-MM-DD) ...")
+    to_date: str | None = Field(
+        default=None, description="... to this day, inclusive (either end may be omitted).")
+    lookback_days: int | None = Field(
+        default=None, description="Days before the latest affected day rebuilt too (default: "
+                                  "VOICE_ANALYTICS_LOOKBACK_DAYS, 3).")
+
+
 @dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, dagster_dbt_translator=translator)
 def voice_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource,
-                     warehouse_lock: WarehouseLockResource):
-    """Build and test the dbt models (dbt build) against the warehouse."""
+                     warehouse_lock: WarehouseLockResource, config: DbtBuildConfig):
+    """Build and test the dbt models (dbt build) against the warehouse: incrementally, the session
+    days touched by new load batches (voice_analytics_dagster/incremental.py), unless configured
+    to rebuild everything or a date range."""
     wh = warehouse.get()
-    with warehouse.dbt_environment():
-        for event in dbt_build_with_retry(context, dbt, dbt_build_args(get_settings()), wh):
-            if isinstance(event, dg.Output):
-                event = _enrich(event, context.assets_def.keys_by_output_name[event.output_name], wh)
-            yield event
+    settings = get_settings()
+    plan = build_id = None
+    if FACT_KEY in context.selected_asset_keys:
+        lookback = settings.lookback_days if config.lookback_days is None else config.lookback_days
+        with wh.connect() as conn:
+            plan, build_id = plan_build(conn, lookback, config.full_refresh, context.run_id,
+                                        config.from_date, config.to_date)
+        context.log.info(f"dbt build: {plan.mode} ({plan.reason})"
+                         + (f"; session days rebuilt: {len(plan.session_days)}" if plan.session_days is not None else ""))
+    args = dbt_build_args(settings, full_refresh=plan.full_refresh if plan else config.full_refresh)
+    succeeded = False
+    try:
+        with warehouse.dbt_environment():
+            for event in dbt_build_with_retry(context, dbt, args, wh):
+                if isinstance(event, dg.Output):
+                    key = context.assets_def.keys_by_output_name[event.output_name]
+                    event = _enrich(event, key, wh)
+                    if plan is not None and key == FACT_KEY:
+                        event = event.with_metadata({
+                            **event.metadata, "build_mode": plan.mode, "build_reason": plan.reason,
+                            "session_days_rebuilt": len(plan.session_days) if plan.session_days is not None else -1,
+                        })
+                yield event
+        succeeded = True
+    finally:
+        if plan is not None:
+            with wh.connect() as conn:
+                record_build(conn, plan, build_id, succeeded, context.run_id)
 
 
 def dbt_model_key(model_name: str) -> dg.AssetKey:

@@ -1,12 +1,28 @@
 -- One row per session that breaks a business rule and is left out of the fact, with why.
 -- Rules: a session must have at least one turn; its reported error proportions
 -- (misunderstanding + silence) cannot exceed 100%.
-with sessions as (
+-- Incremental by session day (macros/incremental.sql), like the fact it complements.
+{{ config(materialized='incremental', incremental_strategy='replace_days', unique_key='session_id',
+          on_schema_change='fail') }}
+with day_sessions as (
+    select session_id, session_date
+    from {{ ref('stg_voice_export__sessions') }}
+    where {{ session_days_filter('session_date') }}
+),
+metrics as (
+    select * from {{ ref('stg_voice_export__ai_metrics') }}
+    where {{ session_days_filter('session_date') }}
+),
+turns as (
+    select session_id from {{ ref('int_turns_aggregated_to_sessions') }}
+    where {{ session_days_filter('session_date') }}
+),
+sessions as (
     select s.session_id, s.session_date, t.session_id is not null as has_turns,
            m.reported_misunderstanding_rate, m.reported_silence_rate
-    from {{ ref('stg_voice_export__sessions') }} s
-    left join {{ ref('int_turns_aggregated_to_sessions') }} t using (session_id)
-    left join {{ ref('stg_voice_export__ai_metrics') }} m using (session_id)
+    from day_sessions s
+    left join turns t using (session_id)
+    left join metrics m using (session_id)
 ),
 
 reasons as (

@@ -1,7 +1,17 @@
 -- One row per session that has turns: the turns' facts aggregated to the session.
 -- Every proportion here has the session's turn_count as its denominator.
+-- Incremental by session day (macros/incremental.sql): an incremental run aggregates only the
+-- turns of the affected days' sessions (a late turn makes its session's day affected).
+{{ config(materialized='incremental', incremental_strategy='replace_days', unique_key='session_id',
+          on_schema_change='fail') }}
+with turns as (
+    select * from {{ ref('stg_voice_export__turns') }}
+    where session_date is not null and {{ session_days_filter('session_date') }}
+)
+
 select
-    session_id,
+    t.session_id,
+    t.session_date,
     count(*) as turn_count,
     count(*) filter (where speaker = 'user') as user_turn_count,
     count(*) filter (where speaker = 'system') as system_turn_count,
@@ -19,6 +29,8 @@ select
     count(*) - count(distinct turn_number) as duplicate_turn_number_count,
     min(turn_date) as first_turn_date,
     max(turn_date) as last_turn_date,
-    max(source_batch_id) as last_turn_batch_id
-from {{ ref('stg_voice_export__turns') }}
-group by session_id
+    max(t.source_batch_id) as last_turn_batch_id
+-- the session's day places the row (turns of a session absent from voice_sessions are orphans,
+-- blocked by the relationships test on stg_voice_export__turns)
+from turns t
+group by t.session_id, t.session_date

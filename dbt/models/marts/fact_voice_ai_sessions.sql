@@ -1,19 +1,57 @@
 -- One row per valid voice session: outcome flags, turn aggregates, the AI metrics and the
 -- user's attributes. Sessions breaking a business rule are in dq_session_exclusions instead.
-with sessions as (
+--
+-- Incremental by session day (macros/incremental.sql): an incremental run rebuilds the affected
+-- days' sessions only. The join gates below are decided on all the data at every build; the
+-- decision the rows were built with is kept in marts.fact_voice_ai_sessions__join_gates, and
+-- when it changes every session is rebuilt (its metrics and application columns depend on it).
+{{ config(
+    materialized='incremental', incremental_strategy='replace_days', unique_key='session_id',
+    on_schema_change='fail',
+    pre_hook="create table if not exists {{ this.schema }}.fact_voice_ai_sessions__join_gates
+              (join_ai_metrics boolean not null, join_applications boolean not null)",
+    post_hook=["delete from {{ this.schema }}.fact_voice_ai_sessions__join_gates",
+               "insert into {{ this.schema }}.fact_voice_ai_sessions__join_gates {{ fact_join_gates() }}"]
+) }}
+
+with gates as (
+    {{ fact_join_gates() }}
+),
+{%- if is_incremental() %}
+-- true when the rows were built with other join decisions than this build's
+gates_changed as (
+    select not exists (
+        select from {{ this.schema }}.fact_voice_ai_sessions__join_gates a, gates g
+        where a.join_ai_metrics = g.join_ai_metrics and a.join_applications = g.join_applications
+    ) as changed
+),
+{%- endif %}
+sessions as (
     select * from {{ ref('stg_voice_export__sessions') }}
+    {%- if is_incremental() %}
+    where {{ session_days_predicate('session_date') }} or (select changed from gates_changed)
+    {%- endif %}
 ),
 exclusions as (
     select session_id from {{ ref('int_session_exclusions') }}
+    {%- if is_incremental() %}
+    where session_id in (select session_id from sessions)
+    {%- endif %}
 ),
 turns as (
     select * from {{ ref('int_turns_aggregated_to_sessions') }}
+    {%- if is_incremental() %}
+    where session_id in (select session_id from sessions)
+    {%- endif %}
 ),
 users as (
     select * from {{ ref('stg_voice_export__users') }}
 ),
 metrics as (
     select * from {{ ref('stg_voice_export__ai_metrics') }}
+    {%- if is_incremental() %}
+    where session_id in (select session_id from sessions)
+    {%- endif %}
 ),
 applications as (
     select
@@ -21,16 +59,10 @@ applications as (
         count(*) as application_count,
         count(*) filter (where status = 'completed') as completed_application_count
     from {{ ref('stg_voice_export__applications') }}
+    {%- if is_incremental() %}
+    where session_id in (select session_id from sessions)
+    {%- endif %}
     group by session_id
-),
-
--- The join decisions, from this build's measurements (a gate opens only if all its
--- measurements pass; no measurement at all keeps it closed).
-gates as (
-    select
-        coalesce(bool_and(passed) filter (where gate = 'ai_metrics'), false) as join_ai_metrics,
-        coalesce(bool_and(passed) filter (where gate = 'applications'), false) as join_applications
-    from {{ ref('source_validation') }}
 )
 
 select

@@ -1,15 +1,31 @@
--- One row per session: the platform's own per-session AI metrics, latest delivered version.
-with latest as (
-    {{ latest_version(source('voice_export', 'voice_ai_metrics'), 'session_id') }}
+-- One row per session: the platform's own per-session AI metrics, latest delivered version
+-- (SQL in macros/staged_rows.sql), with the session's day (NULL for an orphan).
+-- A table, incremental by session day, for the reasons given in stg_voice_export__turns.
+{{ config(materialized='incremental', incremental_strategy='replace_days', unique_key='session_id',
+          on_schema_change='fail') }}
+
+with sessions as (
+    select session_id, session_date from {{ ref('stg_voice_export__sessions') }}
+),
+{%- if is_incremental() %}
+-- the affected days' sessions, and orphan metrics' sessions (anti-join, see stg_voice_export__turns)
+wanted as (
+    select session_id from sessions where {{ session_days_predicate('session_date') }}
+    union
+    select distinct v.session_id
+    from {{ source('voice_export', 'voice_ai_metrics') }} v
+    left join sessions s using (session_id)
+    where s.session_id is null
+),
+{%- endif %}
+metrics as (
+    {{ staged_ai_metrics(source('voice_export', 'voice_ai_metrics'), where=(
+        "r.session_id in (select session_id from wanted)") if is_incremental() else none) }}
 )
 
-select
-    session_id,
-    avg_asr_confidence as reported_avg_asr_confidence,
-    avg_intent_confidence as reported_avg_intent_confidence,
-    misunderstanding_rate as reported_misunderstanding_rate,
-    silence_rate as reported_silence_rate,
-    recovery_success,
-    escalation_flag,
-    _batch_id as source_batch_id
-from latest
+select m.*, s.session_date
+from metrics m
+left join sessions s using (session_id)
+{%- if is_incremental() %}
+where {{ session_days_predicate('s.session_date') }} or s.session_date is null
+{%- endif %}

@@ -1,0 +1,97 @@
+{#-
+  Incremental processing by session day (docs/ARCHITECTURE.md, "Incremental processing").
+
+  The session-grain models (stg_voice_export__sessions, int_turns_aggregated_to_sessions,
+  int_session_exclusions, fact_voice_ai_sessions) are incremental: a run rebuilds only the
+  session days it is told are affected and leaves every other day's rows untouched.
+
+  Which days, first match:
+    var session_days      a list of 'YYYY-MM-DD' (for a build by hand); [] = no day.
+    raw.dbt_rebuild_days  the days the pipeline wrote before this build
+                          (voice_analytics_dagster/incremental.py: the session days touched by
+                          the load batches that are new, or no longer active, since the last
+                          successful build, plus the lookback). A table, not a var: vars that
+                          change on every run would make dbt re-parse the project every time.
+    var lookback_days     neither of the above: the days from the latest session day already
+                          built minus lookback_days onwards (default 3, dbt_project.yml).
+  plus var from_date / to_date: a backfill range (either end may be omitted).
+  `dbt build --full-refresh` (voice-analytics run --full-refresh) rebuilds everything.
+-#}
+
+{% macro _date_literal(value) -%}
+    {%- if not modules.re.match('^[0-9]{4}-[0-9]{2}-[0-9]{2}$', value | string) -%}
+        {{ exceptions.raise_compiler_error("expected a date YYYY-MM-DD, got " ~ value) }}
+    {%- endif -%}
+    '{{ value }}'::date
+{%- endmacro %}
+
+{#- The predicate "column is an affected session day", for incremental runs. -#}
+{% macro session_days_predicate(column) -%}
+    {%- set days = var('session_days', none) -%}
+    {%- set from_date = var('from_date', none) -%}
+    {%- set to_date = var('to_date', none) -%}
+    (
+    {%- if days is not none %}
+        {{ column }} = any(array[{% for d in days %}{{ _date_literal(d) }}{% if not loop.last %}, {% endif %}{% endfor %}]::date[])
+    {%- elif _rebuild_days_table() is not none %}
+        {{ column }} in (select session_day from {{ _rebuild_days_table() }})
+    {%- else %}
+        {{ column }} >= (select coalesce(max(session_date), '0001-01-01'::date) from {{ this }}) - {{ var('lookback_days') | int }}
+    {%- endif %}
+    {%- if from_date is not none or to_date is not none %}
+        or {{ column }} between {{ _date_literal(from_date) if from_date is not none else "'-infinity'::date" }}
+                            and {{ _date_literal(to_date) if to_date is not none else "'infinity'::date" }}
+    {%- endif %}
+    )
+{%- endmacro %}
+
+{% macro _rebuild_days_table() -%}
+    {{- return(adapter.get_relation(database=target.database, schema='raw', identifier='dbt_rebuild_days')) -}}
+{%- endmacro %}
+
+{#- True when the affected days are known without reading the model's own relation. -#}
+{% macro rebuild_days_known() -%}
+    {{- return(var('session_days', none) is not none or _rebuild_days_table() is not none) -}}
+{%- endmacro %}
+
+{#- In a model: every row on a full build, the affected days' rows on an incremental one. -#}
+{% macro session_days_filter(column) -%}
+    {%- if is_incremental() -%}{{ session_days_predicate(column) }}{%- else -%}true{%- endif -%}
+{%- endmacro %}
+
+{#-
+  incremental_strategy='replace_days': delete the target's rows of the affected days (config
+  day_column, default session_date) and those without a day (orphan turns or metrics, whose
+  session was never delivered: the incremental select returns every current one, so an orphan
+  whose batch is no longer active disappears), delete the rows whose unique_key the new rows carry (a
+  session whose day changed, or every row when the fact's join gates flipped), insert the new
+  rows. delete+insert alone would keep the rows of an affected day that has no row any more
+  (a session superseded onto another day, or newly excluded).
+-#}
+{% macro get_incremental_replace_days_sql(arg_dict) %}
+    {%- set target = arg_dict['target_relation'] -%}
+    {%- set source = arg_dict['temp_relation'] -%}
+    {%- set unique_key = arg_dict['unique_key'] -%}
+    {%- set cols = get_quoted_csv(arg_dict['dest_columns'] | map(attribute='name')) -%}
+    {%- set day_column = config.get('day_column', 'session_date') %}
+    -- rows without a day (orphans of the staging tables) are re-selected by every incremental run
+    delete from {{ target }} where {{ session_days_predicate(day_column) }} or {{ day_column }} is null;
+    delete from {{ target }} t using {{ source }} s where t.{{ unique_key }} = s.{{ unique_key }};
+    insert into {{ target }} ({{ cols }}) select {{ cols }} from {{ source }}
+{% endmacro %}
+
+{#- Session ids of the affected days (any delivered version on such a day), for filters applied
+    to raw rows before the latest-version choice. -#}
+{% macro affected_session_ids() -%}
+    select session_id from {{ source('voice_export', 'voice_sessions') }}
+    where {{ session_days_predicate('created_at') }}
+{%- endmacro %}
+
+{#- The fact's join decisions, from this build's measurements (a gate opens only if all its
+    measurements pass; no measurement at all keeps it closed). -#}
+{% macro fact_join_gates() -%}
+    select
+        coalesce(bool_and(passed) filter (where gate = 'ai_metrics'), false) as join_ai_metrics,
+        coalesce(bool_and(passed) filter (where gate = 'applications'), false) as join_applications
+    from {{ ref('source_validation') }}
+{%- endmacro %}
