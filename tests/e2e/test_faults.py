@@ -99,11 +99,11 @@ def test_kill_during_ingestion_leaves_no_half_loaded_batch(warehouse, exports, u
 def test_kill_during_dbt_leaves_the_certified_schema_as_it_was(warehouse, exports, use_db, tmp_path):
     db = use_db(warehouse["db"])
     before = fingerprint(db)
-    # a reader of the working fact: dbt's swap of the rebuilt table waits for it; dbt has rebuilt
-    # (and committed) the staging models from B by then
+    # a holder of a share lock on the working fact: dbt's incremental replacement of B's days
+    # (delete + insert) waits for it; dbt has rebuilt (and committed) the staging models from B by then
     _killed_in(db, Run(exports["B"], tmp_path / "run.log"),
                "application_name = 'dbt' and wait_event_type = 'Lock'",
-               "lock table marts.fact_voice_ai_sessions in access share mode")
+               "lock table marts.fact_voice_ai_sessions in share mode")
 
     assert fingerprint(db) == before
     assert incomplete_batches(db) == []
@@ -179,7 +179,7 @@ def test_server_restarts_during_a_run_are_retried_and_the_run_publishes(warehous
         restart()
     finally:
         blocker.close()
-    blocker = _lock(db, "lock table marts.fact_voice_ai_sessions in access share mode")
+    blocker = _lock(db, "lock table marts.fact_voice_ai_sessions in share mode")
     try:
         wait_for_backend(db, "application_name = 'dbt' and wait_event_type = 'Lock'", run)
         restart()

@@ -40,10 +40,10 @@ grouped as (
         {%- for name, flag in outcomes %}
         count(*) filter (where {{ flag }}) as {{ name }}_sessions,
         {%- endfor %}
-        avg(avg_asr_confidence) as asr_mean,
-        stddev_samp(avg_asr_confidence) as asr_sd,
-        avg(avg_intent_confidence) as intent_mean,
-        stddev_samp(avg_intent_confidence) as intent_sd
+        {{ exact_avg('avg_asr_confidence') }} as asr_mean,
+        {{ exact_stddev('avg_asr_confidence') }} as asr_sd,
+        {{ exact_avg('avg_intent_confidence') }} as intent_mean,
+        {{ exact_stddev('avg_intent_confidence') }} as intent_sd
     from sessions
     group by grouping sets ({{ (sets_by_user + sets_with_language) | join(', ') }})
 ),

@@ -120,10 +120,10 @@ standardised as (
         comparison_type, baseline_group, compared_group, error_type,
         count(*) as n_strata,
         sum(turns) as turns,
-        sum(w * a_rate) as a_rate,
-        sum(w * b_rate) as b_rate,
-        sum(w * (b_rate - a_rate)) as difference,
-        sqrt(sum(w ^ 2 * (a_var + b_var))) as se
+        {{ exact_sum('w * a_rate') }} as a_rate,
+        {{ exact_sum('w * b_rate') }} as b_rate,
+        {{ exact_sum('w * (b_rate - a_rate)') }} as difference,
+        sqrt({{ exact_sum('w ^ 2 * (a_var + b_var)') }}) as se
     from common_strata
     group by comparison_type, baseline_group, compared_group, error_type
 ),

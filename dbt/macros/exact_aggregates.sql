@@ -1,0 +1,21 @@
+{#-
+  Float aggregates whose result does not depend on the order rows arrive in.
+
+  A float8 sum, average or standard deviation depends on the order of its inputs in the last
+  bits. An incremental build deletes and re-inserts the affected days, so the fact's rows sit in
+  another physical order than after a full build, and the same data published figures that
+  differed in the 16th digit (tests/e2e/test_faults.py: A, then B, then A again gave another
+  fct_error_rate_comparisons than A alone). Accumulating in numeric is exact, so the figures are
+  reproducible; the result is cast back to float8, the type the contracts declare.
+  Integer-valued float8 sums (counts, squares of counts) are exact below 2^53 and need none of this.
+-#}
+
+{% macro _exact(fn, expr, filter) -%}
+    ({{ fn }}(({{ expr }})::numeric){% if filter %} filter (where {{ filter }}){% endif %})::float8
+{%- endmacro %}
+
+{% macro exact_avg(expr, filter=none) -%}{{ _exact('avg', expr, filter) }}{%- endmacro %}
+
+{% macro exact_sum(expr, filter=none) -%}{{ _exact('sum', expr, filter) }}{%- endmacro %}
+
+{% macro exact_stddev(expr, filter=none) -%}{{ _exact('stddev_samp', expr, filter) }}{%- endmacro %}
