@@ -6,10 +6,12 @@ milliseconds instead of a server start."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -116,27 +118,78 @@ def fresh_db(server, monkeypatch):
         conn.execute(f'drop database if exists "{name}" with (force)')
 
 
-@pytest.fixture(scope="module")
-def module_db(server):
-    """A warehouse database shared by the tests of one module (one pipeline run, many assertions)."""
+@contextlib.contextmanager
+def _selected_database(server, name: str, drop: bool = True):
+    """Select database ``name`` through the environment (every layer reads it), restore the
+    previous selection afterwards and drop the database."""
     import psycopg
 
     from voice_analytics_dagster.settings import reset_settings_cache
 
-    name = "m_" + uuid.uuid4().hex[:12]
     previous = os.environ.get("VOICE_ANALYTICS_DATABASE")
     os.environ["VOICE_ANALYTICS_DATABASE"] = name
     reset_settings_cache()
-    db = Db(name)
-    db.warehouse.ensure_databases()
-    yield db
-    if previous is None:
-        os.environ.pop("VOICE_ANALYTICS_DATABASE", None)
-    else:
-        os.environ["VOICE_ANALYTICS_DATABASE"] = previous
-    reset_settings_cache()
+    try:
+        yield Db(name)
+    finally:
+        if previous is None:
+            os.environ.pop("VOICE_ANALYTICS_DATABASE", None)
+        else:
+            os.environ["VOICE_ANALYTICS_DATABASE"] = previous
+        reset_settings_cache()
+        if drop:
+            with psycopg.connect(server.url(dbname="postgres"), autocommit=True) as conn:
+                conn.execute(f'drop database if exists "{name}" with (force)')
+
+
+@pytest.fixture(scope="module")
+def module_db(server):
+    """A warehouse database shared by the tests of one module (one pipeline run, many assertions)."""
+    with _selected_database(server, "m_" + uuid.uuid4().hex[:12]) as db:
+        db.warehouse.ensure_databases()
+        yield db
+
+
+@dataclass(frozen=True)
+class PublishedSample:
+    db: Db
+    run_id: str  # the Dagster run that published it
+
+
+@pytest.fixture(scope="session")
+def sample_template(server, sample_dir, dbt_manifest) -> PublishedSample:
+    """The real sample published once per test session by `voice-analytics run`, into a database
+    no test uses directly: a module gets its own copy (``published_sample``). One pipeline run
+    (about 50 s here) instead of one per module that needs a published sample."""
+    from voice_analytics_dagster.cli import main
+
+    with _selected_database(server, "tpl_" + uuid.uuid4().hex[:12]) as db:
+        db.warehouse.ensure_databases()
+        assert main(["run", "--source", str(sample_dir)]) == 0, "the pipeline did not publish the real sample"
+        run_id = db.scalar("select run_id from analytics.publication_log where status = 'published'")
+        yield PublishedSample(db, run_id)
+
+
+@pytest.fixture(scope="module")
+def published_sample(server, sample_template) -> PublishedSample:
+    """A private copy of the published sample for one module, which may change it freely.
+    CREATE DATABASE ... TEMPLATE copies the files (about a second); the database-level grants
+    live outside the copy (pg_database), so the BI role's are applied again as a run does."""
+    import psycopg
+
+    from voice_analytics_dagster.publish import ensure_bi_role
+    from voice_analytics_dagster.settings import get_settings
+
+    name = "m_" + uuid.uuid4().hex[:12]
+    template = sample_template.db.name
     with psycopg.connect(server.url(dbname="postgres"), autocommit=True) as conn:
-        conn.execute(f'drop database if exists "{name}" with (force)')
+        # a template must have no other session (pooled connections of the run that built it)
+        conn.execute("select pg_terminate_backend(pid) from pg_stat_activity where datname = %s", (template,))
+        conn.execute(f'create database "{name}" template "{template}"')
+    with _selected_database(server, name) as db:
+        with db.connect() as conn:
+            ensure_bi_role(conn, get_settings())
+        yield PublishedSample(db, sample_template.run_id)
 
 
 @pytest.fixture

@@ -38,12 +38,9 @@ NEW_CERTIFIED = [
 
 
 @pytest.fixture(scope="module")
-def published(module_db, sample_dir, dbt_manifest):
-    from voice_analytics_dagster.pipeline import run_pipeline
-
-    outcome = run_pipeline(sample_dir)
-    assert outcome.published, outcome.report()
-    return module_db, outcome
+def published(published_sample):
+    """The real sample as `voice-analytics run` published it (conftest: one run per test session)."""
+    return published_sample.db, published_sample
 
 
 @pytest.fixture
@@ -52,8 +49,9 @@ def db(published, use_db):
 
 
 def test_every_new_table_is_published_and_readable_by_bi(published, db):
-    _, outcome = published
-    assert set(NEW_CERTIFIED) <= set(outcome.tables)
+    published_tables = db.scalar("select tables from analytics.publication_log where run_id = %s",
+                                 (published[1].run_id,))
+    assert set(NEW_CERTIFIED) <= set(published_tables)
     with bi_connect(db) as conn:
         for t in NEW_CERTIFIED:
             assert conn.execute(f"select count(*) from analytics.{t}").fetchone()[0] >= 1, t

@@ -20,12 +20,9 @@ WORKING_TABLES = [
 
 
 @pytest.fixture(scope="module")
-def published(module_db, sample_dir, dbt_manifest):
-    from voice_analytics_dagster.pipeline import run_pipeline
-
-    outcome = run_pipeline(sample_dir)
-    assert outcome.published, outcome.report()
-    return module_db
+def published(published_sample):
+    """The real sample as `voice-analytics run` published it (conftest: one run per test session)."""
+    return published_sample.db
 
 
 def bi_connect(db):

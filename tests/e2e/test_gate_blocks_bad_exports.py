@@ -63,12 +63,9 @@ BREAKS = [
 
 
 @pytest.fixture(scope="module")
-def certified(module_db, sample_dir, dbt_manifest):
-    from voice_analytics_dagster.pipeline import run_pipeline
-
-    outcome = run_pipeline(sample_dir)
-    assert outcome.published, outcome.report()
-    return module_db, fingerprint(module_db)
+def certified(published_sample):
+    """The real sample as `voice-analytics run` published it (conftest: one run per test session)."""
+    return published_sample.db, fingerprint(published_sample.db)
 
 
 @pytest.mark.parametrize("file,mutate,check", BREAKS, ids=[b[1].__name__ for b in BREAKS])

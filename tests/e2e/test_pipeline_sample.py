@@ -11,12 +11,9 @@ pytestmark = [pytest.mark.e2e]
 
 
 @pytest.fixture(scope="module")
-def published(module_db, sample_dir, dbt_manifest):
-    from voice_analytics_dagster.cli import main
-
-    code = main(["run", "--source", str(sample_dir)])
-    assert code == 0, "the pipeline did not publish the real sample"
-    return module_db
+def published(published_sample):
+    """The real sample as `voice-analytics run` published it (conftest: one run per test session)."""
+    return published_sample.db
 
 
 def _csv(sample_dir, name):
