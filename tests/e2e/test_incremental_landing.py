@@ -179,21 +179,12 @@ def fact_turns_before(db, session_id: str) -> int:
 
 def certified_content(db) -> dict[str, list[str]]:
     """Every certified table's rows (sorted, as JSON), the logs and training clocks aside like
-    tests/e2e/runs.fingerprint, with floats to 12 significant digits: the aggregate marts sum
-    floats in the fact's physical row order, which differs between a table rebuilt by days and
-    one built at once (last-bit differences, e.g. a mean confidence ...9e-17 apart)."""
-    def norm(v):
-        if isinstance(v, float):
-            return float(f"{v:.12g}")
-        if isinstance(v, dict):
-            return {k: norm(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return [norm(x) for x in v]
-        return v
-
+    tests/e2e/runs.fingerprint. Compared exactly: the marts accumulate floats in numeric
+    (macros/exact_aggregates.sql), so a table rebuilt by days, whose rows sit in another
+    physical order, gives the same figures to the last bit as one built at once."""
     tables = [r[0] for r in db.rows(
         "select table_name from information_schema.tables where table_schema = 'analytics' "
         "and table_name not in ('publication_log', 'abandonment_model_history', 'fct_session_outcome_history')")]
     drop = ["training_id", "trained_at", "fit_seconds"]
-    return {t: sorted(json.dumps(norm(r[0]), sort_keys=True) for r in db.rows(
+    return {t: sorted(json.dumps(r[0], sort_keys=True) for r in db.rows(
         f'select to_jsonb(x) - %s::text[] from analytics."{t}" x', (drop,))) for t in tables}
