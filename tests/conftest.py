@@ -119,27 +119,36 @@ def fresh_db(server, monkeypatch):
 
 
 @contextlib.contextmanager
-def _selected_database(server, name: str, drop: bool = True):
-    """Select database ``name`` through the environment (every layer reads it), restore the
-    previous selection afterwards and drop the database."""
-    import psycopg
-
+def setting(name: str, value: str):
+    """A project setting (environment variable ``name``) for the block, for fixtures wider than
+    a test (monkeypatch is per test); the previous value is restored afterwards."""
     from voice_analytics_dagster.settings import reset_settings_cache
 
-    previous = os.environ.get("VOICE_ANALYTICS_DATABASE")
-    os.environ["VOICE_ANALYTICS_DATABASE"] = name
+    previous = os.environ.get(name)
+    os.environ[name] = value
     reset_settings_cache()
     try:
-        yield Db(name)
+        yield
     finally:
         if previous is None:
-            os.environ.pop("VOICE_ANALYTICS_DATABASE", None)
+            os.environ.pop(name, None)
         else:
-            os.environ["VOICE_ANALYTICS_DATABASE"] = previous
+            os.environ[name] = previous
         reset_settings_cache()
-        if drop:
-            with psycopg.connect(server.url(dbname="postgres"), autocommit=True) as conn:
-                conn.execute(f'drop database if exists "{name}" with (force)')
+
+
+@contextlib.contextmanager
+def _selected_database(server, name: str):
+    """Select database ``name`` through the environment (every layer reads it); afterwards
+    restore the previous selection and drop the database."""
+    import psycopg
+
+    try:
+        with setting("VOICE_ANALYTICS_DATABASE", name):
+            yield Db(name)
+    finally:
+        with psycopg.connect(server.url(dbname="postgres"), autocommit=True) as conn:
+            conn.execute(f'drop database if exists "{name}" with (force)')
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,10 @@ both happen, and are checked against the fact independently."""
 
 from __future__ import annotations
 
-import os
-
 import pandas as pd
 import pytest
 
+from tests.conftest import setting
 from tests.e2e.analysis_reference import ATTRIBUTES, exactly_one_suppressed_sets, fact, frame, segment_cells
 from tests.e2e.test_certification_gate import bi_connect
 
@@ -25,21 +24,11 @@ K = 30
 def no_effect(module_db, tmp_path_factory, dbt_manifest):
     from voice_analytics_dagster.generator import NO_EFFECT, generate_export
     from voice_analytics_dagster.pipeline import run_pipeline
-    from voice_analytics_dagster.settings import reset_settings_cache
 
     out = tmp_path_factory.mktemp("no_effect")
     generate_export(out, SESSIONS, seed=SEED, effects=NO_EFFECT, progress=False)
-    previous = os.environ.get("VOICE_ANALYTICS_MIN_CELL_SIZE")
-    os.environ["VOICE_ANALYTICS_MIN_CELL_SIZE"] = str(K)
-    reset_settings_cache()
-    try:
+    with setting("VOICE_ANALYTICS_MIN_CELL_SIZE", str(K)):
         outcome = run_pipeline(out)
-    finally:
-        if previous is None:
-            os.environ.pop("VOICE_ANALYTICS_MIN_CELL_SIZE", None)
-        else:
-            os.environ["VOICE_ANALYTICS_MIN_CELL_SIZE"] = previous
-        reset_settings_cache()
     assert outcome.published, outcome.report()
     return module_db
 
