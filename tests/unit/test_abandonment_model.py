@@ -130,6 +130,49 @@ def test_scores_are_out_of_fold(planted_fit):
     np.testing.assert_allclose(flipped[held], risk[held], atol=1e-6)
 
 
+def test_blockwise_newton_equals_statsmodels_on_a_subset_of_rows(monkeypatch):
+    """The cross-validation's memory-lean Newton gives statsmodels' estimates, block boundaries
+    included (a block smaller than the data), with and without a warm start."""
+    import statsmodels.api as sm
+
+    rng = np.random.default_rng(5)
+    n = 5_000
+    Z = rng.normal(size=(n, 4))
+    y = (rng.random(n) < 1 / (1 + np.exp(-(-0.8 + Z @ np.array([0.9, -0.4, 0.0, 0.2]))))).astype(float)
+    rows = rng.random(n) < 0.8
+    want = sm.Logit(y[rows], sm.add_constant(Z[rows], has_constant="add")).fit(method="newton", disp=0).params
+    monkeypatch.setattr(a, "NEWTON_BLOCK_ROWS", 777)
+    got, converged = a.logit_newton(Z, y, rows=rows)
+    assert converged
+    np.testing.assert_allclose(got, want, atol=1e-8)
+    warm, converged = a.logit_newton(Z, y, rows=rows, start=want + 0.05)
+    assert converged
+    np.testing.assert_allclose(warm, want, atol=1e-8)
+    all_rows, _ = a.logit_newton(Z, y)
+    np.testing.assert_allclose(
+        all_rows, sm.Logit(y, sm.add_constant(Z, has_constant="add")).fit(method="newton", disp=0).params, atol=1e-8)
+
+
+def test_a_rank_deficient_design_claims_no_driver(planted_fit):
+    """Two copies of a feature (statsmodels' rank check is off, see fit_drivers; it only set the
+    degrees of freedom): their standard errors explode (or are NaN), so neither copy is claimed,
+    with the rank check or without it."""
+    import dataclasses
+
+    _, design, _ = planted_fit
+    name = design.feature_names[0]
+    twin = design.Z.assign(**{f"{name} (copy)": design.Z[name]})
+    broken = dataclasses.replace(
+        design, Z=twin, kinds={**design.kinds, f"{name} (copy)": design.kinds[name]},
+        reference_levels={**design.reference_levels, f"{name} (copy)": design.reference_levels[name]},
+        mean=pd.concat([design.mean, pd.Series({f"{name} (copy)": design.mean[name]})]),
+        sd=pd.concat([design.sd, pd.Series({f"{name} (copy)": design.sd[name]})]))
+    result = a.fit_abandonment_model(broken)
+    twins = {d.feature: d for d in result.drivers if d.feature in (name, f"{name} (copy)")}
+    assert len(twins) == 2 and all(not d.std_error < 1e3 and not d.is_significant for d in twins.values())  # huge or NaN
+    assert result.strongest_driver not in twins
+
+
 # -- many seeds: interval coverage and the family-wise false-positive rate --------------------------
 
 def test_interval_coverage_and_family_wise_error_over_seeds():
