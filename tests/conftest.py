@@ -100,11 +100,17 @@ def _use_database(monkeypatch_or_env, name: str):
     reset_settings_cache()
 
 
-@pytest.fixture
-def fresh_db(server, monkeypatch):
-    """A new, empty warehouse database for one test."""
+def _drop_database(server, name: str) -> None:
     import psycopg
 
+    with psycopg.connect(server.url(dbname="postgres"), autocommit=True) as conn:
+        conn.execute(f'drop database if exists "{name}" with (force)')
+
+
+@pytest.fixture
+def fresh_db(server, monkeypatch):
+    """A new, empty warehouse database for one test (selected with monkeypatch, so that a test's
+    own monkeypatched settings are undone in the same order)."""
     from voice_analytics_dagster.settings import reset_settings_cache
 
     name = "t_" + uuid.uuid4().hex[:12]
@@ -114,8 +120,7 @@ def fresh_db(server, monkeypatch):
     db.warehouse.ensure_databases()
     yield db
     reset_settings_cache()
-    with psycopg.connect(server.url(dbname="postgres"), autocommit=True) as conn:
-        conn.execute(f'drop database if exists "{name}" with (force)')
+    _drop_database(server, name)
 
 
 @contextlib.contextmanager
@@ -141,14 +146,11 @@ def setting(name: str, value: str):
 def _selected_database(server, name: str):
     """Select database ``name`` through the environment (every layer reads it); afterwards
     restore the previous selection and drop the database."""
-    import psycopg
-
     try:
         with setting("VOICE_ANALYTICS_DATABASE", name):
             yield Db(name)
     finally:
-        with psycopg.connect(server.url(dbname="postgres"), autocommit=True) as conn:
-            conn.execute(f'drop database if exists "{name}" with (force)')
+        _drop_database(server, name)
 
 
 @pytest.fixture(scope="module")

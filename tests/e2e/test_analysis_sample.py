@@ -40,17 +40,17 @@ NEW_CERTIFIED = [
 @pytest.fixture(scope="module")
 def published(published_sample):
     """The real sample as `voice-analytics run` published it (conftest: one run per test session)."""
-    return published_sample.db, published_sample
+    return published_sample
 
 
 @pytest.fixture
 def db(published, use_db):
-    return use_db(published[0])
+    return use_db(published.db)
 
 
 def test_every_new_table_is_published_and_readable_by_bi(published, db):
     published_tables = db.scalar("select tables from analytics.publication_log where run_id = %s",
-                                 (published[1].run_id,))
+                                 (published.run_id,))
     assert set(NEW_CERTIFIED) <= set(published_tables)
     with bi_connect(db) as conn:
         for t in NEW_CERTIFIED:
@@ -236,7 +236,7 @@ def test_the_report_is_written_and_linked(published, db):
     assert len(re.findall(r'<img src="data:image/png;base64,', text)) == 4
     assert "No driver of abandonment is significant" in text
     event = open_instance(settings).get_latest_materialization_event(AssetKey(["reports", "voice_analytics_report"]))
-    assert event.run_id == published[1].run_id
+    assert event.run_id == published.run_id
     assert event.asset_materialization.metadata["path"].value == str(path)
 
 

@@ -252,7 +252,7 @@ def logit_newton(Z: np.ndarray, y: np.ndarray, rows: np.ndarray | None = None, s
             info += (Xb.T * (p * (1.0 - p))) @ Xb
         try:
             step = np.linalg.solve(info, grad)
-        except np.linalg.LinAlgError:  # separation: coefficients run away; report non-convergence
+        except np.linalg.LinAlgError:  # a singular Hessian (collinear features): least-squares step
             step = np.linalg.lstsq(info, grad, rcond=None)[0]
         beta += step
         if np.all(np.abs(step) < tol):
