@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
+from voice_analytics_dagster import loader
 from voice_analytics_dagster.contract import USERS, VOICE_SESSIONS, VOICE_TURNS
 from voice_analytics_dagster.loader import (
     batch_table_ddl,
     column_rule,
     compare_header,
     copy_sql,
+    has_date_words,
     quarantine_duplicates_sql,
     quarantine_rules_sql,
     reason_expr,
+    recent_days_sql,
 )
 
 TURN_COLUMNS = VOICE_TURNS.column_names
@@ -59,6 +64,31 @@ def test_rules_follow_the_contract():
     assert "date '2000-01-01'" in column_rule(VOICE_TURNS.column("created_at"))
 
 
+def test_enum_rule_is_membership_when_the_accepted_values_are_canonical():
+    # 'user' is in the list only as itself: trimmed, lower case, non-empty, short are implied
+    assert column_rule(VOICE_TURNS.column("speaker")) == "\"speaker\" is not null and \"speaker\" in ('user', 'system')"
+    # an accepted value that is not canonical keeps every text rule
+    odd = dataclasses.replace(VOICE_TURNS.column("speaker"), accepted=("User", "system"))
+    assert "btrim" in column_rule(odd) and 'lower("speaker")' in column_rule(odd)
+
+
+def test_date_words_are_found_across_reads(tmp_path, monkeypatch):
+    monkeypatch.setattr(loader, "CHUNK", 8)
+    f = tmp_path / "f.csv"
+    for text, found in [("id,created_at\n1,2025-01-01\n2,YesterDay\n", True),
+                        ("id,created_at\n1,2025-01-01\n2,2025-01-02\n", False),
+                        ("id,x\n1,snow\n", False),  # 'now' only as a whole field
+                        ("id,x\n1,\"now\"\n", True)]:
+        f.write_text(text)
+        assert has_date_words(f) is found, text
+
+
+def test_only_batches_with_recent_days_are_searched_for_date_words():
+    sql = recent_days_sql(VOICE_TURNS, 7)
+    assert sql == ('select exists (select 1 from raw."voice_turns__b7" where "created_at" >= current_date - 1)')
+    assert recent_days_sql(dataclasses.replace(VOICE_TURNS, columns=VOICE_TURNS.columns[:3]), 7) is None
+
+
 def test_clean_files_are_validated_during_copy():
     constrained = batch_table_ddl(VOICE_TURNS, 42, constrained=True)
     plain = batch_table_ddl(VOICE_TURNS, 42, constrained=False)
@@ -69,6 +99,7 @@ def test_clean_files_are_validated_during_copy():
         assert "check (_batch_id = 42)" in ddl  # lets ATTACH PARTITION skip its scan
         assert "identity (start with 2" in ddl  # record n sits on line n + 1
     assert "on_error ignore" in copy_sql(VOICE_TURNS, 42, TURN_COLUMNS, soft_errors=True)
+    assert "freeze true" in copy_sql(VOICE_TURNS, 42, TURN_COLUMNS, soft_errors=True)  # created in the same transaction
     assert "on_error" not in copy_sql(VOICE_TURNS, 42, TURN_COLUMNS, soft_errors=False)
     with pytest.raises(ValueError):
         copy_sql(VOICE_TURNS, 42, ('x"; drop table raw.users; --',), soft_errors=True)
