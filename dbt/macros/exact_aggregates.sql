@@ -11,6 +11,13 @@
   int_turns_aggregated_to_sessions 12.4 s and fct_accessibility_by_segment 11.0 s, against 8.6 s
   and under 7.2 s with float8 accumulation (26 Nov, shared machine): a few seconds of a 192 s run.
   Integer-valued float8 sums (counts, squares of counts) are exact below 2^53 and need none of this.
+
+  Where every group must be sorted anyway, ``ordered_avg``/``ordered_sum`` are the cheaper way to
+  the same reproducibility: float8 accumulation in a fixed order (a unique key within the group)
+  gives the same bits whatever the physical order. PostgreSQL sorts the input once by the group
+  keys followed by that order (presorted aggregate input), so it costs nothing when the query
+  sorts by the group keys already. int_turns_aggregated_to_sessions at 1,000,000 sessions
+  (5.4 M turns; 30 Nov, quiet machine): 11.0 s with numeric accumulation, 5.8 s ordered.
 -#}
 
 {% macro _exact(fn, expr, filter) -%}
@@ -22,3 +29,11 @@
 {% macro exact_sum(expr, filter=none) -%}{{ _exact('sum', expr, filter) }}{%- endmacro %}
 
 {% macro exact_stddev(expr, filter=none) -%}{{ _exact('stddev_samp', expr, filter) }}{%- endmacro %}
+
+{% macro _ordered(fn, expr, order_by) -%}
+    {{ fn }}(({{ expr }})::float8 order by {{ order_by }})
+{%- endmacro %}
+
+{% macro ordered_avg(expr, order_by) -%}{{ _ordered('avg', expr, order_by) }}{%- endmacro %}
+
+{% macro ordered_sum(expr, order_by) -%}{{ _ordered('sum', expr, order_by) }}{%- endmacro %}

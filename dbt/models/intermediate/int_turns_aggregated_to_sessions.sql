@@ -4,6 +4,10 @@
 -- turns of the affected days' sessions (a late turn makes its session's day affected).
 {{ config(materialized='incremental', incremental_strategy='replace_days', unique_key='session_id',
           on_schema_change='fail') }}
+{#- float sums in one fixed order per session (turn_id is unique): the same bits after an
+    incremental and a full build (macros/exact_aggregates.sql); it also serves count(distinct
+    turn_number), so the turns are sorted once -#}
+{%- set turn_order = 'turn_number, turn_id' %}
 with turns as (
     select * from {{ ref('stg_voice_export__turns') }}
     where session_date is not null and {{ session_days_filter('session_date') }}
@@ -21,10 +25,10 @@ select
     count(*) filter (where error_type = 'noise') as noise_turn_count,
     count(*) filter (where asr_confidence < {{ var('asr_low_confidence_threshold') }}) as low_asr_confidence_turn_count,
     count(*) filter (where detected_intent = 'unknown') as unknown_intent_turn_count,
-    {{ exact_avg('asr_confidence') }} as avg_asr_confidence,
+    {{ ordered_avg('asr_confidence', turn_order) }} as avg_asr_confidence,
     min(asr_confidence) as min_asr_confidence,
-    {{ exact_avg('intent_confidence') }} as avg_intent_confidence,
-    {{ exact_sum('turn_duration_sec') }} as turn_duration_sec_total,
+    {{ ordered_avg('intent_confidence', turn_order) }} as avg_intent_confidence,
+    {{ ordered_sum('turn_duration_sec', turn_order) }} as turn_duration_sec_total,
     max(turn_number) as max_turn_number,
     count(*) - count(distinct turn_number) as duplicate_turn_number_count,
     min(turn_date) as first_turn_date,
