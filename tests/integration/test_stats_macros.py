@@ -122,3 +122,29 @@ def test_suppression_macro_matches_the_python_rule(sql):
     expected = suppress_small_cells(sizes, [fam_a, fam_b], k=25)
     assert rows == expected
     assert "complementary" in rows.values() and "primary" in rows.values()
+
+
+def test_column_rules_reports_each_broken_rule_of_each_row(sql):
+    """tests/generic/column_rules.sql: one scan, one failing row per (row, broken rule)."""
+    source = (MACROS.parent / "tests" / "generic" / "column_rules.sql").read_text()
+    source = source.replace("{% test column_rules(", "{% macro column_rules(").replace("{% endtest %}", "{% endmacro %}")
+
+    class Adapter:
+        @staticmethod
+        def quote(name):
+            return f'"{name}"'
+
+    env = jinja2.Environment()
+    query = env.from_string(source + "{{ column_rules(model, rules) }}").render(
+        adapter=Adapter, model="t",
+        rules={"n": "n is not null and n >= 1", "kind": "kind in ('a', 'b')", "x": "x is null or x between 0 and 1"})
+    rows = "values (1, 1, 'a', 0.5), (2, 0, 'b', null), (3, null, null, 2), (4, 5, 'it''s', 1)"
+    query = query.replace("from t\n", f"from ({rows}) as t (id, n, kind, x)\n")
+    got = sorted(sql(f"select column_name, failing_value, rule from ({query}) f"), key=str)
+    assert got == sorted([
+        ("n", "0", "n is not null and n >= 1"),
+        ("n", None, "n is not null and n >= 1"),
+        ("kind", None, "kind in ('a', 'b')"),
+        ("x", "2", "x is null or x between 0 and 1"),
+        ("kind", "it's", "kind in ('a', 'b')"),
+    ], key=str)
