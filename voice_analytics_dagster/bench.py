@@ -53,7 +53,8 @@ STAGES = ("ingestion", "dbt", "checks", "model", "publish", "report")
 def stage_of_step(step_key: str) -> str:
     """The bench stage a Dagster step of the pipeline job belongs to.
 
-    Step keys are Dagster's: ``raw__voice_turns`` (a raw asset), ``voice_dbt_models`` and
+    Step keys are Dagster's: ``raw_export`` (the five raw assets; ``raw__<table>`` when they were
+    one step each), ``voice_dbt_models`` and
     ``voice_dbt_models_2`` (the dbt build is split in two steps around the model, whose export
     table dbt builds after it), ``<asset>_<check>`` for Python asset checks, ``abandonment_model``,
     ``publish_certified_schema``, ``reports__voice_analytics_report``."""
@@ -65,7 +66,7 @@ def stage_of_step(step_key: str) -> str:
             check_names.add(spec.name)
     if any(step_key.endswith("_" + name) for name in check_names):
         return "checks"
-    if step_key.startswith("raw__"):
+    if step_key == "raw_export" or step_key.startswith("raw__"):
         return "ingestion"
     if step_key.startswith("voice_dbt_models"):
         return "dbt"

@@ -189,7 +189,7 @@ def test_server_restarts_during_a_run_are_retried_and_the_run_publishes(warehous
 
     assert code == 0, run.output[-4000:]
     retried = [e.dagster_event.step_key for e in run_events(run.run_id, "STEP_UP_FOR_RETRY")]
-    assert retried == ["raw__voice_sessions"], retried
+    assert retried == ["raw_export"], retried
     messages = [e.user_message for e in run_events(run.run_id)]
     assert any("dbt build lost the warehouse connection; retry 1/3" in m for m in messages)
     assert content(fingerprint(db, lineage=False)) == warehouse["A"]
@@ -212,7 +212,7 @@ def test_bad_data_fails_at_once_without_retry(warehouse, exports, use_db, tmp_pa
     outcome = run_pipeline(broken)
 
     assert not outcome.published
-    assert "step:raw__voice_turns" in outcome.blocked_by, outcome.report()
+    assert "step:raw_export" in outcome.blocked_by, outcome.report()
     assert "voice_turns.csv, line 4, column" in outcome.report()
     assert run_events(outcome.run_id, "STEP_UP_FOR_RETRY") == []
     assert content(fingerprint(db)) == content(before)

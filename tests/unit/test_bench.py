@@ -17,6 +17,7 @@ from voice_analytics_dagster.bench import (
 def test_every_step_of_the_pipeline_job_has_its_stage():
     # the step keys of a real run (tests/e2e runs print the same)
     expected = {
+        "raw_export": "ingestion",
         "raw__voice_turns": "ingestion",
         "raw__users": "ingestion",
         "raw__voice_sessions_raw_load_fresh": "checks",
