@@ -32,21 +32,35 @@ VOLUME_WINDOW_DAYS = 7
 VOLUME_Z = 4.0
 VOLUME_RATIO_LOW, VOLUME_RATIO_HIGH = 0.5, 2.0
 
+# One pass: the three sets of session ids full-joined once, each difference a filtered count
+# (set semantics as EXCEPT / INTERSECT: distinct ids). 3.2 s with a scan and an EXCEPT per figure
+# at 1,000,000 sessions, 1.1 s so (30 Nov, quiet machine).
 RECONCILIATION_SQL = """
-with read as (select session_id from staging.stg_voice_export__sessions),
-     fact as (select session_id from marts.fact_voice_ai_sessions),
-     excluded as (select session_id from intermediate.int_session_exclusions)
+with ids as (
+    select session_id,
+           r.session_id is not null as in_read,
+           f.session_id is not null as in_fact,
+           e.session_id is not null as in_excluded
+    from staging.stg_voice_export__sessions r
+    full join marts.fact_voice_ai_sessions f using (session_id)
+    full join intermediate.int_session_exclusions e using (session_id)
+),
+differences as (
+    select
+        count(distinct session_id) filter (where in_read and not in_fact and not in_excluded) as missing,
+        (array_agg(distinct session_id) filter (where in_read and not in_fact and not in_excluded))[1:5]
+            as missing_sample,
+        count(distinct session_id) filter (where in_fact and not in_read) as unexpected,
+        (array_agg(distinct session_id) filter (where in_fact and not in_read))[1:5] as unexpected_sample,
+        count(distinct session_id) filter (where in_fact and in_excluded) as both_in_fact_and_excluded
+    from ids
+)
 select
-    (select count(*) from read) as sessions_read,
-    (select count(*) from fact) as sessions_in_fact,
-    (select count(*) from excluded) as sessions_excluded,
-    array(select session_id from read except select session_id from fact
-          except select session_id from excluded order by 1 limit 5) as missing_sample,
-    (select count(*) from (select session_id from read except select session_id from fact
-          except select session_id from excluded) m) as missing,
-    array(select session_id from fact except select session_id from read order by 1 limit 5) as unexpected_sample,
-    (select count(*) from (select session_id from fact except select session_id from read) u) as unexpected,
-    (select count(*) from (select session_id from fact intersect select session_id from excluded) b) as both_in_fact_and_excluded
+    (select count(*) from staging.stg_voice_export__sessions) as sessions_read,
+    (select count(*) from marts.fact_voice_ai_sessions) as sessions_in_fact,
+    (select count(*) from intermediate.int_session_exclusions) as sessions_excluded,
+    coalesce(missing_sample, '{}'), missing, coalesce(unexpected_sample, '{}'), unexpected, both_in_fact_and_excluded
+from differences
 """
 
 
