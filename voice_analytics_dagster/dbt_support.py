@@ -68,3 +68,14 @@ def dbt_executable() -> str:
     if not found:
         raise FileNotFoundError("dbt executable not found next to Python or on PATH")
     return found
+
+
+# The background ``dbt parse`` that ``voice-analytics run`` started (pipeline.start_dbt_parse),
+# waited for by the run's dbt step, which executes in the same process.
+pending_parse = None
+
+
+def wait_for_dbt_parse() -> None:
+    """Before dbt runs: the run's parse, if one is still running, is finished and installed."""
+    if pending_parse is not None:
+        pending_parse.wait()

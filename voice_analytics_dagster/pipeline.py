@@ -76,16 +76,41 @@ def parse_fingerprint(env: dict[str, str], dbt_vars: dict) -> str:
     return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
 
 
-def prepare_dbt_for_run(settings, conn) -> bool:
+class PendingParse:
+    """A ``dbt parse`` running in the background (see start_dbt_parse); ``wait`` installs its
+    partial-parse state in target/ or raises if the parse failed. Idempotent."""
+
+    def __init__(self, process: subprocess.Popen | None, scratch: Path | None, fingerprint: str | None):
+        self.process, self.scratch, self.fingerprint = process, scratch, fingerprint
+        self._done = process is None
+
+    def wait(self) -> None:
+        import shutil
+
+        if self._done:
+            return
+        self._done = True
+        try:
+            if self.process.wait() != 0:
+                raise subprocess.CalledProcessError(self.process.returncode, self.process.args)
+            target = DBT_PROJECT_DIR / "target"
+            os.replace(self.scratch / "partial_parse.msgpack", target / "partial_parse.msgpack")
+            (self.scratch / "stamp").write_text(self.fingerprint)
+            os.replace(self.scratch / "stamp", parse_stamp_path())
+        finally:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def start_dbt_parse(settings, conn) -> PendingParse:
     """Parse the project with the run's dbt connection and vars unless the stored partial-parse
-    state already has them; True when it parsed. dagster-dbt copies target/partial_parse.msgpack
-    into each invocation's target folder, so the builds of the run then parse partially.
+    state already has them. dagster-dbt copies target/partial_parse.msgpack into each
+    invocation's target folder, so the builds of the run then parse partially.
 
-    The parse writes to a folder of its own and only its partial_parse.msgpack is moved into
-    target/ (an atomic rename): manifest.json, which other processes (code servers, a concurrent
-    run) read, is left as the build step wrote it."""
-    import shutil
-
+    The parse runs in the background while the files load (it is needed by the dbt step only:
+    6 s of a run into a new database, overlapped so with ingestion); ``wait()`` finishes it.
+    It writes to a folder of its own and only its partial_parse.msgpack is moved into target/
+    (an atomic rename): manifest.json, which other processes (code servers, a concurrent run)
+    read, is left as the build step wrote it."""
     from .dbt_support import dbt_env, dbt_executable, dbt_vars
 
     prepare_dbt()
@@ -95,21 +120,22 @@ def prepare_dbt_for_run(settings, conn) -> bool:
     target = DBT_PROJECT_DIR / "target"
     stamp = parse_stamp_path()
     if (target / "partial_parse.msgpack").exists() and stamp.exists() and stamp.read_text() == fingerprint:
-        return False
+        return PendingParse(None, None, None)
     scratch = target / f".parse-{os.getpid()}"
-    try:
-        subprocess.run(
-            [dbt_executable(), "parse", "--quiet", "--vars", json.dumps(variables, sort_keys=True),
-             "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
-             "--target-path", str(scratch)],
-            check=True, cwd=DBT_PROJECT_DIR, env={**os.environ, **env},
-        )
-        os.replace(scratch / "partial_parse.msgpack", target / "partial_parse.msgpack")
-        (scratch / "stamp").write_text(fingerprint)
-        os.replace(scratch / "stamp", stamp)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return True
+    process = subprocess.Popen(
+        [dbt_executable(), "parse", "--quiet", "--vars", json.dumps(variables, sort_keys=True),
+         "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
+         "--target-path", str(scratch)],
+        cwd=DBT_PROJECT_DIR, env={**os.environ, **env},
+    )
+    return PendingParse(process, scratch, fingerprint)
+
+
+def prepare_dbt_for_run(settings, conn) -> bool:
+    """start_dbt_parse and wait for it; True when it parsed."""
+    pending = start_dbt_parse(settings, conn)
+    pending.wait()
+    return pending.process is not None
 
 
 @dataclass
@@ -190,12 +216,26 @@ def run_pipeline(source: Path, verbose: bool = False, full_refresh: bool = False
 
 def _run_locked(settings, wh: Warehouse, source: Path, verbose: bool, extra_run_config: dict | None,
                 dbt_options: dict) -> RunOutcome:
+    from . import dbt_support
+
+    # also the build step when the project changed; the parse itself overlaps the ingestion, and
+    # the run's dbt step (this process: in-process executor) waits for it
+    pending = dbt_support.pending_parse = start_dbt_parse(settings, wh.conninfo())
+    try:
+        return _execute(settings, wh, source, verbose, extra_run_config, dbt_options)
+    finally:
+        dbt_support.pending_parse = None
+        with contextlib.suppress(subprocess.CalledProcessError):
+            pending.wait()  # a run that failed before dbt still leaves a finished parse
+
+
+def _execute(settings, wh: Warehouse, source: Path, verbose: bool, extra_run_config: dict | None,
+             dbt_options: dict) -> RunOutcome:
     from .gate import block_summary, failed_checks, failed_steps
     from .instance import WAREHOUSE_TAG, open_instance
     from .publish import record_block
     from .runlock import DATABASE_TAG, LOCK_TAG, fail_orphaned_runs
 
-    prepare_dbt_for_run(settings, wh.conninfo())  # also the build step when the project changed
     instance = open_instance(settings, wh)
     database = wh.conninfo().dbname
     for dead in fail_orphaned_runs(instance, database):

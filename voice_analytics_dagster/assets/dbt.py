@@ -20,7 +20,7 @@ from dagster_dbt import (
 )
 from pydantic import Field
 
-from ..dbt_support import dbt_build_args
+from ..dbt_support import dbt_build_args, wait_for_dbt_parse
 from ..incremental import plan_build, record_build
 from ..project import dbt_project
 from ..resources import WarehouseLockResource, WarehouseResource
@@ -201,6 +201,7 @@ def voice_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, war
         context.log.info(f"dbt build: {plan.mode} ({plan.reason})"
                          + (f"; session days rebuilt: {len(plan.session_days)}" if plan.session_days is not None else ""))
     args = dbt_build_args(settings, full_refresh=plan.full_refresh if plan else config.full_refresh)
+    wait_for_dbt_parse()  # `voice-analytics run` parses in the background during ingestion
     succeeded = False
     try:
         with warehouse.dbt_environment():
