@@ -41,3 +41,29 @@ def test_every_kind_of_dbt_test_and_severity_is_documented():
     for name, severity in kinds:
         rows = [line for line in DOC.splitlines() if f"`{name}`" in line]
         assert any(f"| {severity} |" in r for r in rows), f"docs/CHECKS.md lacks dbt test {name} with severity {severity}"
+
+
+def test_no_not_null_test_repeats_an_enforced_not_null_constraint():
+    """A not_null test on a column whose enforced contract already declares NOT NULL cannot fail
+    (PostgreSQL refuses the row when the model is built): it only costs a scan. Key columns keep
+    theirs, by the convention that every key is tested unique and not_null."""
+    manifest = json.loads(dbt_project.manifest_path.read_text())
+    nodes = manifest["nodes"]
+    keys: dict[str, set[str]] = {}
+    for t in nodes.values():
+        md = t.get("test_metadata") or {}
+        if t["resource_type"] == "test" and md.get("name") == "unique":
+            keys.setdefault(t["attached_node"], set()).add(md["kwargs"]["column_name"])
+        if t["resource_type"] == "test" and md.get("name") == "unique_combination":
+            keys.setdefault(t["attached_node"], set()).update(md["kwargs"].get("columns") or [])
+    redundant = []
+    for t in nodes.values():
+        md = t.get("test_metadata") or {}
+        if t["resource_type"] != "test" or md.get("name") != "not_null":
+            continue
+        model, column = nodes[t["attached_node"]], md["kwargs"]["column_name"]
+        enforced = model["config"].get("contract", {}).get("enforced")
+        constrained = any(c["type"] == "not_null" for c in model["columns"].get(column, {}).get("constraints", []))
+        if enforced and constrained and column not in keys.get(t["attached_node"], set()):
+            redundant.append(f"{model['name']}.{column}")
+    assert not redundant, redundant
