@@ -33,8 +33,8 @@ VOLUME_Z = 4.0
 VOLUME_RATIO_LOW, VOLUME_RATIO_HIGH = 0.5, 2.0
 
 # One pass: the three sets of session ids full-joined once, each difference a filtered count
-# (set semantics as EXCEPT / INTERSECT: distinct ids). 3.2 s with a scan and an EXCEPT per figure
-# at 1,000,000 sessions, 1.1 s so (30 Nov, quiet machine).
+# (set semantics as EXCEPT / INTERSECT: distinct ids). The query alone on a built warehouse of
+# 1,000,000 sessions: 2.2 s with a scan and an EXCEPT per figure, 0.8 s so (30 Nov).
 RECONCILIATION_SQL = """
 with ids as (
     select session_id,

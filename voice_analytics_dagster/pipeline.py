@@ -131,13 +131,6 @@ def start_dbt_parse(settings, conn) -> PendingParse:
     return PendingParse(process, scratch, fingerprint)
 
 
-def prepare_dbt_for_run(settings, conn) -> bool:
-    """start_dbt_parse and wait for it; True when it parsed."""
-    pending = start_dbt_parse(settings, conn)
-    pending.wait()
-    return pending.process is not None
-
-
 @dataclass
 class RunOutcome:
     run_id: str

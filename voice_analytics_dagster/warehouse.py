@@ -172,9 +172,14 @@ def _start_embedded(settings: Settings) -> ConnInfo:
         settings.pgdata.parent.mkdir(parents=True, exist_ok=True)
         server = pgserver.get_server(str(settings.pgdata), cleanup_mode=None)
     info = parse_database_url(server.get_uri())
-    if _configure_new_cluster(info):
-        _pg_ctl(settings, "restart")  # wal_level is read at server start only
+    if settings.pgdata not in _checked_clusters:  # once per process, not per Warehouse object
+        if _configure_new_cluster(info):
+            _pg_ctl(settings, "restart")  # wal_level is read at server start only
+        _checked_clusters.add(settings.pgdata)
     return info
+
+
+_checked_clusters: set[Path] = set()
 
 
 # The embedded server is this project's own, so it is set up for bulk analytics once, when its

@@ -4,7 +4,8 @@ materialized by one step (``raw_export``) that loads the files two at a time.
 Why one step: the run's executor is in-process (a process per step costs more than it saves on
 2 cores), so five assets meant five loads one after another, while a COPY keeps one server
 process busy and the other core idle. Two loads at once, the largest file first: ingestion of
-1M sessions 22-26 s one after another, ~16 s two at a time (`voice-analytics bench`, 30 Nov).
+1M sessions 25.5 s one after another, 18.6-20.8 s two at a time together with the loader's own
+changes (`voice-analytics bench`, 30 Nov).
 Each file is still one transaction with its own connection; a file that fails does not undo
 the others, and a retry of the step skips what is loaded (idempotent by checksum).
 
@@ -31,6 +32,7 @@ import dagster as dg
 
 from ..contract import TABLES, Table
 from ..loader import (
+    Delivery,
     IngestionError,
     LoadResult,
     SchemaDriftError,
@@ -43,6 +45,7 @@ from ..loader import (
 from ..resources import ExportSourceResource, WarehouseLockResource, WarehouseResource
 from ..retry import MAX_RETRIES, backoff_seconds, is_transient_db_error
 from ..settings import get_settings
+from ..warehouse import Warehouse
 
 CONTRACT_CHECK = "file_matches_contract"
 QUARANTINE_CHECK = "quarantine_within_tolerance"
@@ -142,11 +145,15 @@ def raw_check_specs(t: Table) -> list[dg.AssetCheckSpec]:
     ]
 
 
-def _export_bytes(export_source: ExportSourceResource, t: Table) -> int:
-    try:
-        return sum(d.file(t).stat().st_size for d in discover_deliveries(export_source.folder()) if d.file(t).exists())
-    except (IngestionError, OSError):
-        return 0
+def _export_bytes(deliveries: list[Delivery], t: Table) -> int:
+    return sum(d.file(t).stat().st_size for d in deliveries if d.file(t).exists())
+
+
+def _retry(context: dg.AssetExecutionContext, exc: Exception) -> dg.RetryRequested:
+    wait = backoff_seconds(context.retry_number)
+    context.log.warning(f"lost the warehouse connection while loading ({exc}); "
+                        f"retry {context.retry_number + 1}/{MAX_RETRIES} in {wait:g} s")
+    return dg.RetryRequested(max_retries=MAX_RETRIES, seconds_to_wait=wait)
 
 
 @dg.multi_asset(
@@ -157,16 +164,29 @@ def _export_bytes(export_source: ExportSourceResource, t: Table) -> int:
 )
 def raw_export(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
                export_source: ExportSourceResource, warehouse_lock: WarehouseLockResource):
+    try:
+        deliveries = discover_deliveries(export_source.folder())
+    except IngestionError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    wh = warehouse.get()
+    try:
+        wh.ensure_databases()
+        with wh.connect() as conn:
+            ensure_raw_schema(conn)
+    except Exception as exc:
+        if not is_transient_db_error(exc):
+            raise
+        raise _retry(context, exc) from exc
     tables = [t for t in TABLES if raw_asset_key(t.name) in context.selected_asset_keys]
     # the largest file first, so that the other worker loads the small ones meanwhile
-    tables.sort(key=lambda t: -_export_bytes(export_source, t))
+    tables.sort(key=lambda t: -_export_bytes(deliveries, t))
     outcomes: dict[str, tuple[list, Exception | None]] = {}
 
     def load(t: Table) -> tuple[list, Exception | None]:
         # events are collected and yielded from this (the step's) thread once every load is done
         events: list = []
         try:
-            for event in _load_table(context, t, warehouse, export_source, events.append):
+            for event in _load_table(context, t, wh, deliveries, events.append):
                 events.append(event)
         except Exception as exc:  # noqa: BLE001 - reported below, after every file's events
             return events, exc
@@ -192,10 +212,7 @@ def raw_export(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
         return
     transient = [e for e in failures if is_transient_db_error(e)]
     if transient:
-        wait = backoff_seconds(context.retry_number)
-        context.log.warning(f"lost the warehouse connection while loading ({transient[0]}); "
-                            f"retry {context.retry_number + 1}/{MAX_RETRIES} in {wait:g} s")
-        raise dg.RetryRequested(max_retries=MAX_RETRIES, seconds_to_wait=wait) from transient[0]
+        raise _retry(context, transient[0]) from transient[0]
     bad = [e for e in failures if isinstance(e, dg.Failure)]
     if len(bad) == len(failures):
         # bad data: the same files fail the same way again, so no retry
@@ -204,21 +221,13 @@ def raw_export(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
     raise next(e for e in failures if not isinstance(e, dg.Failure))
 
 
-def _load_table(context: dg.AssetExecutionContext, t: Table, warehouse: WarehouseResource,
-                export_source: ExportSourceResource, log):
+def _load_table(context: dg.AssetExecutionContext, t: Table, wh: Warehouse, deliveries: list[Delivery], log):
     """The raw asset of table ``t``: load every new delivery, then evaluate its two checks.
     ``log`` takes the progress lines (the caller logs them from the step's thread)."""
     settings = get_settings()
-    wh = warehouse.get()
-    wh.ensure_databases()
-    try:
-        deliveries = discover_deliveries(export_source.folder())
-    except IngestionError as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from None
     results: list[LoadResult] = []
     # named, so that pg_stat_activity shows which table a backend is loading
     with wh.connect(application_name=f"voice-analytics raw/{t.name}") as conn:
-        ensure_raw_schema(conn)
         for delivery in deliveries:
             path = delivery.file(t)
             try:
