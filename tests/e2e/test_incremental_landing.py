@@ -170,6 +170,54 @@ def test_three_daily_deliveries_rebuild_only_their_days_and_match_a_full_refresh
         assert rebuilt[table] == incremental[table], table
     assert db.scalar("select count(*) from analytics.fct_session_outcome_history") == n_history
 
+    # The tests of an incremental model read the rows its build wrote (dbt/macros/test_scope.sql).
+    # A day-2 turn edited by hand to break a rule, and a day-1 session removed from the raw data:
+    # a build of days 1 and 3 writes the removed session's turns again, now orphans, and its
+    # relationships test fails on them; its column rules pass (the day-2 row was not written).
+    # `dbt test` reads every row: both fail.
+    day2_turn = db.scalar("select min(turn_id) from staging.stg_voice_export__turns where session_date = %s", (DAYS[1],))
+    day1_session = db.scalar("select min(session_id) from staging.stg_voice_export__sessions "
+                             "where session_date = %s and session_id <> %s", (DAYS[0], late_session))
+    with db.connect() as conn:
+        conn.execute("update staging.stg_voice_export__turns set asr_confidence = 2 where turn_id = %s", (day2_turn,))
+        conn.execute("delete from raw.voice_sessions where session_id = %s", (day1_session,))
+        conn.execute("insert into raw.dbt_rebuild_days values (%s), (%s)", (DAYS[0], DAYS[2]))
+    turns_tests = {"column_rules_stg_voice_export__turns", "unique_stg_voice_export__turns_turn_id",
+                   "relationships_stg_voice_export__turns_session_id__session_id__ref_stg_voice_export__sessions_"}
+    build = dbt_results(db, tmp_path / "build", "build", "--select", "stg_voice_export__sessions", "stg_voice_export__turns")
+    assert {t: build[t] for t in turns_tests} == {
+        "column_rules_stg_voice_export__turns": "pass", "unique_stg_voice_export__turns_turn_id": "pass",
+        "relationships_stg_voice_export__turns_session_id__session_id__ref_stg_voice_export__sessions_": "fail"}, build
+    assert db.scalar("select count(*) from staging.stg_voice_export__turns where session_id = %s "
+                     "and session_date is null", (day1_session,)) > 0
+    test = dbt_results(db, tmp_path / "test", "test", "--select", "stg_voice_export__turns")
+    assert {t: test[t] for t in turns_tests} == {
+        "column_rules_stg_voice_export__turns": "fail", "unique_stg_voice_export__turns_turn_id": "pass",
+        "relationships_stg_voice_export__turns_session_id__session_id__ref_stg_voice_export__sessions_": "fail"}, test
+
+
+def dbt_results(db, target: Path, *args: str) -> dict[str, str]:
+    """Run dbt by hand against ``db``; every node's status by name (run_results.json)."""
+    import os
+    import shutil
+    import subprocess
+
+    from voice_analytics_dagster.dbt_support import dbt_env, dbt_executable, dbt_vars
+    from voice_analytics_dagster.settings import DBT_PROJECT_DIR, get_settings
+
+    target.mkdir(parents=True)
+    # the session's parse (dbt_manifest), so that this invocation parses partially
+    shutil.copy(DBT_PROJECT_DIR / "target" / "partial_parse.msgpack", target)
+    settings = get_settings()
+    subprocess.run(
+        [dbt_executable(), *args, "--vars", json.dumps(dbt_vars(settings), sort_keys=True),
+         "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
+         "--target-path", str(target), "--log-path", str(target)],
+        env={**os.environ, **dbt_env(settings, db.warehouse.conninfo())}, cwd=DBT_PROJECT_DIR,
+        capture_output=True, text=True, check=False)
+    results = json.loads((target / "run_results.json").read_text())["results"]
+    return {r["unique_id"].split(".")[2]: r["status"] for r in results}
+
 
 def fact_turns_before(db, session_id: str) -> int:
     """The late session's turn count in its first version (from the history)."""
