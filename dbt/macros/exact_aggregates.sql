@@ -37,3 +37,17 @@
 {% macro ordered_avg(expr, order_by) -%}{{ _ordered('avg', expr, order_by) }}{%- endmacro %}
 
 {% macro ordered_sum(expr, order_by) -%}{{ _ordered('sum', expr, order_by) }}{%- endmacro %}
+
+{#- The mean and the sample standard deviation from exact numeric sums (n, sum of x, sum of x^2),
+    for a rollup of exact partial sums: the formulas of PostgreSQL's avg(numeric) and
+    stddev_samp(numeric) (numeric.c: numeric_avg, numeric_stddev_internal: N*sumX2 - sumX^2 over
+    N*(N-1), 0 when not positive, NULL below two values); cast to float8 like the rest. -#}
+{% macro mean_from_sums(n, sum_x) -%}
+    (case when {{ n }} > 0 then {{ sum_x }} / {{ n }} end)::float8
+{%- endmacro %}
+
+{% macro stddev_from_sums(n, sum_x, sum_x2) -%}
+    (case when {{ n }} > 1 then
+        sqrt(greatest(({{ n }} * {{ sum_x2 }} - {{ sum_x }} * {{ sum_x }}) / ({{ n }} * ({{ n }} - 1)), 0))
+    end)::float8
+{%- endmacro %}

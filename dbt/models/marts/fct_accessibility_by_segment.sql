@@ -28,6 +28,29 @@ reference as (
         (select language from sessions group by language order by count(*) desc, language limit 1) as language
 ),
 
+-- The finest cells first (every attribute), their sums exact in numeric; the grouping sets then
+-- add up those few cells. Exact sums add up to the same exact sums, so the figures are those of
+-- aggregating the sessions in each grouping set directly, with one numeric addition per session
+-- and measure instead of one per grouping set (12). Measured at 1,000,000 sessions (30 Nov, the
+-- compiled select alone): 5.2-5.5 s -> 3.9 s, the 48 rows equal to the bit.
+finest as (
+    select
+        {%- for a in attributes %}
+        {{ a }},
+        {%- endfor %}
+        count(*) as n_sessions,
+        {%- for name, flag in outcomes %}
+        count(*) filter (where {{ flag }}) as {{ name }}_sessions,
+        {%- endfor %}
+        {%- for m in ['avg_asr_confidence', 'avg_intent_confidence'] %}
+        count({{ m }}) as {{ m }}_n,
+        sum({{ m }}::numeric) as {{ m }}_sum,
+        sum({{ m }}::numeric * {{ m }}::numeric) as {{ m }}_sum2{% if not loop.last %},{% endif %}
+        {%- endfor %}
+    from sessions
+    group by {{ attributes | join(', ') }}
+),
+
 grouped as (
     select
         {%- for a in attributes %}
@@ -36,15 +59,15 @@ grouped as (
         {%- for a in attributes %}
         {{ a }},
         {%- endfor %}
-        count(*) as n_sessions,
+        sum(n_sessions)::bigint as n_sessions,
         {%- for name, flag in outcomes %}
-        count(*) filter (where {{ flag }}) as {{ name }}_sessions,
+        sum({{ name }}_sessions)::bigint as {{ name }}_sessions,
         {%- endfor %}
-        {{ exact_avg('avg_asr_confidence') }} as asr_mean,
-        {{ exact_stddev('avg_asr_confidence') }} as asr_sd,
-        {{ exact_avg('avg_intent_confidence') }} as intent_mean,
-        {{ exact_stddev('avg_intent_confidence') }} as intent_sd
-    from sessions
+        {{ mean_from_sums('sum(avg_asr_confidence_n)', 'sum(avg_asr_confidence_sum)') }} as asr_mean,
+        {{ stddev_from_sums('sum(avg_asr_confidence_n)', 'sum(avg_asr_confidence_sum)', 'sum(avg_asr_confidence_sum2)') }} as asr_sd,
+        {{ mean_from_sums('sum(avg_intent_confidence_n)', 'sum(avg_intent_confidence_sum)') }} as intent_mean,
+        {{ stddev_from_sums('sum(avg_intent_confidence_n)', 'sum(avg_intent_confidence_sum)', 'sum(avg_intent_confidence_sum2)') }} as intent_sd
+    from finest
     group by grouping sets ({{ (sets_by_user + sets_with_language) | join(', ') }})
 ),
 
