@@ -148,3 +148,30 @@ def test_column_rules_reports_each_broken_rule_of_each_row(sql):
         ("x", "2", "x is null or x between 0 and 1"),
         ("kind", "it's", "kind in ('a', 'b')"),
     ], key=str)
+
+
+def test_mean_and_stddev_from_rolled_up_exact_sums_equal_the_direct_aggregates(sql):
+    """fct_accessibility_by_segment adds up the exact numeric sums of its finest cells for every
+    grouping set: the published mean and standard deviation must be those of avg(numeric) and
+    stddev_samp(numeric) over the cell's sessions, to the bit, including a cell of one value
+    (no deviation) and a cell of equal values (deviation 0)."""
+    env = jinja2.Environment(extensions=["jinja2.ext.do"])
+    macros = (MACROS / "exact_aggregates.sql").read_text()
+    mean = env.from_string(macros + "{{ mean_from_sums('sum(n)', 'sum(sx)') }}").render().strip()
+    sd = env.from_string(macros + "{{ stddev_from_sums('sum(n)', 'sum(sx)', 'sum(sx2)') }}").render().strip()
+    rng = np.random.default_rng(11)
+    a = rng.integers(0, 5, 20_000)
+    b = rng.integers(0, 3, 20_000)
+    x = rng.random(20_000)
+    a, b, x = np.append(a, [9, 8, 8]), np.append(b, [0, 0, 0]), np.append(x, [0.3, 0.7, 0.7])
+    data = "select * from unnest(%s::int[], %s::int[], %s::float8[]) as t(a, b, x)"
+    sets = "grouping sets ((), (a), (b), (a, b))"
+    direct = sql(f"select grouping(a, b), a, b, (avg(x::numeric))::float8, (stddev_samp(x::numeric))::float8 "
+                 f"from ({data}) t group by {sets} order by 1, 2, 3", (a.tolist(), b.tolist(), x.tolist()))
+    rolled = sql(f"select grouping(a, b), a, b, {mean}, {sd} from ("
+                 f"  select a, b, count(x) n, sum(x::numeric) sx, sum(x::numeric * x::numeric) sx2"
+                 f"  from ({data}) t group by a, b) c group by {sets} order by 1, 2, 3",
+                 (a.tolist(), b.tolist(), x.tolist()))
+    assert len(direct) == 5 * 3 + 2 + 5 + 2 + 3 + 1 == len(rolled)
+    assert rolled == direct
+    assert (9, 0, 0.3, None) in [r[1:] for r in rolled] and (8, 0, 0.7, 0.0) in [r[1:] for r in rolled]
