@@ -38,25 +38,20 @@
 
 {% macro latest_version(relation, key, where=none) -%}
     {%- set batches = active_batch_ids(relation) -%}
-    {%- set active -%}
-    r._batch_id = any('{ {{- batches | join(',') -}} }'::bigint[])
-    {%- endset -%}
-    {%- if batches | length == 1 %}
+    {%- set rows_of_active_batches -%}
     select r.*
     from {{ relation }} r
-    where {{ active }}
+    where r._batch_id = any('{ {{- batches | join(',') -}} }'::bigint[])
     {%- if where %}
       and ({{ where }})
     {%- endif %}
+    {%- endset -%}
+    {%- if batches | length == 1 %}
+    {{ rows_of_active_batches }}
     {%- else %}
     select distinct on (r.{{ key }}) r.*
     from (
-        select r.*
-        from {{ relation }} r
-        where {{ active }}
-        {%- if where %}
-          and ({{ where }})
-        {%- endif %}
+        {{ rows_of_active_batches }}
         -- a fence: the rows are chosen first, then their deliveries joined. Without it PostgreSQL,
         -- unable to estimate how many keys ``where`` keeps (it guesses 200), joined the kept keys
         -- with every batch before reading the rows (207,892 x 605 = 126 M rows, 84 s of a
