@@ -92,6 +92,25 @@ class Db:
     def url(self):
         return self.warehouse.url()
 
+    def dbt(self, target: Path, *args: str):
+        """dbt by hand against this database (the run's vars), writing to ``target``; it starts
+        from the session's parse (dbt_manifest), so it parses partially. The finished process."""
+        import json
+        import subprocess
+
+        from voice_analytics_dagster.dbt_support import dbt_env, dbt_executable, dbt_vars
+        from voice_analytics_dagster.settings import DBT_PROJECT_DIR, get_settings
+
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy(DBT_PROJECT_DIR / "target" / "partial_parse.msgpack", target)
+        settings = get_settings()
+        return subprocess.run(
+            [dbt_executable(), *args, "--vars", json.dumps(dbt_vars(settings), sort_keys=True),
+             "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
+             "--target-path", str(target), "--log-path", str(target)],
+            env={**os.environ, **dbt_env(settings, self.warehouse.conninfo())}, cwd=DBT_PROJECT_DIR,
+            capture_output=True, text=True, check=False)
+
 
 def _use_database(monkeypatch_or_env, name: str):
     from voice_analytics_dagster.settings import reset_settings_cache

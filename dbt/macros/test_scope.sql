@@ -41,24 +41,24 @@
     on conflict (invocation_id) do nothing
 {%- endmacro %}
 
-{#- The tested model's node when this test's rows can be scoped to what this build wrote, else none. -#}
-{% macro _written_rows_scope_node(relation) -%}
+{#- True when this test's rows can be scoped to what this build wrote. -#}
+{% macro _scoped_to_written_rows(relation) -%}
     {%- if not execute or flags.WHICH != 'build' or flags.FULL_REFRESH -%}
-        {{- return(none) -}}
+        {{- return(false) -}}
     {%- endif -%}
     {%- set attached = model.get('attached_node') if model is mapping else none -%}
     {%- set node = graph.nodes.get(attached) if attached else none -%}
     {%- if node is none or node.resource_type != 'model' or node.config.materialized != 'incremental'
           or attached not in selected_resources
           or (node.alias | lower) != (relation.identifier | lower) -%}
-        {{- return(none) -}}
+        {{- return(false) -}}
     {%- endif -%}
-    {{- return(node) -}}
+    {{- return(true) -}}
 {%- endmacro %}
 
 {#- The predicate "this row was written by the current invocation" (see above). -#}
 {% macro written_by_this_invocation() -%}
-    {#- no start recorded (cannot happen after the hook; if it did): every row, never none -#}
+    {#- no start recorded (cannot happen after the hook; if it did): every row rather than none -#}
     age(xmin) <= coalesce((select age(started_xid) from raw.dbt_invocations
                            where invocation_id = '{{ invocation_id }}'), 2147483647)
 {%- endmacro %}
@@ -67,7 +67,7 @@
     applies the test's `where` config; kept). -#}
 {% macro get_where_subquery(relation) -%}
     {%- set where = config.get('where', '') -%}
-    {%- set scoped = _written_rows_scope_node(relation) is not none -%}
+    {%- set scoped = _scoped_to_written_rows(relation) -%}
     {%- if where or scoped -%}
         {%- set filtered -%}
             (select * from {{ relation }} where {% if where %}({{ where }}){% endif %}

@@ -198,23 +198,7 @@ def test_three_daily_deliveries_rebuild_only_their_days_and_match_a_full_refresh
 
 def dbt_results(db, target: Path, *args: str) -> dict[str, str]:
     """Run dbt by hand against ``db``; every node's status by name (run_results.json)."""
-    import os
-    import shutil
-    import subprocess
-
-    from voice_analytics_dagster.dbt_support import dbt_env, dbt_executable, dbt_vars
-    from voice_analytics_dagster.settings import DBT_PROJECT_DIR, get_settings
-
-    target.mkdir(parents=True)
-    # the session's parse (dbt_manifest), so that this invocation parses partially
-    shutil.copy(DBT_PROJECT_DIR / "target" / "partial_parse.msgpack", target)
-    settings = get_settings()
-    subprocess.run(
-        [dbt_executable(), *args, "--vars", json.dumps(dbt_vars(settings), sort_keys=True),
-         "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
-         "--target-path", str(target), "--log-path", str(target)],
-        env={**os.environ, **dbt_env(settings, db.warehouse.conninfo())}, cwd=DBT_PROJECT_DIR,
-        capture_output=True, text=True, check=False)
+    db.dbt(target, *args)
     results = json.loads((target / "run_results.json").read_text())["results"]
     return {r["unique_id"].split(".")[2]: r["status"] for r in results}
 

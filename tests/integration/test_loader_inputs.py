@@ -331,18 +331,7 @@ def test_the_same_file_twice_is_loaded_once(db, tmp_path):
 
 def _stg_sessions(db, tmp_path) -> dict[str, str]:
     """Build staging.stg_voice_export__sessions with real dbt (the latest_version macro)."""
-    import os
-    import subprocess
-
-    from voice_analytics_dagster.dbt_support import dbt_env, dbt_executable
-    from voice_analytics_dagster.settings import DBT_PROJECT_DIR, get_settings
-
-    env = {**os.environ, **dbt_env(get_settings(), db.warehouse.conninfo())}
-    done = subprocess.run(
-        [dbt_executable(), "run", "--select", "stg_voice_export__sessions", "--project-dir", str(DBT_PROJECT_DIR),
-         "--profiles-dir", str(DBT_PROJECT_DIR), "--target-path", str(tmp_path / "target"),
-         "--log-path", str(tmp_path / "logs")],
-        env=env, cwd=DBT_PROJECT_DIR, capture_output=True, text=True)
+    done = db.dbt(tmp_path / "target", "run", "--select", "stg_voice_export__sessions")
     assert done.returncode == 0, done.stdout[-3000:]
     return dict(db.rows("select session_id, final_outcome from staging.stg_voice_export__sessions"))
 
