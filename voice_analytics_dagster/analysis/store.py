@@ -155,17 +155,17 @@ def read_model_input(conn: psycopg.Connection, columns: Sequence[str], booleans:
                      relation: str = "marts.fact_voice_ai_sessions") -> pd.DataFrame:
     """The fact's ``columns``, streamed with COPY into pandas (no intermediate copy of the text:
     memory is the parsed frame plus a 1 MB buffer)."""
+    # numbers parsed by the CSV reader itself: read as text and converted with pd.to_numeric
+    # afterwards, the 1M-session input took 4.5 s against 2.9 s, the same values to the bit
+    # (6 float columns x 1,000,000 rows compared, 30 Nov)
+    text = ("session_id", "region", "language", "channel", "asr_model_version")
+    dtypes = {c: ("str" if c in text else "float64") for c in columns if c not in booleans}
     with conn.cursor() as cur, cur.copy(read_model_input_sql(columns, relation)) as copy:
         reader = io.BufferedReader(_CopyReader(iter(copy)), buffer_size=1 << 20)
-        dtypes = {c: "str" for c in columns if c not in booleans}
         frame = pd.read_csv(reader, dtype=dtypes, keep_default_na=False, na_values=[""])
     for c in columns:
         if c in booleans:
             frame[c] = frame[c].map({"t": True, "f": False})
-    numeric = [c for c in columns if c not in booleans and c not in ("session_id", "region", "language",
-                                                                    "channel", "asr_model_version")]
-    for c in numeric:
-        frame[c] = pd.to_numeric(frame[c])
     return frame
 
 
