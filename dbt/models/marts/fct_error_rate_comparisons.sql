@@ -28,20 +28,33 @@ in_groups as (
     ) as g (breakdown, group_label)
 ),
 
--- additive sums per group, stratum and error type: the ratio estimator of any union of strata
-strata as (
+-- additive sums (the ratio estimator of any union of strata) per group and stratum, every error
+-- type in the same pass, then one row per error type. Aggregating one row per session and error
+-- type hashed 8 M rows at 1,000,000 sessions: the model's select 3.2-3.4 s -> 1.5 s (30 Nov, the
+-- 20 rows equal to the bit). The sums are of whole numbers, exact in float8 whatever their order
+-- (far below 2^53).
+strata_by_group as (
     select
-        i.breakdown, i.group_label, i.stratum, e.error_type,
-        count(*) as n, sum(i.turn_count)::float8 as sx, sum(e.y)::float8 as sy,
-        sum(i.turn_count::float8 ^ 2) as sxx, sum(i.turn_count::float8 * e.y) as sxy, sum(e.y::float8 ^ 2) as syy
+        i.breakdown, i.group_label, i.stratum,
+        count(*) as n, sum(i.turn_count)::float8 as sx, sum(i.turn_count::float8 * i.turn_count) as sxx
+        {%- for name, col in types %},
+        sum(i.{{ col }})::float8 as sy_{{ name }},
+        sum(i.turn_count::float8 * i.{{ col }}) as sxy_{{ name }},
+        sum(i.{{ col }}::float8 * i.{{ col }}) as syy_{{ name }}
+        {%- endfor %}
     from in_groups i
     join groups g using (breakdown, group_label)
+    group by i.breakdown, i.group_label, i.stratum
+),
+
+strata as (
+    select s.breakdown, s.group_label, s.stratum, e.error_type, s.n, s.sx, e.sy, s.sxx, e.sxy, e.syy
+    from strata_by_group s
     cross join lateral (values
         {%- for name, col in types %}
-        ('{{ name }}', i.{{ col }}){% if not loop.last %},{% endif %}
+        ('{{ name }}', s.sy_{{ name }}, s.sxy_{{ name }}, s.syy_{{ name }}){% if not loop.last %},{% endif %}
         {%- endfor %}
-    ) as e (error_type, y)
-    group by i.breakdown, i.group_label, i.stratum, e.error_type
+    ) as e (error_type, sy, sxy, syy)
 ),
 
 totals as (
