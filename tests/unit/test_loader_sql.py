@@ -13,11 +13,14 @@ from voice_analytics_dagster.loader import (
     column_rule,
     compare_header,
     copy_sql,
+    duplicate_candidates_sql,
     has_date_words,
+    part_table,
     quarantine_duplicates_sql,
     quarantine_rules_sql,
     reason_expr,
     recent_days_sql,
+    split_batch_ddl,
 )
 
 TURN_COLUMNS = VOICE_TURNS.column_names
@@ -118,4 +121,22 @@ def test_fallback_moves_rule_breakers_into_quarantine_in_one_statement():
     assert sql.count("delete from raw.\"voice_turns__b7\"") == 1
     assert sql.count("insert into raw.quarantine") == 1
     dup = quarantine_duplicates_sql(VOICE_TURNS, 7)
-    assert "hashtextextended" in dup and "having count(*) > 1" in dup
+    assert "hashtextextended" in dup and "having count(*) > 1" in dup and "%(hashes)s" in dup
+
+
+def test_duplicate_candidates_are_found_by_a_read_only_query_over_key_hashes():
+    sql = duplicate_candidates_sql(VOICE_TURNS, 7)
+    assert sql.startswith("select array_agg(h)") and 'from raw."voice_turns__b7" group by 1 having count(*) > 1' in sql
+    assert "delete" not in sql and "insert" not in sql
+
+
+def test_a_part_of_a_file_loaded_in_parts_holds_its_line_range():
+    first = batch_table_ddl(VOICE_TURNS, 7, constrained=True, table=part_table(VOICE_TURNS, 7, 1), lines_below=1001)
+    second = batch_table_ddl(VOICE_TURNS, 7, constrained=True, table=part_table(VOICE_TURNS, 7, 2),
+                             first_line=1001, lines_from=1001)
+    assert first.startswith('create table raw."voice_turns__b7_1"') and "start with 2 cache" in first
+    assert "constraint line_range check (_source_line < 1001)" in first
+    assert "start with 1001 cache" in second and "constraint line_range check (_source_line >= 1001)" in second
+    assert split_batch_ddl(VOICE_TURNS, 7).endswith("partition by range (_source_line)")
+    assert "header false" in copy_sql(VOICE_TURNS, 7, ("turn_id",), True, table=part_table(VOICE_TURNS, 7, 2),
+                                      header=False)
