@@ -18,12 +18,12 @@ How a file is loaded (in one transaction, so a killed load leaves nothing behind
 4. The table is attached as the batch's partition of ``raw.<table>`` (no second copy of the
    rows). loaded + quarantined = read, asserted.
 
-A big file (SPLIT_MIN_BYTES) loads in two parts at once when the caller gives a second connection
-(``connect``): the second part in a transaction of its own that commits a table which the load's
+A big file (SPLIT_MIN_BYTES) loads in two parts at once when the caller can open more connections
+(``connect``): each part in a transaction of its own that commits a table, which the load's
 transaction attaches (the batch table is then partitioned by line). The result is the file loaded
 whole: rows, line numbers, quarantine, errors (tests/integration/test_loader_parts.py). A load
-killed between the two commits leaves that table unattached, where dbt never reads; the next
-load of the table drops it.
+killed between those commits and its own leaves the tables unattached, where dbt never reads; the
+next load of the table drops them.
 
 The SQL is built by pure functions (``batch_table_ddl``, ``column_rule``, ``quarantine_rules_sql``,
 ``duplicate_candidates_sql``, ``quarantine_duplicates_sql``) so that it can be unit-tested without a database.
@@ -262,11 +262,12 @@ class _Streamed:
         self.quoted = self.quoted or b'"' in chunk
 
 
-# A file at least this big loads in two parts at once, on two connections, when the caller can
-# open a second one (ingestion can): the COPY of one file into its CHECK-constrained table uses
-# one core. Measured at 1M sessions on 2 cores (2026-12-01), the 363 MB turns file beside the four
-# other files: turns 10.7 s whole, 8.2-8.4 s in two parts (the other files 5.7-6.1 -> 8.3-8.5 s,
-# now sharing the cores); below ~100 MB a file is not the load's critical path.
+# A file at least this big loads in two parts at once, on connections of their own, when the
+# caller can open them (ingestion can): the COPY of one file into its CHECK-constrained table, and
+# the search for repeated keys after it, each use one core. Measured at 1M sessions on 2 cores
+# (2026-12-01): the 363 MB turns file alone 11.6 s whole, 7.2 s in two parts; the five files as
+# ingestion loads them (two workers, largest first) 13.3-13.8 s -> 10.3-10.8 s. Below ~100 MB a
+# file is not the load's critical path.
 SPLIT_MIN_BYTES = 128 << 20
 
 
@@ -1022,65 +1023,111 @@ def _shift_line(message: str, offset: int) -> str:
     return re.sub(r"at line (\d+)", lambda m: f"at line {int(m.group(1)) + offset}", message, count=1)
 
 
-class _SecondPart:
-    """The second part of a file loaded in two parts (see plan_split), COPYed by a thread on a
-    connection of its own into a table of its own, in a transaction it commits so that the
-    load's transaction can attach the table (a load that fails afterwards drops it; one killed
-    in between leaves it unattached, invisible to dbt, and the next load of the table drops it:
-    ORPHAN_PARTS_SQL)."""
+class _Parts:
+    """The two parts of a file loaded in parts (see plan_split). Each is COPYed by a thread on a
+    connection of its own into a table of its own, in a transaction that it commits so that the
+    load's transaction can attach the table (a load that fails afterwards drops them; one killed
+    in between leaves them unattached, where dbt never reads, and the next load of the table
+    drops them: ORPHAN_PARTS_SQL).
+
+    Once both are committed, each thread also does half of the work that follows a COPY and
+    would otherwise run alone on one core: the search for repeated keys (over both parts, for
+    the key hashes of its parity) and the search for recent days (over its own part)."""
 
     def __init__(self, connect: Callable[[], psycopg.Connection], t: Table, batch_id: int, path: Path,
                  header: Header, split: Split, soft: bool):
         self.connect, self.t, self.batch_id, self.path, self.header, self.split, self.soft = (
             connect, t, batch_id, path, header, split, soft)
-        self.table = part_table(t, batch_id, 2)
-        self.loaded = 0
+        self.tables = (part_table(t, batch_id, 1), part_table(t, batch_id, 2))
+        self.loaded = [0, 0]
         self.notices: list[str] = []
-        self.error: BaseException | None = None
-        self.committed = False
-        self._conn: psycopg.Connection | None = None
-        self._thread = threading.Thread(target=self._run, name=f"load-{t.name}-part-2", daemon=True)
+        self.hashes: list[int] = []
+        self.recent = False
+        self.errors: list[tuple[int, BaseException]] = []  # (part index, error)
+        self.committed = [False, False]
+        self._conns: list[psycopg.Connection | None] = [None, None]
+        self._barrier = threading.Barrier(2)
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, args=(i,), name=f"load-{t.name}-part-{i + 1}", daemon=True)
+                         for i in (0, 1)]
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
-    def _run(self) -> None:
-        t, split = self.t, self.split
+    def _copy(self, i: int, conn: psycopg.Connection) -> None:
+        t, split, table = self.t, self.split, self.tables[i]
+        first = i == 0
+        with conn.transaction():
+            conn.execute("set local datestyle = 'ISO, DMY'")  # as the load's transaction
+            conn.execute(batch_table_ddl(
+                t, self.batch_id, constrained=True, table=table, first_line=2 if first else split.first_line,
+                lines_below=split.first_line if first else None, lines_from=None if first else split.first_line))
+            with conn.cursor() as cur:
+                with cur.copy(copy_sql(t, self.batch_id, self.header.columns, self.soft, table=table,
+                                       header=first)) as copy:
+                    chunks = data_chunks(self.path, 0, stop=split.cut) if first else data_chunks(self.path, split.cut)
+                    for chunk in chunks:
+                        copy.write(chunk)
+                self.loaded[i] = cur.rowcount
+            conn.execute(f"alter table {table} alter column _source_line drop identity")
+            recent = recent_days_sql(t, self.batch_id)
+            found = bool(recent) and conn.execute(recent.replace(batch_table(t, self.batch_id), table)).fetchone()[0]
+        self.committed[i] = True
+        with self._lock:
+            self.recent = self.recent or found
+
+    def _run(self, i: int) -> None:
+        notices: list[str] = []
         try:
             with self.connect() as conn:
-                self._conn = conn
-                conn.add_notice_handler(lambda diag: self.notices.append(diag.message_primary or ""))
-                with conn.transaction():
-                    conn.execute("set local datestyle = 'ISO, DMY'")  # as the load's transaction
-                    conn.execute(batch_table_ddl(t, self.batch_id, constrained=True, table=self.table,
-                                                 first_line=split.first_line, lines_from=split.first_line))
-                    with conn.cursor() as cur:
-                        with cur.copy(copy_sql(t, self.batch_id, self.header.columns, self.soft,
-                                               table=self.table, header=False)) as copy:
-                            for chunk in data_chunks(self.path, split.cut):
-                                copy.write(chunk)
-                        self.loaded = cur.rowcount
-                    conn.execute(f"alter table {self.table} alter column _source_line drop identity")
-                self.committed = True
+                self._conns[i] = conn
+                conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
+                try:
+                    self._copy(i, conn)
+                except BaseException:
+                    self._barrier.abort()
+                    raise
+                self._barrier.wait()
+                # the same work_mem as the load's own search (see _load): the hash aggregate is
+                # fastest small
+                conn.execute("set work_mem = '4MB'")
+                union = " union all ".join(f"select {_key_hash(self.t)} as h from {tb}" for tb in self.tables)
+                found = conn.execute(f"select array_agg(h) from (select h from ({union}) u where h & 1 = {i} "
+                                     "group by 1 having count(*) > 1) c").fetchone()[0]
+                conn.rollback()
+            with self._lock:
+                self.hashes += found or []
+                shift = 0 if i == 0 else self.split.lines_before
+                self.notices += [_shift_line(m, shift) for m in notices]
+        except threading.BrokenBarrierError:
+            pass  # the other part failed: its error is the one to report
         except BaseException as exc:  # noqa: BLE001 - handed to the load's thread by join()
-            self.error = exc
+            with self._lock:
+                self.errors.append((i, exc))
         finally:
-            self._conn = None
+            self._conns[i] = None
 
     def join(self, cancel: bool = False) -> None:
-        if cancel and (conn := self._conn) is not None:
-            with contextlib.suppress(Exception):
-                conn.cancel_safe()
-        self._thread.join()
+        if cancel:
+            self._barrier.abort()
+            for conn in list(self._conns):
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.cancel_safe()
+        for thread in self._threads:
+            thread.join()
 
     def drop(self) -> None:
-        """Drop the committed table of a load that did not attach it (best effort: the next load
-        of the table drops what is left)."""
-        if not self.committed:
+        """Drop the committed tables of a load that did not attach them (best effort: the next
+        load of the table drops what is left)."""
+        committed = [tb for tb, done in zip(self.tables, self.committed, strict=True) if done]
+        if not committed:
             return
         with contextlib.suppress(Exception), self.connect() as conn:
             conn.execute("set lock_timeout = '10s'")
-            conn.execute(f"drop table if exists {self.table}")
+            for table in committed:
+                conn.execute(f"drop table if exists {table}")
             conn.commit()
 
 
@@ -1091,43 +1138,34 @@ where n.nspname = 'raw' and c.relkind = 'r' and not c.relispartition and c.relna
 """
 
 
-def _copy_in_parts(conn: psycopg.Connection, second: _SecondPart, path: Path, header: Header, soft: bool,
-                   notices: list) -> tuple[int, _Streamed]:
-    """COPY the file's first part on ``conn`` while ``second`` COPYs the rest, then attach both
-    tables as the line-range partitions of the batch table (each part's line_range constraint
-    spares the attach a scan). The checksum is the whole file's: the first part hashed as it
-    streams, the rest after it, in order."""
-    t, batch_id, split = second.t, second.batch_id, second.split
-    first = part_table(t, batch_id, 1)
+def _copy_in_parts(conn: psycopg.Connection, parts: _Parts, notices: list) -> tuple[int, _Streamed]:
+    """Load the file's two parts at once (see _Parts) and attach them as the line-range
+    partitions of the batch table (each part's line_range constraint spares the attach a scan).
+    The checksum is the whole file's, computed here meanwhile."""
+    t, batch_id, split, path, header = parts.t, parts.batch_id, parts.split, parts.path, parts.header
     conn.execute(split_batch_ddl(t, batch_id))
-    conn.execute(batch_table_ddl(t, batch_id, constrained=True, table=first, lines_below=split.first_line))
-    second.start()
+    parts.start()
     seen = _Streamed()
     notices.clear()
     try:
-        with conn.cursor() as cur:
-            with cur.copy(copy_sql(t, batch_id, header.columns, soft, table=first)) as copy:
-                for chunk in data_chunks(path, 0, seen=seen, stop=split.cut):
-                    copy.write(chunk)
-            loaded = cur.rowcount
-        for chunk in file_bytes(path, split.cut):
+        for chunk in file_bytes(path):
             seen.see(chunk)
     except BaseException:
-        second.join(cancel=True)
+        parts.join(cancel=True)
         raise
-    second.join()
-    if second.error is not None:
-        exc = second.error
-        if isinstance(exc, _COPY_ERRORS) and not isinstance(exc, psycopg.errors.CheckViolation):
-            raise _copy_error(path, header, exc, t, line_offset=split.lines_before) from None
+    parts.join()
+    if parts.errors:
+        i, exc = min(parts.errors, key=lambda e: e[0])  # the first part's error is the file's first
+        if isinstance(exc, _COPY_ERRORS):
+            raise _copy_error(path, header, exc, t, line_offset=0 if i == 0 else split.lines_before) from None
         raise exc  # a broken rule (CheckViolation): the careful path loads the file whole
-    notices.extend(_shift_line(m, split.lines_before) for m in second.notices)
-    conn.execute(f"alter table {first} alter column _source_line drop identity")
+    notices.extend(parts.notices)
     parent = batch_table(t, batch_id)
-    conn.execute(f"alter table {parent} attach partition {first} for values from (minvalue) to ({split.first_line})")
-    conn.execute(f"alter table {parent} attach partition {second.table} "
+    conn.execute(f"alter table {parent} attach partition {parts.tables[0]} "
+                 f"for values from (minvalue) to ({split.first_line})")
+    conn.execute(f"alter table {parent} attach partition {parts.tables[1]} "
                  f"for values from ({split.first_line}) to (maxvalue)")
-    return loaded + second.loaded, seen
+    return sum(parts.loaded), seen
 
 
 _COPY_ERRORS = (
@@ -1182,7 +1220,7 @@ def _load(conn: psycopg.Connection, t: Table, path: Path, delivery: str | None, 
         notices.append(diag.message_primary or "")
 
     split = plan_split(path, header, stat.st_size, split_min_bytes) if connect is not None and not dry_run else None
-    second: _SecondPart | None = None
+    parts: _Parts | None = None
     done = False
     conn.add_notice_handler(on_notice)
     try:
@@ -1218,19 +1256,21 @@ def _load(conn: psycopg.Connection, t: Table, path: Path, delivery: str | None, 
             try:
                 with conn.transaction():  # savepoint: a broken rule falls back, a broken file errors
                     if split is not None:
-                        second = _SecondPart(connect, t, batch_id, path, header, split, soft)
-                        loaded, seen = _copy_in_parts(conn, second, path, header, soft, notices)
+                        parts = _Parts(connect, t, batch_id, path, header, split, soft)
+                        loaded, seen = _copy_in_parts(conn, parts, notices)
+                        recent_found = parts.recent
                     else:
                         conn.execute(batch_table_ddl(t, batch_id, constrained=True))
                         loaded, seen = _copy(conn, t, batch_id, path, header, soft, notices)
-                    recent = recent_days_sql(t, batch_id)
-                    if recent and conn.execute(recent).fetchone()[0] and has_date_words(path):
+                        recent = recent_days_sql(t, batch_id)
+                        recent_found = bool(recent) and conn.execute(recent).fetchone()[0]
+                    if recent_found and has_date_words(path):
                         raise _Careful()
             except (psycopg.errors.CheckViolation, _Careful):
                 careful = True
-                if second is not None:  # the careful path loads the file whole
-                    second.drop()
-                    second = None
+                if parts is not None:  # the careful path loads the file whole
+                    parts.drop()
+                    parts = None
                 try:
                     with conn.transaction():
                         conn.execute(batch_table_ddl(t, batch_id, constrained=False, text_dates=True))
@@ -1277,7 +1317,11 @@ def _load(conn: psycopg.Connection, t: Table, path: Path, delivery: str | None, 
             # turns: 2.2 s at 4MB, 3.0 s at 16MB, 4.6 s at 64MB): a bigger hash table misses the
             # caches more than spilling costs, so a server-wide larger setting is not inherited
             conn.execute("set local work_mem = '4MB'")
-            if hashes := conn.execute(duplicate_candidates_sql(t, batch_id)).fetchone()[0]:
+            # a file loaded in parts: the parts found the candidates (a superset of the keys
+            # repeated now: the statement compares them exactly)
+            hashes = parts.hashes if parts is not None else conn.execute(
+                duplicate_candidates_sql(t, batch_id)).fetchone()[0]
+            if hashes:
                 conn.execute(quarantine_duplicates_sql(t, batch_id), {"hashes": hashes})
             if careful:
                 conn.execute(quarantine_rules_sql(t, batch_id, text_dates=True))
@@ -1289,7 +1333,7 @@ def _load(conn: psycopg.Connection, t: Table, path: Path, delivery: str | None, 
             read = loaded + skipped_count
             if read != final + quarantined:  # pragma: no cover - guards the SQL above
                 raise RuntimeError(f"{path}: read {read} rows but loaded {final} + quarantined {quarantined}")
-            if not (split is not None and not careful):  # the parts dropped theirs before they were attached
+            if parts is None:  # the parts dropped theirs before they were attached
                 conn.execute(f"alter table {table} alter column _source_line drop identity")
             conn.execute(f"alter table raw.{_q(t.name)} attach partition {table} for values in ({int(batch_id)})")
             load_path = "validated after COPY" if careful else "checked during COPY"
@@ -1306,8 +1350,8 @@ def _load(conn: psycopg.Connection, t: Table, path: Path, delivery: str | None, 
                           skipped=True, header=report, load_path="already loaded")
     finally:
         conn.remove_notice_handler(on_notice)
-        if second is not None and not done:
-            second.drop()
+        if parts is not None and not done:
+            parts.drop()
     return LoadResult(t.name, str(path), delivery, seen.checksum, seen.size, batch_id, False, read, final,
                       quarantined, report, load_path)
 

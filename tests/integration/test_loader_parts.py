@@ -131,6 +131,21 @@ def test_a_key_repeated_across_the_parts_quarantines_both_rows(db, tmp_path):
     assert "duplicate turn_id 'T_SAME': 2 rows in this file (first at line 6)" in quarantine[1][2]
 
 
+def test_repeated_keys_of_either_hash_parity_are_all_found(db, tmp_path):
+    # each part's thread searches the key hashes of one parity over both parts: eight keys, one
+    # within each part and the rest across them, cover both parities
+    change = {}
+    for k in range(8):
+        change[10 + k] = {"turn_id": f"T_DUP{k}"}
+        change[(20 + k) if k == 0 else (ROWS - 20 - k) if k == 1 else (ROWS - 50 - k)] = {"turn_id": f"T_DUP{k}"}
+    change[ROWS - 1] = {"turn_id": "T_LATE"}
+    change[ROWS - 2] = {"turn_id": "T_LATE"}
+    path = turns_file(tmp_path, change=change)
+    result, _, quarantine, kind = same_in_parts(db, path)
+    assert kind == "p" and result.rows_quarantined == 18
+    assert {reason.split("'")[1] for _, _, reason, _ in quarantine} == {f"T_DUP{k}" for k in range(8)} | {"T_LATE"}
+
+
 def test_a_broken_rule_in_the_second_part_loads_the_file_whole_on_the_careful_path(db, tmp_path):
     path = turns_file(tmp_path, change={ROWS - 3: {"asr_confidence": "1.5"}})
     result, _, quarantine, kind = same_in_parts(db, path)
