@@ -41,6 +41,10 @@ def test_bench_measures_every_stage_and_both_references(server, dbt_manifest, tm
         assert peaks[name] > 1, (name, peaks)
     assert result["copy_tool"] == "psql \\copy"  # the embedded distribution ships psql
     assert result["dbt_top_nodes"] and all(sec >= 0 for _, sec in result["dbt_top_nodes"])
+    # whether the run parsed dbt beside ingestion (a new connection: the run's database is the
+    # bench's own) is reported per repeat, in the JSON and the table
+    assert [type(p) for p in result["dbt_parsed_by_repeat"]] == [bool]
+    assert "dbt project parsed during the run (beside ingestion), by repeat: " in printed
 
     for label in ("ingestion (raw/* steps)", "dbt build", "checks", "model fit", "publish",
                   "run end-to-end", "reference: psql \\copy", "reference: pandas", "ingestion / psql \\copy",
