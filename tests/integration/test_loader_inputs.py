@@ -247,6 +247,18 @@ def test_a_changed_date_format_is_schema_drift(db, tmp_path):
     assert "date format changed" in err.problem and "'01/01/2025'" in err.problem
 
 
+def test_text_length_is_counted_in_characters(db, tmp_path):
+    """The rule reads the byte length first; a value of more bytes than the limit but not more
+    characters (here two bytes each) loads, one character more is quarantined."""
+    rows = [turn(1, turn_id="LEN1", detected_intent="é" * contract.MAX_TEXT_LENGTH),
+            turn(2, turn_id="LEN2", detected_intent="é" * (contract.MAX_TEXT_LENGTH + 1))]
+    rows += [turn(10 + i, turn_id=f"LENG{i}") for i in range(20)]
+    result = load(db, "voice_turns", write(tmp_path, "voice_turns.csv", "\n".join([TURN_HEADER, *rows]) + "\n"))
+    assert set(quarantined(db, result)) == {3}
+    assert loaded(db, result, "turn_id, length(detected_intent), octet_length(detected_intent)")[0] == (
+        "LEN1", contract.MAX_TEXT_LENGTH, 2 * contract.MAX_TEXT_LENGTH)
+
+
 def test_postgresql_integer_spellings_are_read_as_the_integer_they_spell(db, tmp_path):
     """A documented leniency: PostgreSQL 16+'s integer input reads 0x10, 1_000 and +5, and the
     loader takes them as the integer they spell rather than quarantining them."""

@@ -153,6 +153,23 @@ def test_a_broken_rule_in_the_second_part_loads_the_file_whole_on_the_careful_pa
     assert [(line, column) for line, column, *_ in quarantine] == [(ROWS - 2, "asr_confidence")]
 
 
+@pytest.mark.parametrize("padded", [" T_PAD", "T_PAD\t"], ids=["leading space", "trailing tab"])
+def test_a_padded_value_in_the_second_part_is_found_by_the_check_after_copy(db, tmp_path, padded):
+    """The fast path leaves the trim rules out of COPY's constraints and checks them after COPY
+    when the bytes held whitespace: a padded value takes the file to the careful path, which trims it."""
+    path = turns_file(tmp_path, change={ROWS - 3: {"turn_id": padded}})
+    result, rows, quarantine, kind = same_in_parts(db, path)
+    assert kind == "r" and result.load_path == "validated after COPY" and quarantine == []
+    assert (rows[ROWS - 4][0], rows[ROWS - 4][-1]) == ("T_PAD", ROWS - 2)
+
+
+def test_spaces_inside_values_keep_the_file_on_the_fast_path(db, tmp_path):
+    path = turns_file(tmp_path, change={3: {"detected_intent": "service lookup"}, ROWS - 3: {"session_id": "S 1"}})
+    result, rows, quarantine, kind = same_in_parts(db, path)
+    assert kind == "p" and result.load_path == "checked during COPY" and quarantine == []
+    assert (rows[2][4], rows[ROWS - 4][1]) == ("service lookup", "S 1")
+
+
 @pytest.mark.parametrize("where", ["first", "second"])
 def test_a_line_with_missing_fields_names_its_line_in_either_part(db, tmp_path, where):
     i = 7 if where == "first" else ROWS - 7

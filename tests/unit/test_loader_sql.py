@@ -9,12 +9,15 @@ import pytest
 from voice_analytics_dagster import loader
 from voice_analytics_dagster.contract import USERS, VOICE_SESSIONS, VOICE_TURNS
 from voice_analytics_dagster.loader import (
+    _Padding,
     batch_table_ddl,
     column_rule,
     compare_header,
     copy_sql,
+    data_chunks,
     duplicate_candidates_sql,
     has_date_words,
+    padding_check_sql,
     part_table,
     quarantine_duplicates_sql,
     quarantine_rules_sql,
@@ -73,6 +76,50 @@ def test_enum_rule_is_membership_when_the_accepted_values_are_canonical():
     # an accepted value that is not canonical keeps every text rule
     odd = dataclasses.replace(VOICE_TURNS.column("speaker"), accepted=("User", "system"))
     assert "btrim" in column_rule(odd) and 'lower("speaker")' in column_rule(odd)
+
+
+def test_the_fast_path_leaves_the_trim_rules_to_a_check_made_only_for_suspect_bytes():
+    assert "btrim" in column_rule(VOICE_TURNS.column("turn_id"))
+    assert "btrim" not in column_rule(VOICE_TURNS.column("turn_id"), trim=False)
+    assert column_rule(VOICE_TURNS.column("speaker"), trim=False) == column_rule(VOICE_TURNS.column("speaker"))
+    fast = batch_table_ddl(VOICE_TURNS, 42, constrained=True, trim=False)
+    assert "btrim" not in fast and fast.count('constraint "rule_') == len(VOICE_TURNS.columns)
+    check = padding_check_sql(VOICE_TURNS, 'raw."t"')
+    assert check is not None and check.startswith('alter table raw."t" add constraint rule_trimmed check (')
+    # every text column with a trim rule, and no column whose rule is membership of canonical values
+    assert [c.name for c in VOICE_TURNS.columns if f'btrim("{c.name}"' in check] == [
+        "turn_id", "session_id", "detected_intent"]
+
+
+def test_text_length_is_read_off_the_bytes_before_the_characters_are_counted():
+    rule = column_rule(VOICE_TURNS.column("detected_intent"))
+    assert '(octet_length("detected_intent") <= 200 or length("detected_intent") <= 200)' in rule
+
+
+@pytest.mark.parametrize(("data", "suspect"), [
+    (b"T1,S1,user\nT2,S1,system\n", False),
+    (b"T1,S 1,user\n", True),  # a space anywhere: a value could start or end with it
+    (b"T1,\tS1,user\n", True),
+    (b"T1,S1\r,user\n", True),  # a carriage return that is not part of a CRLF line end
+    (b'T1,"S1",user\n', True),  # a quote: a field could hold a line feed
+])
+def test_padding_is_suspected_from_whitespace_and_quote_bytes(data, suspect):
+    padding = _Padding()
+    padding.see(data)
+    assert padding.seen is suspect
+
+
+def test_padding_is_looked_for_in_the_bytes_copy_reads(tmp_path, monkeypatch):
+    monkeypatch.setattr(loader, "CHUNK", 3)
+    f = tmp_path / "f.csv"
+    f.write_bytes(b"id,x\r\n1,a\r\n2,b\r\n")  # CRLF line ends become LF before COPY reads them
+    padding = _Padding()
+    assert b"".join(data_chunks(f, padding=padding, chunk_size=3)) == b"id,x\n1,a\n2,b\n"
+    assert not padding.seen
+    f.write_bytes(b"id,x\n1,a\n2,b \n")
+    padding = _Padding()
+    list(data_chunks(f, padding=padding, chunk_size=3))
+    assert padding.seen
 
 
 def test_date_words_are_found_across_reads(tmp_path, monkeypatch):
