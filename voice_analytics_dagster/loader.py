@@ -1126,6 +1126,9 @@ class _Parts:
                 t, self.batch_id, constrained=True, table=table, first_line=2 if first else split.first_line,
                 lines_below=split.first_line if first else None, lines_from=None if first else split.first_line,
                 trim=False))
+            # committed before the load attaches it: autovacuum could take the table meanwhile,
+            # and the attach would wait for it (deadlock_timeout, 1 s, seen on the 1M turns)
+            conn.execute(f"alter table {table} set (autovacuum_enabled = off)")
             padding = _Padding()
             with conn.cursor() as cur:
                 with cur.copy(copy_sql(t, self.batch_id, self.header.columns, self.soft, table=table,
@@ -1231,6 +1234,8 @@ def _copy_in_parts(conn: psycopg.Connection, parts: _Parts, notices: list) -> tu
                  f"for values from (minvalue) to ({split.first_line})")
     conn.execute(f"alter table {parent} attach partition {parts.tables[1]} "
                  f"for values from ({split.first_line}) to (maxvalue)")
+    for table in parts.tables:  # attached: autovacuum as for any table (see _Parts._copy)
+        conn.execute(f"alter table {table} reset (autovacuum_enabled)")
     return sum(parts.loaded), seen
 
 
