@@ -529,12 +529,15 @@ class Bench:
     def one_repeat(self, i: int) -> Repeat:
         base = f"voice_analytics_bench_{os.getpid()}_{i}"
         info, env = self.fresh_database(base)
+        # \copy right before the run, pandas after it: ingestion is compared with a \copy taken
+        # seconds before, not minutes (this machine's speed drifts by up to a third within an
+        # hour: \copy took 7.3 s and 10.4 s in two repeats of one bench, 1 December)
         copy = self.copy_reference(info, f"r{i}-copy")
-        pandas = self.pandas_reference(info, f"r{i}-pandas")
         # the run gets a database of its own: the references' tables must not sit in its way
         _, run_env = self.fresh_database(RUN_DATABASE)
         stamp = _parse_stamp()
         run, run_id = self.run(self.export, run_env, f"r{i}-run")
+        pandas = self.pandas_reference(info, f"r{i}-pandas")
         intervals = step_intervals(_step_events(self.settings, self.wh, run_id))
         stage_peaks: dict[str, int | None] = {}
         for key, (a, b) in intervals.items():
@@ -607,6 +610,8 @@ def summarise(repeats: list[Repeat], rows: int, size: int) -> dict:
         },
         "ratios": {
             "ingestion_over_psql_copy": ratio(ingestion, copy),
+            # each repeat's ingestion over the \copy taken just before it, then the median
+            "ingestion_over_psql_copy_paired": med(lambda r: ratio(r.stages.get("ingestion"), r.copy_seconds)),
             "ingestion_over_pandas": ratio(ingestion, pandas),
             "run_over_pandas_plus_dbt": ratio(run, (pandas or 0) + (stages["dbt"] or 0)),
         },
@@ -651,6 +656,8 @@ def render(result: dict) -> str:
     lines += [
         "",
         f"ingestion / psql \\copy          {_f(r['ingestion_over_psql_copy'], '{:.2f}x')}   (target <= 1.3x)",
+        f"  the same, repeat by repeat     {_f(r.get('ingestion_over_psql_copy_paired'), '{:.2f}x')}   (median of "
+        + ", ".join(_f(x, "{:.2f}") for x in result.get("ingestion_over_psql_copy_by_repeat", [])) + ")",
         f"ingestion / pandas              {_f(r['ingestion_over_pandas'], '{:.3f}x')}",
         f"run / (pandas load + dbt build) {_f(r['run_over_pandas_plus_dbt'], '{:.2f}x')}   (target <= 0.40x)",
         "",
@@ -740,6 +747,7 @@ def run_bench(sessions: int, repeat: int = 3, seed: int = 0, export: Path | None
             "step_seconds": mid.step_seconds if mid else {},
             "repeats": [asdict(r) for r in repeats],
             "dbt_parsed_by_repeat": [r.dbt_parsed for r in repeats],
+            "ingestion_over_psql_copy_by_repeat": [ratio(r.stages.get("ingestion"), r.copy_seconds) for r in repeats],
         }
         if incremental:
             say(f"incremental: {incremental_days} days of history, then one more day ...")

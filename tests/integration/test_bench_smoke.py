@@ -45,6 +45,11 @@ def test_bench_measures_every_stage_and_both_references(server, dbt_manifest, tm
     # bench's own) is reported per repeat, in the JSON and the table
     assert [type(p) for p in result["dbt_parsed_by_repeat"]] == [bool]
     assert "dbt project parsed during the run (beside ingestion), by repeat: " in printed
+    # ingestion over the \copy taken just before it, repeat by repeat (the machine's speed drifts)
+    by_repeat = result["ingestion_over_psql_copy_by_repeat"]
+    assert by_repeat == [pytest.approx(seconds["ingestion"] / seconds["psql_copy"])]
+    assert result["summary"]["ratios"]["ingestion_over_psql_copy_paired"] == pytest.approx(by_repeat[0])
+    assert f"the same, repeat by repeat     {by_repeat[0]:.2f}x   (median of {by_repeat[0]:.2f})" in printed
 
     for label in ("ingestion (raw/* steps)", "dbt build", "checks", "model fit", "publish",
                   "run end-to-end", "reference: psql \\copy", "reference: pandas", "ingestion / psql \\copy",
