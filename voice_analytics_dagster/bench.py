@@ -727,7 +727,7 @@ def run_bench(sessions: int, repeat: int = 3, seed: int = 0, export: Path | None
     try:
         load = os.getloadavg()
         for i in range(repeat):
-            say(f"repeat {i + 1}/{repeat}: psql \\copy, pandas, run ...")
+            say(f"repeat {i + 1}/{repeat}: psql \\copy, run, pandas ...")
             repeats.append(bench.one_repeat(i))
             last = repeats[-1]
             say(f"  run {last.run_seconds:.1f} s (ingestion {last.stages.get('ingestion') or 0:.1f} s"
