@@ -37,21 +37,6 @@ def session(sid: str, outcome: str = "completed", day: str = "2025-01-02") -> st
     return f"{sid},U1,voice,KINYARWANDA,60,4,{outcome},,{day},v1"
 
 
-@pytest.fixture(scope="module")
-def raw(module_db):
-    from voice_analytics_dagster.loader import bootstrap_raw_sql
-
-    with module_db.connect() as conn:
-        conn.execute(bootstrap_raw_sql())
-        conn.commit()
-    return module_db
-
-
-@pytest.fixture
-def db(raw, use_db):
-    return use_db(raw)
-
-
 def write(folder: Path, name: str, data: bytes | str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name

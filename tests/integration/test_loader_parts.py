@@ -16,7 +16,6 @@ from voice_analytics_dagster import contract
 from voice_analytics_dagster.loader import (
     SPLIT_MIN_BYTES,
     IngestionError,
-    bootstrap_raw_sql,
     load_file,
     plan_split,
     read_header,
@@ -27,19 +26,6 @@ pytestmark = [pytest.mark.integration]
 TURNS = contract.table("voice_turns")
 ROWS = 400
 COLUMNS = ", ".join(c.name for c in TURNS.columns) + ", _source_line"
-
-
-@pytest.fixture(scope="module")
-def raw(module_db):
-    with module_db.connect() as conn:
-        conn.execute(bootstrap_raw_sql())
-        conn.commit()
-    return module_db
-
-
-@pytest.fixture
-def db(raw, use_db):
-    return use_db(raw)
 
 
 def turns_file(folder: Path, change: dict[int, dict] | None = None, extra: dict[int, str] | None = None) -> Path:
