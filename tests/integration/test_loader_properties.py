@@ -207,12 +207,8 @@ def expected(case: Case):
 
 
 @pytest.fixture(scope="module")
-def conn(module_db):
-    from voice_analytics_dagster.loader import bootstrap_raw_sql
-
-    with module_db.connect() as c:
-        c.execute(bootstrap_raw_sql())
-        c.commit()
+def conn(raw):
+    with raw.connect() as c:
         yield c
 
 
