@@ -364,14 +364,14 @@ def has_date_words(path: Path) -> bool:
     return False
 
 
-def recent_days_sql(t: Table, batch_id: int) -> str | None:
-    """Whether a date column of the batch holds a day that a relative date word would give
-    (see DATE_WORDS); None when the table has no date column."""
+def recent_days_sql(t: Table, batch_id: int, table: str | None = None) -> str | None:
+    """Whether a date column of the batch (or of ``table``, a part of it) holds a day that a
+    relative date word would give (see DATE_WORDS); None when the table has no date column."""
     dates = [c for c in t.columns if c.type == "date"]
     if not dates:
         return None
     near = " or ".join(f"{_q(c.name)} >= current_date - {RELATIVE_DAYS_BACK}" for c in dates)
-    return f"select exists (select 1 from {batch_table(t, batch_id)} where {near})"
+    return f"select exists (select 1 from {table or batch_table(t, batch_id)} where {near})"
 
 
 def data_chunks(path: Path, skip: int = 0, chunk_size: int = CHUNK, seen: _Streamed | None = None,
@@ -461,7 +461,7 @@ def column_rule(c: Column, text_dates: bool = False, trim: bool = True) -> str:
         # membership alone: every accepted value is non-empty, trimmed, lower case and short,
         # so the text rules below are implied (they cost ~1 s of a 12 s COPY of 5.4 M turns)
         parts.append(f"{n} in ({', '.join(_lit(a) for a in c.accepted)})")
-    elif c.type in ("text", "enum"):
+    elif _needs_trim(c):  # text, or an enum whose accepted values are not all canonical
         trimmed = f" and {trim_rule(c)}" if trim else ""
         # characters are never more than bytes: the byte length (read off the value's header)
         # answers for nearly every value, the character count (a scan) only for long ones
@@ -646,13 +646,21 @@ def _key_hash(t: Table) -> str:
     return " # ".join(f"hashtextextended(coalesce({_q(k)}, ''), {i})" for i, k in enumerate(t.key))
 
 
-def duplicate_candidates_sql(t: Table, batch_id: int) -> str:
+def duplicate_candidates_sql(t: Table, batch_id: int, parts: tuple[str, ...] | None = None,
+                             parity: int = 0) -> str:
     """The 64-bit hashes of the keys that occur more than once in the file (NULL: none), a
     read-only query. Grouping fixed-width hashes keeps it cheap on millions of rows; in a clean
     file there are none and quarantine_duplicates_sql, a second scan, is not run (measured on
-    the 5.4 M turns of 1M sessions: the two in one statement 2.45 s, this query alone 1.9 s)."""
-    return (f"select array_agg(h) from (select {_key_hash(t)} as h from {batch_table(t, batch_id)} "
-            "group by 1 having count(*) > 1) c")
+    the 5.4 M turns of 1M sessions: the two in one statement 2.45 s, this query alone 1.9 s).
+    ``parts`` (a file loaded in parts, see _Parts): over every part table, the hashes of one
+    ``parity`` only, so that each part's thread searches half of them."""
+    hashed = _key_hash(t)
+    if parts is None:
+        rows = f"select {hashed} as h from {batch_table(t, batch_id)}"
+    else:
+        union = " union all ".join(f"select {hashed} as h from {tb}" for tb in parts)
+        rows = f"select h from ({union}) u where h & 1 = {int(parity)}"
+    return f"select array_agg(h) from ({rows} group by 1 having count(*) > 1) c"
 
 
 def quarantine_duplicates_sql(t: Table, batch_id: int) -> str:
@@ -1140,8 +1148,8 @@ class _Parts:
                 self.loaded[i] = cur.rowcount
             _check_padding(conn, t, table, padding)
             conn.execute(f"alter table {table} alter column _source_line drop identity")
-            recent = recent_days_sql(t, self.batch_id)
-            found = bool(recent) and conn.execute(recent.replace(batch_table(t, self.batch_id), table)).fetchone()[0]
+            recent = recent_days_sql(t, self.batch_id, table)
+            found = bool(recent) and conn.execute(recent).fetchone()[0]
         self.committed[i] = True
         with self._lock:
             self.recent = self.recent or found
@@ -1161,9 +1169,7 @@ class _Parts:
                 # the same work_mem and no parallel workers, as the load's own search (see _load)
                 conn.execute("set work_mem = '4MB'")
                 conn.execute("set max_parallel_workers_per_gather = 0")
-                union = " union all ".join(f"select {_key_hash(self.t)} as h from {tb}" for tb in self.tables)
-                found = conn.execute(f"select array_agg(h) from (select h from ({union}) u where h & 1 = {i} "
-                                     "group by 1 having count(*) > 1) c").fetchone()[0]
+                found = conn.execute(duplicate_candidates_sql(self.t, self.batch_id, self.tables, i)).fetchone()[0]
                 conn.rollback()
             with self._lock:
                 self.hashes += found or []
