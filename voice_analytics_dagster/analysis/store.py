@@ -233,18 +233,36 @@ def append_history(conn: psycopg.Connection, row: Sequence) -> None:
     copy_rows(conn, name, columns, rows_to_csv([row]))
 
 
+_CSV_SPECIAL = (",", '"', "\n", "\r")
+
+
+def csv_field(text: str) -> str:
+    """One text field as COPY's CSV reads it back: quoted when it holds a comma, quote or line
+    break, or is empty (COPY reads an unquoted empty field as NULL)."""
+    if text == "" or any(c in text for c in _CSV_SPECIAL):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def _csv_texts(values: list[str]) -> list[str]:
+    joined = "\x1f".join(values)
+    if "" in values or any(c in joined for c in _CSV_SPECIAL):
+        return [csv_field(v) for v in values]
+    return values  # the common case: ids need no quoting (checked in one pass over the chunk)
+
+
 def score_chunks(session_ids: np.ndarray, risk: np.ndarray, fold: np.ndarray | None, model_version: str,
                  chunk: int = 200_000) -> Iterator[bytes]:
-    """The scores as CSV, in chunks (vectorised formatting; memory: one chunk)."""
+    """The scores as CSV, in chunks (memory: one chunk). Floats as Python's repr, the shortest
+    text that reads back to the same double; NaN as NULL. Joined as strings rather than through
+    DataFrame.to_csv: 1,000,000 scores in 0.6 s against 1.8-2.0 s (1 Dec), the same values to the
+    bit (tests/unit/test_analysis_store.py)."""
     n = len(session_ids)
+    version = csv_field(model_version)
     for start in range(0, n, chunk):
         sl = slice(start, min(n, start + chunk))
-        part = pd.DataFrame({
-            "session_id": session_ids[sl],
-            "abandonment_risk": risk[sl],
-            "cv_fold": (fold[sl] if fold is not None else np.full(sl.stop - sl.start, -1)),
-            "model_version": model_version,
-        })
-        if fold is None:
-            part["cv_fold"] = None
-        yield part.to_csv(index=False, header=False, na_rep="", float_format="%.17g").encode()
+        ids = _csv_texts([str(v) for v in session_ids[sl].tolist()])
+        risks = ["" if r != r else repr(r) for r in risk[sl].astype(float).tolist()]
+        folds = [str(int(f)) for f in fold[sl].tolist()] if fold is not None else [""] * len(ids)
+        lines = "\n".join([",".join(row) for row in zip(ids, risks, folds, [version] * len(ids), strict=True)])
+        yield (lines + "\n").encode()
