@@ -591,6 +591,11 @@ def export_size(export: Path) -> tuple[dict[str, int], int]:
     return rows, total
 
 
+def ingestion_over_copy_by_repeat(repeats: list[Repeat]) -> list[float | None]:
+    """Each repeat's ingestion over the \\copy taken just before it."""
+    return [ratio(r.stages.get("ingestion"), r.copy_seconds) for r in repeats]
+
+
 def summarise(repeats: list[Repeat], rows: int, size: int) -> dict:
     def med(get):
         return median([get(r) for r in repeats])
@@ -610,8 +615,7 @@ def summarise(repeats: list[Repeat], rows: int, size: int) -> dict:
         },
         "ratios": {
             "ingestion_over_psql_copy": ratio(ingestion, copy),
-            # each repeat's ingestion over the \copy taken just before it, then the median
-            "ingestion_over_psql_copy_paired": med(lambda r: ratio(r.stages.get("ingestion"), r.copy_seconds)),
+            "ingestion_over_psql_copy_paired": median(ingestion_over_copy_by_repeat(repeats)),
             "ingestion_over_pandas": ratio(ingestion, pandas),
             "run_over_pandas_plus_dbt": ratio(run, (pandas or 0) + (stages["dbt"] or 0)),
         },
@@ -747,7 +751,7 @@ def run_bench(sessions: int, repeat: int = 3, seed: int = 0, export: Path | None
             "step_seconds": mid.step_seconds if mid else {},
             "repeats": [asdict(r) for r in repeats],
             "dbt_parsed_by_repeat": [r.dbt_parsed for r in repeats],
-            "ingestion_over_psql_copy_by_repeat": [ratio(r.stages.get("ingestion"), r.copy_seconds) for r in repeats],
+            "ingestion_over_psql_copy_by_repeat": ingestion_over_copy_by_repeat(repeats),
         }
         if incremental:
             say(f"incremental: {incremental_days} days of history, then one more day ...")
