@@ -274,6 +274,7 @@ def check_dbt(report: DoctorReport) -> None:
 def check_dagster(settings: Settings, server, report: DoctorReport) -> None:
     import yaml
 
+    from .instance import storage_url
     from .warehouse import Warehouse
 
     topic = "Dagster"
@@ -285,7 +286,7 @@ def check_dagster(settings: Settings, server, report: DoctorReport) -> None:
     else:
         try:
             config = yaml.safe_load(path.read_text()) or {}
-            url = config["storage"]["postgres"]["postgres_url"]
+            url = storage_url(config)
         except (yaml.YAMLError, KeyError, TypeError) as exc:
             report.add(FAIL, topic, f"{path} has no postgres storage URL ({type(exc).__name__})",
                        fix=f"delete {path}; the next run writes it again")

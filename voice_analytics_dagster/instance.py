@@ -18,8 +18,12 @@ WAREHOUSE_TAG = "voice_analytics/warehouse"
 
 def render_dagster_yaml(storage_url: str, max_concurrent_runs: int = 4) -> str:
     """dagster.yaml for this project. Pure."""
+    from .storage import MODULE, STORAGE_CLASSES
+
     config = {
-        "storage": {"postgres": {"postgres_url": storage_url}},
+        # dagster-postgres's three storages, with pooled connections (storage.py)
+        **{key: {"module": MODULE, "class": name, "config": {"postgres_url": storage_url}}
+           for key, name in STORAGE_CLASSES.items()},
         "run_coordinator": {
             "module": "dagster.core.run_coordinator",
             "class": "QueuedRunCoordinator",
@@ -33,6 +37,11 @@ def render_dagster_yaml(storage_url: str, max_concurrent_runs: int = 4) -> str:
         "telemetry": {"enabled": False},
     }
     return yaml.safe_dump(config, sort_keys=False)
+
+
+def storage_url(config: dict) -> str:
+    """The storage URL of a dagster.yaml that render_dagster_yaml wrote (KeyError otherwise)."""
+    return config["event_log_storage"]["config"]["postgres_url"]
 
 
 def ensure_dagster_home(settings: Settings, warehouse: Warehouse | None = None) -> Path:

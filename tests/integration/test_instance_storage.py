@@ -1,0 +1,54 @@
+"""The Dagster instance's storages keep their PostgreSQL connections (storage.py), on the real
+server: storage calls reuse one backend, and dispose() closes it."""
+
+import pytest
+import sqlalchemy as sa
+
+pytestmark = [pytest.mark.integration]
+
+
+def _backend_pids(storage, calls: int) -> set[int]:
+    pids = set()
+    for _ in range(calls):
+        with storage._engine.connect() as conn:
+            pids.add(conn.execute(sa.text("select pg_backend_pid()")).scalar_one())
+    return pids
+
+
+def _dagster_backends(warehouse_conn) -> int:
+    return warehouse_conn.execute(
+        "select count(*) from pg_stat_activity where datname = 'dagster' and backend_type = 'client backend'"
+    ).fetchone()[0]
+
+
+def test_storage_calls_reuse_one_connection_and_dispose_closes_it(server):
+    import psycopg
+
+    from voice_analytics_dagster.instance import open_instance
+    from voice_analytics_dagster.settings import get_settings
+    from voice_analytics_dagster.storage import (
+        PooledPostgresEventLogStorage,
+        PooledPostgresRunStorage,
+        PooledPostgresScheduleStorage,
+    )
+    from voice_analytics_dagster.warehouse import Warehouse
+
+    settings = get_settings()
+    instance = open_instance(settings)
+    storages = (instance.run_storage, instance.event_log_storage, instance.schedule_storage)
+    assert [type(s) for s in storages] == [
+        PooledPostgresRunStorage, PooledPostgresEventLogStorage, PooledPostgresScheduleStorage]
+    with psycopg.connect(Warehouse(settings).conninfo().url(dbname="postgres"), autocommit=True) as admin:
+        before = _dagster_backends(admin)
+        for storage in storages:
+            assert isinstance(storage._engine.pool, sa.pool.QueuePool)
+            # one backend for 20 calls (dagster-postgres's NullPool: 20 backends, one per call)
+            assert len(_backend_pids(storage, 20)) == 1
+        # public calls go through the same pools
+        for _ in range(10):
+            instance.get_runs(limit=1)
+            instance.get_asset_keys()
+        assert _dagster_backends(admin) <= before + 3
+        instance.dispose()
+        instance.schedule_storage.dispose()  # DagsterInstance.dispose leaves the schedule storage
+        assert _dagster_backends(admin) <= before
