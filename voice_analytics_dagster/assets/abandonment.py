@@ -17,6 +17,7 @@ import time
 import dagster as dg
 import numpy as np
 
+from .. import warmup
 from ..analysis import store
 from ..analysis.abandonment import (
     ALPHA,
@@ -48,6 +49,11 @@ METRICS = analysis_key("abandonment_model_metrics")
 HISTORY = analysis_key("abandonment_model_history")
 CALIBRATION = analysis_key("abandonment_calibration")
 SCORES = analysis_key("abandonment_session_scores")
+
+# what the step imports (analysis/abandonment.py imports them inside its functions): imported in
+# the background while dbt builds (warmup.py)
+warmup.register(SCORES, ("statsmodels.api", "statsmodels.stats.proportion", "scipy.special", "threadpoolctl",
+                         "sklearn.ensemble", "sklearn.model_selection", "sklearn.metrics"))
 
 CERTIFIED = ("abandonment_drivers", "abandonment_model_metrics", "abandonment_model_history",
              "abandonment_calibration")

@@ -20,6 +20,7 @@ from dagster_dbt import (
 )
 from pydantic import Field
 
+from .. import warmup
 from ..dbt_support import dbt_build_args, wait_for_dbt_parse
 from ..incremental import plan_build, record_build
 from ..project import dbt_project
@@ -202,6 +203,7 @@ def voice_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, war
                          + (f"; session days rebuilt: {len(plan.session_days)}" if plan.session_days is not None else ""))
     args = dbt_build_args(settings, full_refresh=plan.full_refresh if plan else config.full_refresh)
     wait_for_dbt_parse()  # `voice-analytics run` parses in the background during ingestion
+    warmup.start(context.job_def.asset_layer.selected_asset_keys)  # later steps' imports, while dbt runs
     succeeded = False
     try:
         with warehouse.dbt_environment():
