@@ -6,11 +6,13 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from voice_analytics_dagster import warmup
 from voice_analytics_dagster.assets.abandonment import SCORES
+from voice_analytics_dagster.assets.report import REPORT_KEY
 
-ANALYSIS = Path(__file__).resolve().parents[2] / "voice_analytics_dagster" / "analysis" / "abandonment.py"
+ANALYSIS = Path(__file__).resolve().parents[2] / "voice_analytics_dagster" / "analysis"
 
 
 def _function_level_imports(path: Path) -> set[str]:
@@ -26,10 +28,25 @@ def _function_level_imports(path: Path) -> set[str]:
     return found
 
 
-def test_the_model_step_registers_every_library_it_imports_lazily():
-    registered = set(warmup.modules_for([SCORES]))
-    lazy = _function_level_imports(ANALYSIS)
+@pytest.mark.parametrize(("key", "module"), [(SCORES, "abandonment.py"), (REPORT_KEY, "report.py")])
+def test_the_model_and_report_steps_register_every_library_they_import_lazily(key, module):
+    registered = set(warmup.modules_for([key]))
+    lazy = _function_level_imports(ANALYSIS / module)
     assert lazy and lazy <= registered, lazy - registered
+
+
+def test_the_code_location_loads_without_the_later_steps_libraries():
+    """What warmup imports is not imported by loading the definitions (else it saves nothing)."""
+    code = """
+import sys
+import voice_analytics_dagster.definitions
+from voice_analytics_dagster import warmup
+loaded = sorted(m for m in warmup.modules_for(warmup._modules_by_key) if m in sys.modules)
+print(",".join(loaded))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", out.stdout
 
 
 def test_modules_for_keeps_order_and_names_each_module_once():

@@ -12,12 +12,16 @@ import os
 import dagster as dg
 import pandas as pd
 
+from .. import warmup
 from ..analysis.report import ReportData, asr_bin_sql, build_report
 from ..resources import WarehouseResource
 from ..settings import get_settings
 from .publish import published_key
 
 REPORT_FILE = "voice_analytics_report.html"
+REPORT_KEY = dg.AssetKey(["reports", "voice_analytics_report"])
+# matplotlib (imported by analysis/report.py when it draws): imported while dbt runs (warmup.py)
+warmup.register(REPORT_KEY, ("matplotlib.figure", "matplotlib.backends.backend_agg"))
 READS = ("fct_accessibility_by_segment", "fct_segment_outcome_tests", "fct_error_rates",
          "fct_error_rate_comparisons", "fct_voice_kpis", "fact_voice_ai_sessions", "abandonment_drivers",
          "abandonment_model_metrics")
@@ -29,7 +33,7 @@ def _frame(conn, query: str) -> pd.DataFrame:
 
 
 @dg.asset(
-    key=dg.AssetKey(["reports", "voice_analytics_report"]),
+    key=REPORT_KEY,
     deps=[published_key(t) for t in READS],
     group_name="reports",
     kinds={"html", "matplotlib"},
