@@ -85,6 +85,25 @@ def test_design_is_standardised_with_reference_levels():
     assert design.kinds["avg_asr_confidence"] == "numeric" and design.kinds["has_disability"] == "indicator"
 
 
+def test_categorical_columns_give_the_same_design_as_text():
+    """The model step reads the categorical features as pandas categoricals (store.read_model_input);
+    the design is the same to the bit as from text, unused categories and rare levels included."""
+    sim = g.simulate_sessions(4_000, 5, g.PLANTED)
+    text = frame_from_simulation(sim)
+    text.loc[text.index[:3], "asr_model_version"] = "rare"  # a level under MIN_INDICATOR_SESSIONS
+    text.loc[text.index[3], "region"] = None  # dropped for a NULL, counted
+    cat = text.copy()
+    for c in ("region", "language", "channel", "asr_model_version"):
+        cat[c] = cat[c].astype("category").cat.add_categories(["never-seen"])
+    a_, b_ = build_design(text), build_design(cat)
+    assert a_.Z.columns.tolist() == b_.Z.columns.tolist()
+    assert np.array_equal(a_.Z.to_numpy(), b_.Z.to_numpy()) and np.array_equal(a_.y, b_.y)
+    assert (a_.reference_levels, a_.unused, a_.dropped_null, a_.kinds) == (
+        b_.reference_levels, b_.unused, b_.dropped_null, b_.kinds)
+    assert "asr_model_version=rare" in a_.unused and a_.dropped_null == {"region": 1}
+    assert not any("never-seen" in name for name in b_.Z.columns)
+
+
 # -- the planted effect, one data set ---------------------------------------------------------------
 
 @pytest.fixture(scope="module")

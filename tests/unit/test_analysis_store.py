@@ -42,3 +42,25 @@ def test_ids_that_need_quoting_are_quoted_and_no_fold_is_null():
     assert all(r[2] == "" for r in rows)  # unquoted empty: NULL for COPY
     assert raw.splitlines()[-1].startswith('"",')  # an empty id stays a text, not NULL
     assert csv_field("x") == "x" and csv_field("") == '""' and csv_field('a"b') == '"a""b"'
+
+
+def test_the_copy_reader_gives_the_stream_byte_for_byte_whatever_the_buffer_sizes():
+    """COPY sends one message per row; the reader fills each buffer from many rows and keeps the
+    tail of a row that did not fit."""
+    from voice_analytics_dagster.analysis.store import _CopyReader
+
+    rng = np.random.default_rng(7)
+    rows = [bytes(rng.integers(32, 127, int(n)).astype(np.uint8)) + b"\n" for n in rng.integers(0, 300, 2000)]
+    rows[5] = b""  # an empty message
+    expected = b"".join(rows)
+    for buffer_size in (1, 7, 64, 4096, 1 << 20):
+        reader = io.BufferedReader(_CopyReader(iter(memoryview(r) for r in rows)), buffer_size=buffer_size)
+        got = bytearray()
+        while block := reader.read(int(rng.integers(1, 5000))):
+            got += block
+        assert bytes(got) == expected, buffer_size
+    raw = _CopyReader(iter([memoryview(b"abc"), memoryview(b"defgh")]))
+    buf = bytearray(4)
+    assert raw.readinto(buf) == 4 and bytes(buf) == b"abcd"
+    assert raw.readinto(buf) == 4 and bytes(buf) == b"efgh"
+    assert raw.readinto(buf) == 0

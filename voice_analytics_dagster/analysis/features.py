@@ -184,16 +184,22 @@ def build_design(frame: pd.DataFrame, features: tuple[Feature, ...] = FEATURES) 
                 continue
             columns[f.column], kinds[f.column], reference_levels[f.column] = x, "indicator", "false"
         else:
-            counts = values.astype(str).value_counts()
-            levels = sorted(counts.index, key=lambda v: (-counts[v], v))
+            # by the levels' codes: one pass over the sessions, then a comparison of small
+            # integers per level (the strings' value_counts and == took 0.4 s at 1M sessions)
+            categorical = values.astype(str).astype("category") if values.dtype != "category" else values
+            codes = categorical.cat.codes.to_numpy()
+            names = [str(level) for level in categorical.cat.categories]
+            per_code = np.bincount(codes[codes >= 0], minlength=len(names))
+            counts = {name: int(n) for name, n in zip(names, per_code, strict=True) if n}
+            levels = sorted(counts, key=lambda v: (-counts[v], v))
             if len(levels) < 2:
                 unused[f.column] = f"a single level ({levels[0]})" if levels else "no values"
                 continue
             reference = levels[0]
-            text = values.astype(str).to_numpy()
+            code_of = {name: code for code, name in enumerate(names)}
             for level in levels[1:]:
                 name = f"{f.column}={level}"
-                x = (text == level).astype(np.float64)
+                x = (codes == code_of[level]).astype(np.float64)
                 if not _estimable(x):
                     unused[name] = f"fewer than {MIN_INDICATOR_SESSIONS} sessions on one side"
                     continue

@@ -149,8 +149,9 @@ def abandonment_model(context: dg.AssetExecutionContext, warehouse: WarehouseRes
     wh = warehouse.get()
     started = time.perf_counter()
     booleans = [OUTCOME] + [f.column for f in FEATURES if f.kind == "boolean"]
+    categories = [f.column for f in FEATURES if f.kind == "categorical"]
     with wh.connect() as conn:
-        frame = store.read_model_input(conn, model_columns(), booleans)
+        frame = store.read_model_input(conn, model_columns(), booleans, categories)
     read_seconds = time.perf_counter() - started
 
     design = build_design(frame)
