@@ -61,6 +61,18 @@ def test_every_new_table_is_published_and_readable_by_bi(published, db):
                 conn.execute(f"select 1 from {working} limit 1")
 
 
+def test_the_model_tables_have_their_primary_keys(db):
+    """store.replace_table adds each key after the rows are loaded: the key is still there."""
+    from voice_analytics_dagster.analysis.store import PRIMARY_KEYS, SCHEMA
+
+    for table, key in PRIMARY_KEYS.items():
+        columns = db.rows(
+            "select a.attname from pg_index i join pg_attribute a on a.attrelid = i.indrelid "
+            "and a.attnum = any(i.indkey) where i.indisprimary and i.indrelid = %s::regclass "
+            "order by array_position(i.indkey::int2[], a.attnum)", (f"{SCHEMA}.{table}",))
+        assert [c for (c,) in columns] == key, table
+
+
 def test_accessibility_rates_and_gaps_match_an_independent_computation(db):
     f = fact(db)
     seg = frame(db, "select * from analytics.fct_accessibility_by_segment").set_index("segment_key")

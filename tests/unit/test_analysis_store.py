@@ -64,3 +64,15 @@ def test_the_copy_reader_gives_the_stream_byte_for_byte_whatever_the_buffer_size
     assert raw.readinto(buf) == 4 and bytes(buf) == b"abcd"
     assert raw.readinto(buf) == 4 and bytes(buf) == b"efgh"
     assert raw.readinto(buf) == 0
+
+
+def test_tables_are_created_without_their_key_when_it_is_added_after_the_load():
+    from voice_analytics_dagster.analysis.store import TABLES, create_table_sql, primary_key_sql
+
+    columns, description = TABLES["abandonment_session_scores"]
+    with_key = create_table_sql("abandonment_session_scores", columns, description)
+    without = create_table_sql("abandonment_session_scores", columns, description, primary_key=False)
+    assert "primary key (session_id)" in with_key and "primary key" not in without
+    assert without.replace("\n);", ",\n    primary key (session_id)\n);", 1) == with_key
+    assert primary_key_sql("abandonment_session_scores") == (
+        "alter table analysis.abandonment_session_scores add primary key (session_id);")

@@ -185,11 +185,15 @@ def read_model_input(conn: psycopg.Connection, columns: Sequence[str], booleans:
     return frame
 
 
-def create_table_sql(name: str, columns: Sequence[Column], description: str, if_not_exists: bool = False) -> str:
+def create_table_sql(name: str, columns: Sequence[Column], description: str, if_not_exists: bool = False,
+                     primary_key: bool = True) -> str:
+    """The table with its comments; ``primary_key=False`` leaves the key to primary_key_sql, added
+    after the rows are loaded."""
     cols = ",\n    ".join(f"{c} {t}" for c, t, _ in columns)
     pk = ", ".join(PRIMARY_KEYS[name])
     create = "create table if not exists" if if_not_exists else "create table"
-    lines = [f"{create} {SCHEMA}.{name} (\n    {cols},\n    primary key ({pk})\n);"]
+    key = f",\n    primary key ({pk})" if primary_key else ""
+    lines = [f"{create} {SCHEMA}.{name} (\n    {cols}{key}\n);"]
     lines.append(f"comment on table {SCHEMA}.{name} is {_literal(description)};")
     lines += [f"comment on column {SCHEMA}.{name}.{c} is {_literal(d)};" for c, _, d in columns]
     return "\n".join(lines)
@@ -241,12 +245,19 @@ def copy_rows(conn: psycopg.Connection, name: str, columns: Sequence[Column], pa
                 copy.write(part)
 
 
+def primary_key_sql(name: str) -> str:
+    return f"alter table {SCHEMA}.{name} add primary key ({', '.join(PRIMARY_KEYS[name])});"
+
+
 def replace_table(conn: psycopg.Connection, name: str, payload) -> None:
-    """Drop, recreate and fill a table (inside the caller's transaction)."""
+    """Drop, recreate and fill a table (inside the caller's transaction). The primary key is
+    added after the rows: one sorted index build instead of an index insertion per row (the 1M
+    scores: COPY 2.2 s with the key in place, 1.5-1.7 s + 0.2-0.3 s for the key after, 1 Dec)."""
     columns, description = TABLES[name]
     conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(SCHEMA, name)))
-    conn.execute(create_table_sql(name, columns, description))
+    conn.execute(create_table_sql(name, columns, description, primary_key=False))
     copy_rows(conn, name, columns, payload)
+    conn.execute(primary_key_sql(name))
 
 
 def append_history(conn: psycopg.Connection, row: Sequence) -> None:
