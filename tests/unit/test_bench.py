@@ -8,6 +8,7 @@ from voice_analytics_dagster.bench import (
     label_of,
     peak_in,
     ratio,
+    split_dbt_step,
     stage_of_step,
     stage_seconds,
     step_intervals,
@@ -93,3 +94,11 @@ def test_the_partial_parse_fingerprint_follows_the_dbt_connection_and_vars_only(
     assert parse_fingerprint({**env, "VOICE_ANALYTICS_DBT_DBNAME": "other"}, {"min_cell_size": 10}) != base
     assert parse_fingerprint(env, {"min_cell_size": 5}) != base
     assert "aa" not in base and len(base) == 64
+
+
+def test_a_dbt_step_splits_into_dbt_start_command_and_dagster_after():
+    inv = {"step": "voice_dbt_models", "command_s": 50.0, "first_ts": 102.5, "last_ts": 152.5}
+    split = split_dbt_step(inv, (100.0, 155.0))
+    assert split["startup_s"] == 2.5 and split["after_s"] == 2.5 and split["command_s"] == 50.0
+    assert split_dbt_step(inv, None) == inv  # a step without events: nothing invented
+    assert "startup_s" not in split_dbt_step({**inv, "first_ts": None}, (100.0, 155.0))
