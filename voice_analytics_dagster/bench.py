@@ -399,7 +399,7 @@ def dbt_invocations(run_id: str) -> list[dict]:
     load (start to "Concurrency: N threads", i.e. parsing), and the nodes' execution
     (run_results.json elapsed_time); split_dbt_step adds what the step spent before dbt's first
     and after its last log line. (Until 1 Dec the whole step time minus the command was reported
-    as Dagster's share; 2.3-2.5 s of it per step was the dbt process starting.)"""
+    as Dagster's share; 1.7-2.5 s of it per step was the dbt process starting.)"""
     from .settings import DBT_PROJECT_DIR
 
     out = []
@@ -432,7 +432,7 @@ def dbt_invocations(run_id: str) -> list[dict]:
 
 def split_dbt_step(invocation: dict, interval: tuple[float, float] | None) -> dict:
     """The dbt step's time around dbt's command: ``startup_s`` from the step's start to dbt's first
-    log line (dagster-dbt preparing the invocation and the dbt process importing dbt, 2.3-2.5 s a
+    log line (dagster-dbt preparing the invocation and the dbt process importing dbt, 1.7-2.5 s a
     step at 1M on 1 Dec), ``after_s`` from dbt's last log line to the step's end (Dagster storing
     the step's events). Pure."""
     out = dict(invocation)

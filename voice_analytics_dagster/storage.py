@@ -42,7 +42,8 @@ class _Pooled:
     """The engine swap shared by the three storages (each builds its NullPool engine, checks its
     tables with it, then this replaces it)."""
 
-    def _use_pool(self) -> None:
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self._engine.dispose()
         self._engine = pooled_engine(self)
 
@@ -61,21 +62,15 @@ class _Pooled:
 
 
 class PooledPostgresRunStorage(_Pooled, PostgresRunStorage):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._use_pool()
+    pass
 
 
 class PooledPostgresEventLogStorage(_Pooled, PostgresEventLogStorage):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._use_pool()
+    pass
 
 
 class PooledPostgresScheduleStorage(_Pooled, PostgresScheduleStorage):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._use_pool()
+    pass
 
 
 STORAGE_CLASSES = {

@@ -28,7 +28,7 @@ def register(key: dg.AssetKey, modules: Iterable[str]) -> None:
 
 
 def modules_for(selected: Iterable[dg.AssetKey]) -> list[str]:
-    """The registered modules of the selected assets, in registration order, once each. Pure."""
+    """The registered modules of the selected assets, in registration order, once each."""
     wanted = set(selected)
     out: list[str] = []
     for key, modules in _modules_by_key.items():

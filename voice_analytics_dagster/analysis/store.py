@@ -173,7 +173,7 @@ def read_model_input(conn: psycopg.Connection, columns: Sequence[str], booleans:
     # afterwards, the 1M-session input took 4.5 s against 2.9 s, the same values to the bit
     # (6 float columns x 1,000,000 rows compared, 30 Nov).
     # The categorical features (a handful of levels each) as categoricals: one small integer per
-    # session instead of one Python string each (see the measurement in assets/abandonment.py).
+    # session instead of one Python string each (the 1M-session frame 365 -> 119 MB, 1 Dec).
     dtypes = {c: ("str" if c == key else "category" if c in categories else "float64")
               for c in columns if c not in booleans}
     with conn.cursor() as cur, cur.copy(read_model_input_sql(columns, relation)) as copy:
