@@ -20,13 +20,16 @@
 Size: everything is linear in the sessions except the GBM and the bootstrap, which run on a
 stratified subsample when the data are larger (GBM_MAX_SESSIONS, BOOTSTRAP_MAX_SESSIONS); the
 point AUC of the logistic model always uses every session. Measured in the pipeline on this
-2-core machine at 1,000,000 sessions: read 8 s (COPY), fit 18 s, write 6 s (README, "Performance").
+2-core machine at 1,000,000 sessions (1 Dec): read 3.8-5.0 s (COPY), fit 6.3-8.3 s, the scores
+written beside the fit's last part (2.0-2.9 s in their thread) and the other tables after it
+(0.2 s) (README, "Performance").
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -386,8 +389,15 @@ def fit_abandonment_model(
     bootstrap_max: int = BOOTSTRAP_MAX_SESSIONS,
     gbm_max: int = GBM_MAX_SESSIONS,
     seed: int = SEED,
+    on_scores: Callable[[ModelResult], None] | None = None,
 ) -> ModelResult:
     """Drivers, cross-validated discrimination, the GBM comparison and calibration.
+
+    ``on_scores`` is called with the result as soon as every session has its out-of-fold risk
+    (``session_ids``, ``oof_risk``, ``fold``, ``model_version`` set), before the bootstrap, the
+    GBM's paired bootstrap and the calibration: the step writes the scores meanwhile
+    (assets/abandonment.py). It must not change the result. Not called when the data are too few
+    to fit.
 
     BLAS and OpenMP are limited to 1 thread: on this 2-core machine shared with other jobs,
     OpenMP's spinning threads made the GBM 7x slower with 2 threads (5,000 sessions, 5 folds:
@@ -401,11 +411,11 @@ def fit_abandonment_model(
 
     with threadpool_limits(limits=1):
         return _fit(design, folds=folds, replicates=replicates, bootstrap_max=bootstrap_max,
-                    gbm_max=gbm_max, seed=seed)
+                    gbm_max=gbm_max, seed=seed, on_scores=on_scores)
 
 
 def _fit(design: Design, *, folds: int, replicates: int, bootstrap_max: int, gbm_max: int,
-         seed: int) -> ModelResult:
+         seed: int, on_scores: Callable[[ModelResult], None] | None = None) -> ModelResult:
     y = design.y
     n_events = int(y.sum())
     result = ModelResult(
@@ -428,7 +438,8 @@ def _fit(design: Design, *, folds: int, replicates: int, bootstrap_max: int, gbm
     # 1,000,000 sessions it took 1.4 s of the step's 11 s, one after the other (1 Dec).
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gbm") as pool:
         gbm = pool.submit(_gbm_comparison, Z[gbm_idx], y[gbm_idx], fold[gbm_idx], seed)
-        _fit_logit(result, design, Z, fold, replicates=replicates, bootstrap_max=bootstrap_max, seed=seed)
+        _fit_logit(result, design, Z, fold, replicates=replicates, bootstrap_max=bootstrap_max, seed=seed,
+                   on_scores=on_scores)
         gbm_risk, result.seconds["gbm"] = gbm.result()
     risk = result.oof_risk
     result.gbm_sessions = len(gbm_idx)
@@ -461,7 +472,7 @@ def _gbm_comparison(X: np.ndarray, y: np.ndarray, fold: np.ndarray, seed: int) -
 
 
 def _fit_logit(result: ModelResult, design: Design, Z: np.ndarray, fold: np.ndarray, *, replicates: int,
-               bootstrap_max: int, seed: int) -> None:
+               bootstrap_max: int, seed: int, on_scores: Callable[[ModelResult], None] | None = None) -> None:
     """The drivers, the out-of-fold risk and its AUC with the bootstrap interval, into ``result``."""
     y = design.y
     t = time.perf_counter()
@@ -481,6 +492,8 @@ def _fit_logit(result: ModelResult, design: Design, Z: np.ndarray, fold: np.ndar
     result.fold, result.oof_risk, result.session_ids = fold, risk, design.session_ids
     result.auc = auc(risk, y)
     result.seconds["cross_validation"] = time.perf_counter() - t
+    if on_scores is not None:
+        on_scores(result)
 
     t = time.perf_counter()
     boot_idx = stratified_subsample(y, bootstrap_max, seed + 1)
