@@ -36,8 +36,14 @@
     {{- return(rows.columns[0].values() | map('int') | list) -}}
 {%- endmacro %}
 
-{% macro latest_version(relation, key, where=none) -%}
+{#- ``among``: an optional list of batch ids that hold every version that can win for the keys
+    ``where`` keeps (an incremental run's choice, macros/incremental.sql: candidate_batch_ids);
+    only the active ones among them are read. -#}
+{% macro latest_version(relation, key, where=none, among=none) -%}
     {%- set batches = active_batch_ids(relation) -%}
+    {%- if among is not none -%}
+        {%- set batches = batches | select('in', among) | list -%}
+    {%- endif -%}
     {%- set rows_of_active_batches -%}
     select r.*
     from {{ relation }} r

@@ -3,9 +3,9 @@
     query cannot reach below its DISTINCT ON (PostgreSQL does not push a condition holding a
     subquery into it), so those models apply ``where`` to the raw rows themselves.
     ``relation``: the raw source table. -#}
-{% macro staged_turns(relation, where=none) -%}
+{% macro staged_turns(relation, where=none, among=none) -%}
 with latest as (
-    {{ latest_version(relation, 'turn_id', where=where) }}
+    {{ latest_version(relation, 'turn_id', where=where, among=among) }}
 )
 
 select

@@ -170,6 +170,38 @@ def test_three_daily_deliveries_rebuild_only_their_days_and_match_a_full_refresh
         assert rebuilt[table] == incremental[table], table
     assert db.scalar("select count(*) from analytics.fct_session_outcome_history") == n_history
 
+    # A fourth delivery holds nothing but a turn and AI metrics of a session never delivered. The
+    # staging models look for orphans among the rows delivered since the last build (not among
+    # every raw row: dbt/macros/incremental.sql, unbuilt_batch_ids): both are staged without a
+    # day, their relationships tests fail, nothing is published.
+    orphan_day = landing / "2025-01-04"
+    orphan_day.mkdir()
+    for f in sorted((source / DAYS[2]).iterdir()):
+        rows = _rows(f)
+        with open(f, newline="") as src:
+            header = next(csv.reader(src))
+        (orphan_day / f.name).write_text(",".join(header) + "\n")
+        if f.name in ("voice_turns.csv", "voice_ai_metrics.csv"):
+            _append(orphan_day / f.name, [{**rows[0], "session_id": "S-NEVER-DELIVERED", **(
+                {"turn_id": "T-ORPHAN", "created_at": "2025-01-04"} if "turn_id" in rows[0] else {})}])
+    run_id = run_scheduled(instance, landing)
+    assert not published(db, run_id)
+    mode, reason, days, ok = last_build(db)
+    assert (mode, days, ok) == ("incremental", [], False), reason
+    assert db.rows("select turn_id, session_date from staging.stg_voice_export__turns "
+                   "where session_id = 'S-NEVER-DELIVERED'") == [("T-ORPHAN", None)]
+    assert db.rows("select session_date from staging.stg_voice_export__ai_metrics "
+                   "where session_id = 'S-NEVER-DELIVERED'") == [(None,)]
+    from voice_analytics_dagster.settings import DBT_PROJECT_DIR
+
+    statuses = {r["unique_id"].split(".")[2]: r["status"]
+                for p in (DBT_PROJECT_DIR / "target").glob(f"voice_dbt_models-{run_id[:7]}-*/run_results.json")
+                for r in json.loads(p.read_text())["results"]}
+    for staged in ("turns", "ai_metrics"):
+        test = f"relationships_stg_voice_export__{staged}_session_id__session_id__ref_stg_voice_export__sessions_"
+        assert statuses.get(test) == "fail", (test, statuses.get(test))
+    assert certified_content(db) == rebuilt  # the certified schema as it was
+
     # The tests of an incremental model read the rows its build wrote (dbt/macros/test_scope.sql).
     # A day-2 turn edited by hand to break a rule, and a day-1 session removed from the raw data:
     # a build of days 1 and 3 writes the removed session's turns again, now orphans, and its

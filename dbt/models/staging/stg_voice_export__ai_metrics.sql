@@ -8,14 +8,25 @@ with sessions as (
     select session_id, session_date from {{ ref('stg_voice_export__sessions') }}
 ),
 {%- if is_incremental() %}
--- the affected days' sessions, and orphan metrics' sessions (anti-join, see stg_voice_export__turns)
+{%- set unbuilt = unbuilt_batch_ids(source('voice_export', 'voice_ai_metrics')) %}
+-- the affected days' sessions, and the orphan metrics' (as in stg_voice_export__turns: among the
+-- rows the last build placed on those days or left without a session and the rows delivered
+-- since; or, with no build to compare with, by an anti-join over every raw row)
 wanted as (
     select session_id from sessions where {{ session_days_predicate('session_date') }}
     union
+{%- if unbuilt is not none %}
+    select session_id from {{ this }}
+    where {{ session_days_predicate('session_date') }} or session_date is null
+    union
+    select session_id from {{ source('voice_export', 'voice_ai_metrics') }}
+    where {{ batch_in('_batch_id', unbuilt) }}
+{%- else %}
     select distinct v.session_id
     from {{ source('voice_export', 'voice_ai_metrics') }} v
     left join sessions s using (session_id)
     where s.session_id is null
+{%- endif %}
 ),
 {%- endif %}
 metrics as (

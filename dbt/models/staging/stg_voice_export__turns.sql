@@ -4,7 +4,8 @@
 -- A table, incremental by session day (macros/incremental.sql): as a view, each of its dozen
 -- tests re-ran the latest-version choice over every turn ever delivered (measured at 200,000
 -- sessions / 1.1 M turns: 10-17 s per test, most of a daily build). An incremental run reads the
--- raw versions of the affected days' turns, and orphans (never many: they block publication).
+-- raw versions of the affected days' turns, of the turns delivered since the last build, and of
+-- the orphans (never many: they block publication).
 {{ config(materialized='incremental', incremental_strategy='replace_days', unique_key='turn_id',
           on_schema_change='fail') }}
 
@@ -12,20 +13,38 @@ with sessions as (
     select session_id, session_date from {{ ref('stg_voice_export__sessions') }}
 ),
 {%- if is_incremental() %}
--- every turn with a version in an affected day's session or in a session never delivered (an
--- orphan): one scan of the raw turns with a hash join (an anti-join for the orphans: NOT IN over
--- a subquery larger than work_mem is evaluated row by row, measured at minutes on 1.1 M turns).
--- By turn id, so that every version of such a turn is read, whichever session it names.
+{%- set unbuilt = unbuilt_batch_ids(source('voice_export', 'voice_turns')) %}
+{%- set rebuilt_rows = session_days_predicate('session_date') ~ ' or session_date is null' %}
+{%- set among = candidate_batch_ids(source('voice_export', 'voice_turns'), rebuilt_rows, 'source_batch_id', unbuilt) %}
+-- The turns to re-read, by turn id (so that every version of such a turn is read, whichever
+-- session it names):
 wanted_turns as (
+{%- if unbuilt is not none %}
+    -- those the last build placed on an affected day or left without a session (an orphan), and
+    -- every turn delivered since (macros/incremental.sql, unbuilt_batch_ids): a turn of an older
+    -- batch whose session is on an affected day is among the first, a new turn or new orphan among
+    -- the last.
+    select turn_id from {{ this }}
+    where {{ rebuilt_rows }}
+    union
+    select turn_id from {{ source('voice_export', 'voice_turns') }}
+    where {{ batch_in('_batch_id', unbuilt) }}
+{%- else %}
+    -- no build to compare with: every turn with a version in an affected day's session or in a
+    -- session never delivered, by one scan of the raw turns with a hash join (an anti-join for the
+    -- orphans: NOT IN over a subquery larger than work_mem is evaluated row by row, measured at
+    -- minutes on 1.1 M turns).
     select v.turn_id
     from {{ source('voice_export', 'voice_turns') }} v
     left join sessions s using (session_id)
     where s.session_id is null or {{ session_days_predicate('s.session_date') }}
+{%- endif %}
 ),
 {%- endif %}
 turns as (
     {{ staged_turns(source('voice_export', 'voice_turns'), where=(
-        "r.turn_id in (select turn_id from wanted_turns)") if is_incremental() else none) }}
+        "r.turn_id in (select turn_id from wanted_turns)") if is_incremental() else none,
+        among=among if is_incremental() else none) }}
 )
 
 select t.*, s.session_date
