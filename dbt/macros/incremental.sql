@@ -54,6 +54,12 @@
     {{- return(var('session_days', none) is not none or _rebuild_days_table() is not none) -}}
 {%- endmacro %}
 
+{#- The rows an incremental run replaces in a model: those of the affected days and those
+    without a day (orphans, re-selected by every incremental run). -#}
+{% macro replaced_rows(column) -%}
+    {{ session_days_predicate(column) }} or {{ column }} is null
+{%- endmacro %}
+
 {#- In a model: every row on a full build, the affected days' rows on an incremental one. -#}
 {% macro session_days_filter(column) -%}
     {%- if is_incremental() -%}{{ session_days_predicate(column) }}{%- else -%}true{%- endif -%}
@@ -75,7 +81,7 @@
     {%- set cols = get_quoted_csv(arg_dict['dest_columns'] | map(attribute='name')) -%}
     {%- set day_column = config.get('day_column', 'session_date') %}
     -- rows without a day (orphans of the staging tables) are re-selected by every incremental run
-    delete from {{ target }} where {{ session_days_predicate(day_column) }} or {{ day_column }} is null;
+    delete from {{ target }} where {{ replaced_rows(day_column) }};
     delete from {{ target }} t using {{ source }} s where t.{{ unique_key }} = s.{{ unique_key }};
     insert into {{ target }} ({{ cols }}) select {{ cols }} from {{ source }}
 {% endmacro %}
@@ -108,28 +114,23 @@
   staged turns (README, "Performance").
 
   Returns none (compare everything, as a first build does) when there is nothing to compare
-  with: no build recorded, or a batch the last build read is no longer active (its rows must
+  with: no build recorded (for this table), or a batch the last build read is no longer active (its rows must
   leave, and the orphans it carried are known only by a full comparison). Read when the model is
   compiled, at the start of its build, like active_batch_ids (the ingestion has finished).
 -#}
 {% macro unbuilt_batch_ids(relation) -%}
     {%- if not execute or adapter.get_relation(database=target.database, schema='raw',
-                                               identifier='dbt_built_batches') is none
-        or adapter.get_relation(database=target.database, schema='raw', identifier='load_batches') is none -%}
+                                               identifier='dbt_built_batches') is none -%}
         {{- return(none) -}}
     {%- endif -%}
-    {%- set table = relation.identifier -%}
-    {%- set row = run_query(
-        "select exists (select 1 from raw.dbt_built_batches) as recorded,"
-        ~ " exists (select 1 from raw.dbt_built_batches b join raw.load_batches l using (batch_id)"
-        ~ "         where l.table_name = '" ~ table ~ "' and not l.active) as gone,"
-        ~ " array(select l.batch_id from raw.load_batches l where l.active and l.table_name = '" ~ table ~ "'"
-        ~ "       and not exists (select 1 from raw.dbt_built_batches b where b.batch_id = l.batch_id)"
-        ~ "       order by 1)::text as unbuilt").rows[0] -%}
-    {%- if not row[0] or row[1] -%}
+    {%- set built = run_query(
+        "select b.batch_id, l.active from raw.dbt_built_batches b join raw.load_batches l using (batch_id)"
+        ~ " where l.table_name = '" ~ relation.identifier ~ "'") -%}
+    {%- if built.rows | length == 0 or false in built.columns[1].values() -%}
         {{- return(none) -}}
     {%- endif -%}
-    {{- return(row[2].strip('{}').split(',') | reject('equalto', '') | map('int') | list) -}}
+    {%- set seen = built.columns[0].values() | map('int') | list -%}
+    {{- return(active_batch_ids(relation) | reject('in', seen) | list) -}}
 {%- endmacro %}
 
 {#- ``column = any(those batches)`` as a constant array, so that PostgreSQL prunes the other
@@ -155,9 +156,8 @@
     {%- if not execute or unbuilt is none -%}
         {{- return(none) -}}
     {%- endif -%}
-    {%- set row = run_query(
-        "select array(select distinct " ~ column ~ " from " ~ this ~ " where " ~ rows ~ " order by 1)::text").rows[0] -%}
-    {%- set current = row[0].strip('{}').split(',') | reject('equalto', '') | reject('equalto', 'NULL') | map('int') | list -%}
+    {%- set current = run_query("select distinct " ~ column ~ " from " ~ this ~ " where (" ~ rows ~ ")"
+                                ~ " and " ~ column ~ " is not null").columns[0].values() | map('int') | list -%}
     {%- set active = active_batch_ids(relation) -%}
     {%- for b in current if b not in active -%}
         {{- return(none) -}}

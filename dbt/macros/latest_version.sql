@@ -47,7 +47,7 @@
     {%- set rows_of_active_batches -%}
     select r.*
     from {{ relation }} r
-    where r._batch_id = any('{ {{- batches | join(',') -}} }'::bigint[])
+    where {{ batch_in('r._batch_id', batches) }}
     {%- if where %}
       and ({{ where }})
     {%- endif %}

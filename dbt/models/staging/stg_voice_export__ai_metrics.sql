@@ -17,7 +17,7 @@ wanted as (
     union
 {%- if unbuilt is not none %}
     select session_id from {{ this }}
-    where {{ session_days_predicate('session_date') }} or session_date is null
+    where {{ replaced_rows('session_date') }}
     union
     select session_id from {{ source('voice_export', 'voice_ai_metrics') }}
     where {{ batch_in('_batch_id', unbuilt) }}
@@ -38,5 +38,5 @@ select m.*, s.session_date
 from metrics m
 left join sessions s using (session_id)
 {%- if is_incremental() %}
-where {{ session_days_predicate('s.session_date') }} or s.session_date is null
+where {{ replaced_rows('s.session_date') }}
 {%- endif %}

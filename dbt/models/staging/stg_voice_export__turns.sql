@@ -14,8 +14,8 @@ with sessions as (
 ),
 {%- if is_incremental() %}
 {%- set unbuilt = unbuilt_batch_ids(source('voice_export', 'voice_turns')) %}
-{%- set rebuilt_rows = session_days_predicate('session_date') ~ ' or session_date is null' %}
-{%- set among = candidate_batch_ids(source('voice_export', 'voice_turns'), rebuilt_rows, 'source_batch_id', unbuilt) %}
+{%- set among = candidate_batch_ids(source('voice_export', 'voice_turns'), replaced_rows('session_date'),
+                                   'source_batch_id', unbuilt) %}
 -- The turns to re-read, by turn id (so that every version of such a turn is read, whichever
 -- session it names):
 wanted_turns as (
@@ -25,7 +25,7 @@ wanted_turns as (
     -- batch whose session is on an affected day is among the first, a new turn or new orphan among
     -- the last.
     select turn_id from {{ this }}
-    where {{ rebuilt_rows }}
+    where {{ replaced_rows('session_date') }}
     union
     select turn_id from {{ source('voice_export', 'voice_turns') }}
     where {{ batch_in('_batch_id', unbuilt) }}
@@ -51,5 +51,5 @@ select t.*, s.session_date
 from turns t
 left join sessions s using (session_id)
 {%- if is_incremental() %}
-where {{ session_days_predicate('s.session_date') }} or s.session_date is null
+where {{ replaced_rows('s.session_date') }}
 {%- endif %}
