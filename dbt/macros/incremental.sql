@@ -140,6 +140,21 @@
 {%- endmacro %}
 
 {#-
+  The keys an incremental staging model re-reads when unbuilt_batch_ids gave it batches to look
+  at (not none): the rows the last build placed on an affected day or left without a session (an
+  orphan), and every row of ``relation`` delivered since. A row of an older batch whose session is
+  on an affected day is among the first, a new row or a new orphan among the last. One rule for
+  the staged turns and AI metrics (it was written out in both).
+-#}
+{% macro keys_to_reread(key, relation, unbuilt) -%}
+    select {{ key }} from {{ this }}
+    where {{ replaced_rows('session_date') }}
+    union
+    select {{ key }} from {{ relation }}
+    where {{ batch_in('_batch_id', unbuilt) }}
+{%- endmacro %}
+
+{#-
   The batches that hold every version able to win for the rows an incremental run re-reads: the
   batch of each such row's current version in the model (``column``, its source batch) and the
   batches delivered since (``unbuilt``). Every other version was read by the build that placed

@@ -16,11 +16,7 @@ wanted as (
     select session_id from sessions where {{ session_days_predicate('session_date') }}
     union
 {%- if unbuilt is not none %}
-    select session_id from {{ this }}
-    where {{ replaced_rows('session_date') }}
-    union
-    select session_id from {{ source('voice_export', 'voice_ai_metrics') }}
-    where {{ batch_in('_batch_id', unbuilt) }}
+    {{ keys_to_reread('session_id', source('voice_export', 'voice_ai_metrics'), unbuilt) }}
 {%- else %}
     select distinct v.session_id
     from {{ source('voice_export', 'voice_ai_metrics') }} v

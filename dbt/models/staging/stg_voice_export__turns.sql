@@ -21,14 +21,8 @@ with sessions as (
 wanted_turns as (
 {%- if unbuilt is not none %}
     -- those the last build placed on an affected day or left without a session (an orphan), and
-    -- every turn delivered since (macros/incremental.sql, unbuilt_batch_ids): a turn of an older
-    -- batch whose session is on an affected day is among the first, a new turn or new orphan among
-    -- the last.
-    select turn_id from {{ this }}
-    where {{ replaced_rows('session_date') }}
-    union
-    select turn_id from {{ source('voice_export', 'voice_turns') }}
-    where {{ batch_in('_batch_id', unbuilt) }}
+    -- every turn delivered since (macros/incremental.sql, keys_to_reread)
+    {{ keys_to_reread('turn_id', source('voice_export', 'voice_turns'), unbuilt) }}
 {%- else %}
     -- no build to compare with: every turn with a version in an affected day's session or in a
     -- session never delivered, by one scan of the raw turns with a hash join (an anti-join for the
