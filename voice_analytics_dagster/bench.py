@@ -573,7 +573,10 @@ class Bench:
 
     def incremental(self, sessions: int, seed: int, days: int) -> dict:
         """History of ``days`` daily deliveries in a landing folder, one full run on it, then one
-        more day delivered and the run timed again: the daily incremental run."""
+        more day delivered and the run timed again: the daily incremental run; then a run with
+        nothing delivered since, which is what any daily run pays whatever it brings (the
+        history-wide work: marts, tests, the model, publication, and the fixed cost of a run; on a
+        history of a few thousand sessions, the fixed cost alone)."""
         from .generator import generate_export
 
         by_day = self.workdir / "by-day"
@@ -588,10 +591,14 @@ class Bench:
         day_dirs[-1].rename(landing / day_dirs[-1].name)
         last, run_id = self.run(landing, env, "incr-day")
         stages = stage_seconds(step_intervals(_step_events(self.settings, self.wh, run_id)))
+        idle, idle_id = self.run(landing, env, "incr-nothing-new")
+        idle_stages = stage_seconds(step_intervals(_step_events(self.settings, self.wh, idle_id)))
         shutil.rmtree(by_day, ignore_errors=True)
         shutil.rmtree(landing, ignore_errors=True)
         return {"history_days": days, "full_run_s": full.seconds, "one_more_day_run_s": last.seconds,
-                "ratio": last.seconds / full.seconds, "one_more_day_stages_s": stages}
+                "ratio": last.seconds / full.seconds, "one_more_day_stages_s": stages,
+                "nothing_new_run_s": idle.seconds, "nothing_new_ratio": idle.seconds / full.seconds,
+                "nothing_new_stages_s": idle_stages}
 
 
 # -- report ------------------------------------------------------------------------------------
@@ -702,9 +709,24 @@ def render(result: dict) -> str:
             f"(storing the step's events)")
     inc = result.get("incremental")
     if inc:
-        lines += ["", f"incremental: full run on {inc['history_days']} days {inc['full_run_s']:.1f} s; "
-                      f"one more day {inc['one_more_day_run_s']:.1f} s = {inc['ratio']:.0%} of it (target < 10%)"]
+        lines += ["", *render_incremental(inc)]
     return "\n".join(lines)
+
+
+def render_incremental(inc: dict) -> list[str]:
+    """The incremental figures: the daily run against the full run, and the run with nothing new
+    (the part of a daily run that does not depend on what was delivered). Pure."""
+    def stages(d: dict) -> str:
+        return ", ".join(f"{k} {v:.1f}" for k, v in d.items() if v)
+
+    lines = [f"incremental: full run on {inc['history_days']} days {inc['full_run_s']:.1f} s; "
+             f"one more day {inc['one_more_day_run_s']:.1f} s = {inc['ratio']:.0%} of it (target < 10%)",
+             f"  one more day, by stage (s): {stages(inc['one_more_day_stages_s'])}"]
+    if "nothing_new_run_s" in inc:
+        lines += [f"  nothing new delivered: {inc['nothing_new_run_s']:.1f} s = {inc['nothing_new_ratio']:.0%} "
+                  f"of the full run (what every daily run pays, whatever it brings)",
+                  f"  nothing new, by stage (s): {stages(inc['nothing_new_stages_s'])}"]
+    return lines
 
 
 # -- entry point -------------------------------------------------------------------------------

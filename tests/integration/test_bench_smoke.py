@@ -1,6 +1,7 @@
 """CI's small version of `voice-analytics bench` (issue 7): 2,000 sessions, one repeat, through
 the CLI on the session's server. Every stage of the real run and both references (psql \\copy,
-pandas to_sql) must come out measured, with positive times and memory, in the table and the JSON.
+pandas to_sql) must come out measured, with positive times and memory, in the table and the JSON;
+and the incremental mode (two days of history, a third, then nothing new) at its smallest.
 Not a performance test: the figures are not compared with targets here (README "Performance")."""
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ def test_bench_measures_every_stage_and_both_references(server, dbt_manifest, tm
 
     out = tmp_path / "bench.json"
     code = main(["bench", "--sessions", "2000", "--repeat", "1", "--export", str(tmp_path / "export"),
-                 "--json", str(out)])
+                 "--json", str(out), "--incremental", "--days", "2"])
     printed = capsys.readouterr().out
     assert code == 0, printed
 
@@ -55,6 +56,14 @@ def test_bench_measures_every_stage_and_both_references(server, dbt_manifest, tm
                   "run end-to-end", "reference: psql \\copy", "reference: pandas", "ingestion / psql \\copy",
                   "run / (pandas load + dbt build)"):
         assert label in printed, label
+    # --incremental: a full run on two daily deliveries, a third day, then a run with nothing new;
+    # each a real run whose stages were read from its events
+    inc = result["incremental"]
+    assert inc["history_days"] == 2
+    for key in ("full_run_s", "one_more_day_run_s", "nothing_new_run_s"):
+        assert inc[key] > 0, (key, inc)
+    assert inc["one_more_day_stages_s"]["dbt"] > 0 and inc["nothing_new_stages_s"]["dbt"] > 0
+    assert f"nothing new delivered: {inc['nothing_new_run_s']:.1f} s" in printed
     # the bench dropped its databases: only the session's own remain on the server
     import psycopg
 

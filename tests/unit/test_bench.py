@@ -8,6 +8,7 @@ from voice_analytics_dagster.bench import (
     label_of,
     peak_in,
     ratio,
+    render_incremental,
     split_dbt_step,
     stage_of_step,
     stage_seconds,
@@ -102,3 +103,19 @@ def test_a_dbt_step_splits_into_dbt_start_command_and_dagster_after():
     assert split["startup_s"] == 2.5 and split["after_s"] == 2.5 and split["command_s"] == 50.0
     assert split_dbt_step(inv, None) == inv  # a step without events: nothing invented
     assert "startup_s" not in split_dbt_step({**inv, "first_ts": None}, (100.0, 155.0))
+
+
+def test_the_incremental_figures_show_the_day_and_the_run_with_nothing_new():
+    inc = {"history_days": 120, "full_run_s": 158.1, "one_more_day_run_s": 96.1, "ratio": 96.1 / 158.1,
+           "one_more_day_stages_s": {"ingestion": 4.2, "dbt": 65.9, "checks": 0.0},
+           "nothing_new_run_s": 80.0, "nothing_new_ratio": 80.0 / 158.1,
+           "nothing_new_stages_s": {"ingestion": 0.4, "dbt": 55.0}}
+    lines = render_incremental(inc)
+    assert lines[0] == ("incremental: full run on 120 days 158.1 s; one more day 96.1 s = 61% of it "
+                        "(target < 10%)")
+    assert lines[1] == "  one more day, by stage (s): ingestion 4.2, dbt 65.9"  # a stage of 0 s left out
+    assert lines[2].startswith("  nothing new delivered: 80.0 s = 51% of the full run")
+    assert lines[3] == "  nothing new, by stage (s): ingestion 0.4, dbt 55.0"
+    # a result written before the run with nothing new was measured still renders
+    old = {k: v for k, v in inc.items() if not k.startswith("nothing_new")}
+    assert render_incremental(old) == lines[:2]
