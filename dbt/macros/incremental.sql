@@ -111,7 +111,7 @@
   that read it, and stays where it was unless its session's days are rebuilt (then the model
   re-reads it by its key). At 1,000,000 sessions and 121 daily deliveries that comparison hashed
   all 5.4 M raw turns against 1 M sessions (spilling), twice the work of the rest of a day's
-  staged turns (README, "Performance").
+  staged turns (docs/PERFORMANCE.md, "L").
 
   Returns none (compare everything, as a first build does) when there is nothing to compare
   with: no build recorded (for this table), or a batch the last build read is no longer active (its rows must
@@ -165,7 +165,7 @@
 
   Why: the re-read of the staged turns by turn id otherwise scans all 5.4 M raw turns of 121
   daily deliveries for the 0.2 M turns of four days (1,000,000 sessions): 3.5 s of the 5.0 s of
-  the model's select on a quiet machine (README, "Performance").
+  the model's select on a quiet machine (docs/PERFORMANCE.md, "L").
 -#}
 {% macro candidate_batch_ids(relation, rows, column, unbuilt) -%}
     {%- if not execute or unbuilt is none -%}

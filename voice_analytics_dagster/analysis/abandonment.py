@@ -22,7 +22,7 @@ stratified subsample when the data are larger (GBM_MAX_SESSIONS, BOOTSTRAP_MAX_S
 point AUC of the logistic model always uses every session. Measured in the pipeline on this
 2-core machine at 1,000,000 sessions (1 Dec): read 3.8-5.0 s (COPY), fit 6.3-8.3 s, the scores
 written beside the fit's last part (2.0-2.9 s in their thread) and the other tables after it
-(0.2 s) (README, "Performance").
+(0.2 s) (docs/PERFORMANCE.md, "L").
 """
 
 from __future__ import annotations
