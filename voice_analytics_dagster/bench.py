@@ -571,6 +571,10 @@ class Bench:
             dbt_parsed=_parse_stamp() != stamp,
         )
 
+    def stages_of(self, run_id: str) -> dict[str, float]:
+        """Seconds per bench stage of a finished run, from its step events."""
+        return stage_seconds(step_intervals(_step_events(self.settings, self.wh, run_id)))
+
     def incremental(self, sessions: int, seed: int, days: int) -> dict:
         """History of ``days`` daily deliveries in a landing folder, one full run on it, then one
         more day delivered and the run timed again: the daily incremental run; then a run with
@@ -590,9 +594,9 @@ class Bench:
         full, _ = self.run(landing, env, "incr-full")
         day_dirs[-1].rename(landing / day_dirs[-1].name)
         last, run_id = self.run(landing, env, "incr-day")
-        stages = stage_seconds(step_intervals(_step_events(self.settings, self.wh, run_id)))
+        stages = self.stages_of(run_id)
         idle, idle_id = self.run(landing, env, "incr-nothing-new")
-        idle_stages = stage_seconds(step_intervals(_step_events(self.settings, self.wh, idle_id)))
+        idle_stages = self.stages_of(idle_id)
         shutil.rmtree(by_day, ignore_errors=True)
         shutil.rmtree(landing, ignore_errors=True)
         return {"history_days": days, "full_run_s": full.seconds, "one_more_day_run_s": last.seconds,
