@@ -35,10 +35,10 @@ import dagster as dg
 from dagster._core.event_api import EventRecordsFilter
 from dagster._core.events import DagsterEventType
 
-from .gate import FailedCheck, _failing_count, block_summary, failed_checks, failed_steps
-from .publish import record_block
-from .settings import ENV_PREFIX, AlertSettings, Settings, get_settings
-from .warehouse import Warehouse
+from voice_analytics_dagster.gate import FailedCheck, _failing_count, block_summary, failed_checks, failed_steps
+from voice_analytics_dagster.publish import record_block
+from voice_analytics_dagster.settings import ENV_PREFIX, AlertSettings, Settings, get_settings
+from voice_analytics_dagster.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 

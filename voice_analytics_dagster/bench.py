@@ -45,7 +45,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .contract import TABLES
+from voice_analytics_dagster.contract import TABLES
 
 FILES = tuple(f"{t.name}.csv" for t in TABLES)
 SAMPLE_SECONDS = 0.2
@@ -64,7 +64,7 @@ def stage_of_step(step_key: str) -> str:
     ``voice_dbt_models_2`` (the dbt build is split in two steps around the model, whose export
     table dbt builds after it), ``<asset>_<check>`` for Python asset checks, ``abandonment_model``,
     ``publish_certified_schema``, ``reports__voice_analytics_report``."""
-    from .checks import asset_checks
+    from voice_analytics_dagster.checks import asset_checks
 
     check_names = set()
     for c in asset_checks:
@@ -297,7 +297,7 @@ print("driver", engine.dialect.driver)
 def copy_script(export: Path, schema: str) -> str:
     """The psql script of the physical limit: plain typed tables (the contract's column types,
     no constraints, no metadata) and one ``\\copy`` per file, columns named as in its header."""
-    from .loader import read_header
+    from voice_analytics_dagster.loader import read_header
 
     lines = [f"drop schema if exists {schema} cascade;", f"create schema {schema};"]
     for t in TABLES:
@@ -365,7 +365,7 @@ def _run_id(stdout: str) -> str:
 
 
 def _step_events(settings, wh, run_id: str) -> list[tuple[float, str, str]]:
-    from .instance import open_instance
+    from voice_analytics_dagster.instance import open_instance
 
     instance = open_instance(settings, wh)
     out = []
@@ -379,7 +379,7 @@ def _step_events(settings, wh, run_id: str) -> list[tuple[float, str, str]]:
 def dbt_node_times(run_id: str) -> list[tuple[str, float]]:
     """Per-node execution times from the run_results.json of this run's dbt steps (dagster-dbt
     writes each invocation to dbt/target/<step>-<run id prefix>-<hash>/)."""
-    from .settings import DBT_PROJECT_DIR
+    from voice_analytics_dagster.settings import DBT_PROJECT_DIR
 
     out = []
     for path in (DBT_PROJECT_DIR / "target").glob(f"*-{run_id[:7]}-*/run_results.json"):
@@ -400,7 +400,7 @@ def dbt_invocations(run_id: str) -> list[dict]:
     (run_results.json elapsed_time); split_dbt_step adds what the step spent before dbt's first
     and after its last log line. (Until 1 Dec the whole step time minus the command was reported
     as Dagster's share; 1.7-2.5 s of it per step was the dbt process starting.)"""
-    from .settings import DBT_PROJECT_DIR
+    from voice_analytics_dagster.settings import DBT_PROJECT_DIR
 
     out = []
     for folder in sorted((DBT_PROJECT_DIR / "target").glob(f"*-{run_id[:7]}-*")):
@@ -444,7 +444,7 @@ def split_dbt_step(invocation: dict, interval: tuple[float, float] | None) -> di
 
 def _parse_stamp() -> int | None:
     """When the stored partial-parse state was last written (pipeline.start_dbt_parse)."""
-    from .pipeline import parse_stamp_path
+    from voice_analytics_dagster.pipeline import parse_stamp_path
 
     try:
         return parse_stamp_path().stat().st_mtime_ns
@@ -454,7 +454,7 @@ def _parse_stamp() -> int | None:
 
 class Bench:
     def __init__(self, settings, export: Path, workdir: Path):
-        from .warehouse import Warehouse
+        from voice_analytics_dagster.warehouse import Warehouse
 
         self.settings, self.export, self.workdir = settings, export, workdir
         self.wh = Warehouse(settings)
@@ -498,7 +498,7 @@ class Bench:
         return m, _run_id(m.stdout)
 
     def copy_reference(self, info, tag: str) -> Measured:
-        from .warehouse import pg_bin
+        from voice_analytics_dagster.warehouse import pg_bin
 
         work = self.workdir / tag
         work.mkdir(parents=True, exist_ok=True)
@@ -581,7 +581,7 @@ class Bench:
         nothing delivered since, which is what any daily run pays whatever it brings (the
         history-wide work: marts, tests, the model, publication, and the fixed cost of a run; on a
         history of a few thousand sessions, the fixed cost alone)."""
-        from .generator import generate_export
+        from voice_analytics_dagster.generator import generate_export
 
         by_day = self.workdir / "by-day"
         generate_export(by_day, sessions, seed=seed, days=days + 1, by_day=True, progress=False)
@@ -742,7 +742,7 @@ def default_export_dir(sessions: int, seed: int) -> Path:
 def ensure_export(export: Path, sessions: int, seed: int, say) -> float | None:
     """Reuse ``export`` when it holds an export of that size and seed, else generate it; the
     generation time, or None when reused."""
-    from .generator import generate_export
+    from voice_analytics_dagster.generator import generate_export
 
     marker = export / ".bench"
     wanted = f"{sessions} {seed}"
@@ -759,7 +759,7 @@ def ensure_export(export: Path, sessions: int, seed: int, say) -> float | None:
 def run_bench(sessions: int, repeat: int = 3, seed: int = 0, export: Path | None = None,
               json_path: Path | None = None, incremental: bool = False, incremental_days: int = 120,
               clean: bool = False, say=print) -> dict:
-    from .settings import get_settings
+    from voice_analytics_dagster.settings import get_settings
 
     settings = get_settings()
     export = export or default_export_dir(sessions, seed)

@@ -15,10 +15,10 @@ import math
 
 import dagster as dg
 
-from .assets.dbt import dbt_model_key
-from .assets.ingestion import raw_asset_key
-from .assets.publish import published_key
-from .resources import WarehouseResource
+from voice_analytics_dagster.assets.dbt import dbt_model_key
+from voice_analytics_dagster.assets.ingestion import raw_asset_key
+from voice_analytics_dagster.assets.publish import published_key
+from voice_analytics_dagster.resources import WarehouseResource
 
 FACT = dbt_model_key("fact_voice_ai_sessions")
 

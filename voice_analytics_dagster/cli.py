@@ -14,7 +14,7 @@ def _print(msg: str = "") -> None:
 # -- commands ----------------------------------------------------------------------------------
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .generator import NO_EFFECT, PLANTED, generate_export
+    from voice_analytics_dagster.generator import NO_EFFECT, PLANTED, generate_export
 
     summary = generate_export(
         Path(args.out),
@@ -33,7 +33,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from .pipeline import prepare_dbt
+    from voice_analytics_dagster.pipeline import prepare_dbt
 
     path = prepare_dbt(force=True)
     _print(f"dbt manifest prepared: {path}")
@@ -41,7 +41,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .pipeline import run_pipeline
+    from voice_analytics_dagster.pipeline import run_pipeline
 
     wait = 0.0 if args.no_wait else args.wait
     outcome = run_pipeline(Path(args.source), verbose=args.verbose, full_refresh=args.full_refresh,
@@ -52,7 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from .doctor import run_doctor
+    from voice_analytics_dagster.doctor import run_doctor
 
     report = run_doctor(Path(args.source) if args.source else None, sample_size=args.sample)
     _print(report.render())
@@ -60,9 +60,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .generator import generate_export
-    from .pipeline import run_pipeline
-    from .settings import get_settings
+    from voice_analytics_dagster.generator import generate_export
+    from voice_analytics_dagster.pipeline import run_pipeline
+    from voice_analytics_dagster.settings import get_settings
 
     settings = get_settings()
     out = Path(args.out) if args.out else settings.home / "demo-export"
@@ -82,15 +82,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_db_url(args: argparse.Namespace) -> int:
-    from .settings import get_settings
-    from .warehouse import Warehouse
+    from voice_analytics_dagster.settings import get_settings
+    from voice_analytics_dagster.warehouse import Warehouse
 
     settings = get_settings()
     wh = Warehouse(settings)
     wh.ensure_databases()
     if args.bi:
         info = wh.conninfo()
-        from .warehouse import ConnInfo
+        from voice_analytics_dagster.warehouse import ConnInfo
 
         _print(ConnInfo(info.host, info.port, settings.bi_role, settings.bi_password, info.dbname).url())
     else:
@@ -99,8 +99,8 @@ def cmd_db_url(args: argparse.Namespace) -> int:
 
 
 def cmd_db_stop(args: argparse.Namespace) -> int:
-    from .settings import get_settings
-    from .warehouse import stop_embedded
+    from voice_analytics_dagster.settings import get_settings
+    from voice_analytics_dagster.warehouse import stop_embedded
 
     settings = get_settings()
     if not settings.is_embedded:
@@ -111,13 +111,13 @@ def cmd_db_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from .ui import run_ui
+    from voice_analytics_dagster.ui import run_ui
 
     return run_ui(host=args.host, port=args.port)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import BenchError, render, run_bench
+    from voice_analytics_dagster.bench import BenchError, render, run_bench
 
     try:
         result = run_bench(args.sessions, repeat=args.repeat, seed=args.seed,
@@ -137,8 +137,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_contract(args: argparse.Namespace) -> int:
     import yaml
 
-    from .contract import dbt_sources
-    from .settings import DBT_PROJECT_DIR
+    from voice_analytics_dagster.contract import dbt_sources
+    from voice_analytics_dagster.settings import DBT_PROJECT_DIR
 
     text = SOURCES_HEADER + yaml.safe_dump(dbt_sources(), sort_keys=False, width=110)
     if args.write_dbt_sources:
@@ -156,8 +156,8 @@ def cmd_metabase(args: argparse.Namespace) -> int:
     import json
     import os
 
-    from .metabase import client, spec
-    from .settings import DBT_PROJECT_DIR, SettingsError
+    from voice_analytics_dagster.metabase import client, spec
+    from voice_analytics_dagster.settings import DBT_PROJECT_DIR, SettingsError
 
     collection = spec.load_collection()
     # the manifest file itself: importing dagster-dbt's DbtProject costs seconds for nothing here
@@ -176,7 +176,7 @@ def cmd_metabase(args: argparse.Namespace) -> int:
                f"{spec.EXPOSURES_FILE} is out of date: run `voice-analytics metabase exposures --write`")
         return 0 if current == text else 1
 
-    from .settings import get_settings
+    from voice_analytics_dagster.settings import get_settings
 
     settings = get_settings()
     password = os.environ.get("VOICE_ANALYTICS_METABASE_ADMIN_PASSWORD")
@@ -194,7 +194,7 @@ def cmd_metabase(args: argparse.Namespace) -> int:
     warehouse = client.WarehouseConnection(host, int(port or 5432), dbname or settings.database_name,
                                            settings.bi_role, settings.bi_password)
     if args.wait_for_publication:
-        from .warehouse import ConnInfo
+        from voice_analytics_dagster.warehouse import ConnInfo
 
         bi_url = ConnInfo(args.bi_host or warehouse.host, warehouse.port, warehouse.user, warehouse.password,
                           warehouse.dbname).url()
@@ -328,9 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .loader import IngestionError
-    from .runlock import RunLockBusy
-    from .settings import SettingsError
+    from voice_analytics_dagster.loader import IngestionError
+    from voice_analytics_dagster.runlock import RunLockBusy
+    from voice_analytics_dagster.settings import SettingsError
 
     try:
         return args.func(args)

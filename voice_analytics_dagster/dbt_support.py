@@ -9,8 +9,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from .settings import Settings
-from .warehouse import ConnInfo
+from voice_analytics_dagster.settings import Settings
+from voice_analytics_dagster.warehouse import ConnInfo
 
 HMAC_BLOCK = 64  # SHA-256 block size in bytes
 

@@ -2,17 +2,17 @@
 
 import dagster as dg
 
-from .alerts import check_failure_alerts, run_failure_alerts
-from .assets.abandonment import abandonment_model
-from .assets.dbt import voice_dbt_models
-from .assets.ingestion import raw_assets
-from .assets.publish import publish_certified_schema
-from .assets.report import voice_analytics_report
-from .checks import asset_checks
-from .jobs import freshness_job, pipeline_job
-from .metabase.assets import dashboard_specs
-from .resources import ExportSourceResource, WarehouseLockResource, WarehouseResource, dbt_resource
-from .schedules import freshness_schedule, landing_sensor, voice_analytics_daily
+from voice_analytics_dagster.alerts import check_failure_alerts, run_failure_alerts
+from voice_analytics_dagster.assets.abandonment import abandonment_model
+from voice_analytics_dagster.assets.dbt import voice_dbt_models
+from voice_analytics_dagster.assets.ingestion import raw_assets
+from voice_analytics_dagster.assets.publish import publish_certified_schema
+from voice_analytics_dagster.assets.report import voice_analytics_report
+from voice_analytics_dagster.checks import asset_checks
+from voice_analytics_dagster.jobs import freshness_job, pipeline_job
+from voice_analytics_dagster.metabase.assets import dashboard_specs
+from voice_analytics_dagster.resources import ExportSourceResource, WarehouseLockResource, WarehouseResource, dbt_resource
+from voice_analytics_dagster.schedules import freshness_schedule, landing_sensor, voice_analytics_daily
 
 defs = dg.Definitions(
     assets=[*raw_assets, voice_dbt_models, abandonment_model, publish_certified_schema,

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import psycopg
 
-from .contract import TABLES, Table
-from .settings import Settings, SettingsError, load_settings
+from voice_analytics_dagster.contract import TABLES, Table
+from voice_analytics_dagster.settings import Settings, SettingsError, load_settings
 
 OK, WARN, FAIL, INFO = "ok", "warn", "FAIL", "info"
 CONNECT_TIMEOUT = 5  # seconds; a server that does not answer in 5 s is reported, not waited for
@@ -102,7 +102,7 @@ def _first_line(exc: BaseException) -> str:
 
 def check_server(settings: Settings, report: DoctorReport):
     """The server's maintenance ConnInfo, or None when it cannot be reached."""
-    from .warehouse import Warehouse, parse_database_url
+    from voice_analytics_dagster.warehouse import Warehouse, parse_database_url
 
     topic = "server"
     if settings.database_url:
@@ -136,7 +136,7 @@ def check_server(settings: Settings, report: DoctorReport):
 
 
 def check_databases(settings: Settings, server, report: DoctorReport) -> dict[str, bool]:
-    from .warehouse import DAGSTER_DATABASE, Warehouse
+    from voice_analytics_dagster.warehouse import DAGSTER_DATABASE, Warehouse
 
     topic = "databases"
     wh = Warehouse(settings)
@@ -170,8 +170,8 @@ def check_databases(settings: Settings, server, report: DoctorReport) -> dict[st
 
 def check_warehouse(settings: Settings, report: DoctorReport) -> None:
     """The certified schema, its last publication, and the BI role's privileges."""
-    from .publish import CERTIFIED_SCHEMA
-    from .warehouse import ConnInfo, Warehouse
+    from voice_analytics_dagster.publish import CERTIFIED_SCHEMA
+    from voice_analytics_dagster.warehouse import ConnInfo, Warehouse
 
     topic = "certified schema and BI role"
     wh = Warehouse(settings)
@@ -252,8 +252,8 @@ def check_warehouse(settings: Settings, report: DoctorReport) -> None:
 
 
 def check_dbt(report: DoctorReport) -> None:
-    from .dbt_support import dbt_executable
-    from .pipeline import manifest_is_stale, manifest_path
+    from voice_analytics_dagster.dbt_support import dbt_executable
+    from voice_analytics_dagster.pipeline import manifest_is_stale, manifest_path
 
     topic = "dbt"
     try:
@@ -274,8 +274,8 @@ def check_dbt(report: DoctorReport) -> None:
 def check_dagster(settings: Settings, server, report: DoctorReport) -> None:
     import yaml
 
-    from .instance import storage_url
-    from .warehouse import Warehouse
+    from voice_analytics_dagster.instance import storage_url
+    from voice_analytics_dagster.warehouse import Warehouse
 
     topic = "Dagster"
     path = settings.dagster_home / "dagster.yaml"
@@ -331,8 +331,8 @@ def _orphans(conn: psycopg.Connection, validated: dict[str, str]) -> Iterator[tu
 
 def check_export(settings: Settings, source: Path, server, databases: dict[str, bool] | None,
                  report: DoctorReport, sample_size: int = 5) -> None:
-    from .loader import IngestionError, discover_deliveries
-    from .warehouse import Warehouse
+    from voice_analytics_dagster.loader import IngestionError, discover_deliveries
+    from voice_analytics_dagster.warehouse import Warehouse
 
     topic = f"export {source}"
     try:
@@ -378,8 +378,8 @@ def _check_file(settings: Settings, conn: psycopg.Connection | None, t: Table, p
                 report: DoctorReport, topic: str, sample_size: int) -> str | None:
     """One file: present, header, and (with a connection) the real validation. Returns the
     relation holding its validated rows (inside the caller's rolled-back transaction), or None."""
-    from .assets.ingestion import RETYPED_SHARE
-    from .loader import IngestionError, check_header, validate_file
+    from voice_analytics_dagster.assets.ingestion import RETYPED_SHARE
+    from voice_analytics_dagster.loader import IngestionError, check_header, validate_file
 
     if not path.exists():
         report.add(FAIL, topic, f"{name}: missing file", fix=f"the export must contain {t.file}")
@@ -424,7 +424,7 @@ def _check_file(settings: Settings, conn: psycopg.Connection | None, t: Table, p
 
 
 def _header_columns(path: Path) -> tuple[str, ...]:
-    from .loader import read_header
+    from voice_analytics_dagster.loader import read_header
 
     return read_header(path).columns
 

@@ -113,7 +113,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .contract import APPLICATIONS, USERS, VOICE_AI_METRICS, VOICE_SESSIONS, VOICE_TURNS, Table
+from voice_analytics_dagster.contract import APPLICATIONS, USERS, VOICE_AI_METRICS, VOICE_SESSIONS, VOICE_TURNS, Table
 
 __all__ = [
     "CHUNK_SESSIONS",

@@ -25,7 +25,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from .contract import LOAD_ORDER
+from voice_analytics_dagster.contract import LOAD_ORDER
 
 STATE_TABLE = "raw.dbt_built_batches"
 BUILD_LOG = "raw.dbt_incremental_builds"

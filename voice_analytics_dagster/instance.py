@@ -9,8 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from .settings import Settings
-from .warehouse import Warehouse
+from voice_analytics_dagster.settings import Settings
+from voice_analytics_dagster.warehouse import Warehouse
 
 # Runs that write the warehouse carry this tag; the run queue admits one at a time.
 WAREHOUSE_TAG = "voice_analytics/warehouse"
@@ -18,7 +18,7 @@ WAREHOUSE_TAG = "voice_analytics/warehouse"
 
 def render_dagster_yaml(storage_url: str, max_concurrent_runs: int = 4) -> str:
     """dagster.yaml for this project. Pure."""
-    from .storage import MODULE, STORAGE_CLASSES
+    from voice_analytics_dagster.storage import MODULE, STORAGE_CLASSES
 
     config = {
         # dagster-postgres's three storages, with pooled connections (storage.py)

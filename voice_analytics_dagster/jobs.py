@@ -3,7 +3,7 @@ start per step: a 5-step job took 53 s against 16 s in-process, TOOLCHAIN-NOTES.
 
 import dagster as dg
 
-from .instance import WAREHOUSE_TAG
+from voice_analytics_dagster.instance import WAREHOUSE_TAG
 
 PIPELINE_JOB = "voice_analytics_pipeline"
 
@@ -21,7 +21,7 @@ FRESHNESS_JOB = "voice_analytics_freshness"
 def build_freshness_job():
     """Evaluates the freshness checks alone, hourly: a stalled export is noticed even on days
     when the pipeline does not run (the alert sensor reports their failures)."""
-    from .checks import publication_fresh, raw_load_fresh
+    from voice_analytics_dagster.checks import publication_fresh, raw_load_fresh
 
     return dg.define_asset_job(
         FRESHNESS_JOB,

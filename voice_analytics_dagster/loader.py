@@ -48,7 +48,7 @@ from pathlib import Path
 
 import psycopg
 
-from .contract import EARLIEST_DATE, MAX_TEXT_LENGTH, NO_VALUES, TABLES, YES_VALUES, Column, Table
+from voice_analytics_dagster.contract import EARLIEST_DATE, MAX_TEXT_LENGTH, NO_VALUES, TABLES, YES_VALUES, Column, Table
 
 CHUNK = 1 << 20  # 1 MiB: COPY throughput is flat above ~256 KiB chunks
 BOM = b"\xef\xbb\xbf"

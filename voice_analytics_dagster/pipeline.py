@@ -13,9 +13,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .contract import LOAD_ORDER
-from .settings import DBT_PROJECT_DIR, get_settings
-from .warehouse import Warehouse
+from voice_analytics_dagster.contract import LOAD_ORDER
+from voice_analytics_dagster.settings import DBT_PROJECT_DIR, get_settings
+from voice_analytics_dagster.warehouse import Warehouse
 
 DBT_SOURCES = ("models", "macros", "tests", "snapshots", "dbt_project.yml", "profiles.yml")
 
@@ -42,7 +42,7 @@ def prepare_dbt(force: bool = False) -> Path:
     """The build-time step: ``dbt parse`` writes the manifest that the code location loads.
     Run by ``make setup`` / ``voice-analytics prepare``, and by ``run`` when the dbt project
     changed since; never at import."""
-    from .dbt_support import dbt_executable
+    from voice_analytics_dagster.dbt_support import dbt_executable
 
     if force or manifest_is_stale():
         subprocess.run(
@@ -111,7 +111,7 @@ def start_dbt_parse(settings, conn) -> PendingParse:
     It writes to a folder of its own and only its partial_parse.msgpack is moved into target/
     (an atomic rename): manifest.json, which other processes (code servers, a concurrent run)
     read, is left as the build step wrote it."""
-    from .dbt_support import dbt_env, dbt_executable, dbt_vars
+    from voice_analytics_dagster.dbt_support import dbt_env, dbt_executable, dbt_vars
 
     prepare_dbt()
     env = dbt_env(settings, conn)
@@ -195,7 +195,7 @@ def run_pipeline(source: Path, verbose: bool = False, full_refresh: bool = False
     The run holds the warehouse run lock from before the Dagster run starts to the end
     (runlock.py): a concurrent run waits up to ``wait_seconds`` (default
     VOICE_ANALYTICS_RUN_LOCK_WAIT; 0 = refuse at once), then raises RunLockBusy."""
-    from . import runlock
+    from voice_analytics_dagster import runlock
 
     settings = get_settings()
     wh = Warehouse(settings)
@@ -209,7 +209,7 @@ def run_pipeline(source: Path, verbose: bool = False, full_refresh: bool = False
 
 def _run_locked(settings, wh: Warehouse, source: Path, verbose: bool, extra_run_config: dict | None,
                 dbt_options: dict) -> RunOutcome:
-    from . import dbt_support
+    from voice_analytics_dagster import dbt_support
 
     # also the build step when the project changed; the parse itself overlaps the ingestion, and
     # the run's dbt step (this process: in-process executor) waits for it
@@ -224,18 +224,18 @@ def _run_locked(settings, wh: Warehouse, source: Path, verbose: bool, extra_run_
 
 def _execute(settings, wh: Warehouse, source: Path, verbose: bool, extra_run_config: dict | None,
              dbt_options: dict) -> RunOutcome:
-    from .gate import block_summary, failed_checks, failed_steps
-    from .instance import WAREHOUSE_TAG, open_instance
-    from .publish import record_block
-    from .runlock import DATABASE_TAG, LOCK_TAG, fail_orphaned_runs
+    from voice_analytics_dagster.gate import block_summary, failed_checks, failed_steps
+    from voice_analytics_dagster.instance import WAREHOUSE_TAG, open_instance
+    from voice_analytics_dagster.publish import record_block
+    from voice_analytics_dagster.runlock import DATABASE_TAG, LOCK_TAG, fail_orphaned_runs
 
     instance = open_instance(settings, wh)
     database = wh.conninfo().dbname
     for dead in fail_orphaned_runs(instance, database):
         _say(f"run {dead} had died holding the warehouse run lock: marked failed")
 
-    from .definitions import defs
-    from .jobs import PIPELINE_JOB
+    from voice_analytics_dagster.definitions import defs
+    from voice_analytics_dagster.jobs import PIPELINE_JOB
 
     job = defs.resolve_job_def(PIPELINE_JOB)
     run_config: dict = {

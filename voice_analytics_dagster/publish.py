@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from .settings import Settings
+from voice_analytics_dagster.settings import Settings
 
 CERTIFIED_SCHEMA = "analytics"
 STAGE_SCHEMA = "publish_stage"

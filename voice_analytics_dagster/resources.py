@@ -10,10 +10,10 @@ import dagster as dg
 from dagster_dbt import DbtCliResource
 from pydantic import PrivateAttr
 
-from .dbt_support import dbt_env, dbt_executable
-from .project import dbt_project
-from .settings import get_settings
-from .warehouse import Warehouse
+from voice_analytics_dagster.dbt_support import dbt_env, dbt_executable
+from voice_analytics_dagster.project import dbt_project
+from voice_analytics_dagster.settings import get_settings
+from voice_analytics_dagster.warehouse import Warehouse
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -55,7 +55,7 @@ class WarehouseLockResource(dg.ConfigurableResource):
     _owned: bool = PrivateAttr(default=False)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        from .runlock import DATABASE_TAG, LOCK_TAG, RunLock, fail_orphaned_runs, held_by_this_process
+        from voice_analytics_dagster.runlock import DATABASE_TAG, LOCK_TAG, RunLock, fail_orphaned_runs, held_by_this_process
 
         settings = get_settings()
         wh = Warehouse(settings)

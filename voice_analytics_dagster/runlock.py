@@ -103,7 +103,7 @@ class RunLock:
         self.generation: int | None = None
 
     def _connect(self) -> psycopg.Connection:
-        from .warehouse import _connect_with_retry
+        from voice_analytics_dagster.warehouse import _connect_with_retry
 
         self._conn = _connect_with_retry(self.url, autocommit=True, application_name=application_name(self.owner))
         return self._conn

@@ -27,11 +27,11 @@ from pathlib import Path
 import dagster as dg
 from dagster._utils.schedules import is_valid_cron_string
 
-from .contract import TABLES
-from .jobs import freshness_job, pipeline_job
-from .loader import DATED_FOLDER_RE, file_checksum
-from .settings import ENV_PREFIX, Settings, SettingsError, get_settings
-from .warehouse import Warehouse
+from voice_analytics_dagster.contract import TABLES
+from voice_analytics_dagster.jobs import freshness_job, pipeline_job
+from voice_analytics_dagster.loader import DATED_FOLDER_RE, file_checksum
+from voice_analytics_dagster.settings import ENV_PREFIX, Settings, SettingsError, get_settings
+from voice_analytics_dagster.warehouse import Warehouse
 
 SCHEDULE_NAME = "voice_analytics_daily"
 LANDING_SENSOR = "landing_sensor"

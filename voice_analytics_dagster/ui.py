@@ -13,10 +13,10 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from .instance import ensure_dagster_home
-from .pipeline import prepare_dbt
-from .settings import PROJECT_ROOT, get_settings
-from .warehouse import Warehouse
+from voice_analytics_dagster.instance import ensure_dagster_home
+from voice_analytics_dagster.pipeline import prepare_dbt
+from voice_analytics_dagster.settings import PROJECT_ROOT, get_settings
+from voice_analytics_dagster.warehouse import Warehouse
 
 
 def ui_commands(host: str, port: int, workspace: Path, bin_dir: Path) -> list[list[str]]:

@@ -20,7 +20,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from .settings import Settings
+from voice_analytics_dagster.settings import Settings
 
 log = logging.getLogger(__name__)
 

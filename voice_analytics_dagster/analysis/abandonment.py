@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .features import Design
+from voice_analytics_dagster.analysis.features import Design
 
 FOLDS = 5
 ALPHA = 0.05

@@ -18,9 +18,9 @@ import time
 import dagster as dg
 import numpy as np
 
-from .. import warmup
-from ..analysis import store
-from ..analysis.abandonment import (
+from voice_analytics_dagster import warmup
+from voice_analytics_dagster.analysis import store
+from voice_analytics_dagster.analysis.abandonment import (
     ALPHA,
     BOOTSTRAP_REPLICATES,
     FOLDS,
@@ -29,12 +29,12 @@ from ..analysis.abandonment import (
     markdown_drivers,
     markdown_metrics,
 )
-from ..analysis.features import FEATURES, OUTCOME, build_design, model_columns
-from ..analysis.privacy import suppress_small_cells
-from ..publish import CertifiedTable
-from ..resources import WarehouseResource
-from ..settings import get_settings
-from .dbt import dbt_model_key
+from voice_analytics_dagster.analysis.features import FEATURES, OUTCOME, build_design, model_columns
+from voice_analytics_dagster.analysis.privacy import suppress_small_cells
+from voice_analytics_dagster.publish import CertifiedTable
+from voice_analytics_dagster.resources import WarehouseResource
+from voice_analytics_dagster.settings import get_settings
+from voice_analytics_dagster.assets.dbt import dbt_model_key
 
 GROUP = "analysis"
 FACT = dbt_model_key("fact_voice_ai_sessions")

@@ -20,14 +20,14 @@ from dagster_dbt import (
 )
 from pydantic import Field
 
-from .. import warmup
-from ..dbt_support import dbt_build_args, wait_for_dbt_parse
-from ..incremental import plan_build, record_build
-from ..project import dbt_project
-from ..resources import WarehouseLockResource, WarehouseResource
-from ..retry import MAX_RETRIES, backoff_seconds, dbt_failure_is_transient
-from ..settings import get_settings
-from .ingestion import raw_asset_key
+from voice_analytics_dagster import warmup
+from voice_analytics_dagster.dbt_support import dbt_build_args, wait_for_dbt_parse
+from voice_analytics_dagster.incremental import plan_build, record_build
+from voice_analytics_dagster.project import dbt_project
+from voice_analytics_dagster.resources import WarehouseLockResource, WarehouseResource
+from voice_analytics_dagster.retry import MAX_RETRIES, backoff_seconds, dbt_failure_is_transient
+from voice_analytics_dagster.settings import get_settings
+from voice_analytics_dagster.assets.ingestion import raw_asset_key
 
 
 def _is_source(props: Mapping[str, Any]) -> bool:

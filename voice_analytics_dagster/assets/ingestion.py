@@ -30,8 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 
-from ..contract import TABLES, Table
-from ..loader import (
+from voice_analytics_dagster.contract import TABLES, Table
+from voice_analytics_dagster.loader import (
     Delivery,
     IngestionError,
     LoadResult,
@@ -42,10 +42,10 @@ from ..loader import (
     load_file,
     record_rejection,
 )
-from ..resources import ExportSourceResource, WarehouseLockResource, WarehouseResource
-from ..retry import MAX_RETRIES, backoff_seconds, is_transient_db_error
-from ..settings import get_settings
-from ..warehouse import Warehouse
+from voice_analytics_dagster.resources import ExportSourceResource, WarehouseLockResource, WarehouseResource
+from voice_analytics_dagster.retry import MAX_RETRIES, backoff_seconds, is_transient_db_error
+from voice_analytics_dagster.settings import get_settings
+from voice_analytics_dagster.warehouse import Warehouse
 
 CONTRACT_CHECK = "file_matches_contract"
 QUARANTINE_CHECK = "quarantine_within_tolerance"

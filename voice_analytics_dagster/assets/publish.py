@@ -18,15 +18,15 @@ import json
 import dagster as dg
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
-from ..gate import FailedCheck
-from ..project import dbt_project
-from ..publish import CertifiedTable, ensure_analytics, ensure_bi_role, publish_tables, record_block
-from ..resources import WarehouseLockResource, WarehouseResource
-from ..retry import MAX_RETRIES, backoff_seconds, is_transient_db_error
-from ..runlock import RunLockError
-from ..settings import get_settings
-from .abandonment import certified_tables as abandonment_certified_tables
-from .dbt import dbt_model_key
+from voice_analytics_dagster.gate import FailedCheck
+from voice_analytics_dagster.project import dbt_project
+from voice_analytics_dagster.publish import CertifiedTable, ensure_analytics, ensure_bi_role, publish_tables, record_block
+from voice_analytics_dagster.resources import WarehouseLockResource, WarehouseResource
+from voice_analytics_dagster.retry import MAX_RETRIES, backoff_seconds, is_transient_db_error
+from voice_analytics_dagster.runlock import RunLockError
+from voice_analytics_dagster.settings import get_settings
+from voice_analytics_dagster.assets.abandonment import certified_tables as abandonment_certified_tables
+from voice_analytics_dagster.assets.dbt import dbt_model_key
 
 GROUP = "publish"
 

@@ -12,11 +12,11 @@ import os
 import dagster as dg
 import pandas as pd
 
-from .. import warmup
-from ..analysis.report import ReportData, asr_bin_sql, build_report
-from ..resources import WarehouseResource
-from ..settings import get_settings
-from .publish import published_key
+from voice_analytics_dagster import warmup
+from voice_analytics_dagster.analysis.report import ReportData, asr_bin_sql, build_report
+from voice_analytics_dagster.resources import WarehouseResource
+from voice_analytics_dagster.settings import get_settings
+from voice_analytics_dagster.assets.publish import published_key
 
 REPORT_FILE = "voice_analytics_report.html"
 REPORT_KEY = dg.AssetKey(["reports", "voice_analytics_report"])

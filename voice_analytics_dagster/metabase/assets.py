@@ -6,7 +6,7 @@ the tables when someone opens a dashboard."""
 
 import dagster as dg
 
-from .spec import load_collection, tables_read
+from voice_analytics_dagster.metabase.spec import load_collection, tables_read
 
 GROUP = "bi"
 

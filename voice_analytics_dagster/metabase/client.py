@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .spec import CERTIFIED_SCHEMA, Card, Collection, Dashboard, card_payload, load_collection, tables_read
+from voice_analytics_dagster.metabase.spec import CERTIFIED_SCHEMA, Card, Collection, Dashboard, card_payload, load_collection, tables_read
 
 
 class MetabaseError(RuntimeError):

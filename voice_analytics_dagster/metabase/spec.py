@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from ..settings import PROJECT_ROOT
+from voice_analytics_dagster.settings import PROJECT_ROOT
 
 SPEC_DIR = PROJECT_ROOT / "metabase"
 CERTIFIED_SCHEMA = "analytics"
