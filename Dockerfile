@@ -26,7 +26,7 @@ COPY metabase ./metabase
 COPY docker/dagster.yaml /opt/dagster/home/dagster.yaml
 COPY docker/workspace.yaml /opt/dagster/workspace.yaml
 # the dbt manifest is a build product (never parsed at import): prepared once, in the image
-RUN dagster-dbt project prepare-and-package --file voice_analytics_dagster/project.py
+RUN dagster-dbt project prepare-and-package --file voice_analytics_dagster/defs/transform/project.py
 
 RUN useradd --create-home --uid 10001 voice \
     && mkdir -p "$VOICE_ANALYTICS_HOME" /data/landing \

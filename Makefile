@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 
 # The dbt manifest is a build product: prepared here, never parsed at import.
 dbt/target/manifest.json: $(VENV)/.installed $(shell find dbt/models dbt/macros dbt/tests dbt/snapshots -type f 2>/dev/null) dbt/dbt_project.yml dbt/profiles.yml
-	$(BIN)/dagster-dbt project prepare-and-package --file voice_analytics_dagster/project.py
+	$(BIN)/dagster-dbt project prepare-and-package --file voice_analytics_dagster/defs/transform/project.py
 	touch $@
 
 demo: setup

@@ -29,8 +29,8 @@ os.environ.setdefault("XDG_RUNTIME_DIR", str(_SESSION_HOME / "runtime"))
 
 
 def pytest_sessionfinish(session, exitstatus):
-    from voice_analytics_dagster.settings import load_settings
-    from voice_analytics_dagster.warehouse import stop_embedded
+    from voice_analytics_dagster.lib.settings import load_settings
+    from voice_analytics_dagster.lib.warehouse import stop_embedded
 
     try:
         stop_embedded(load_settings())
@@ -49,8 +49,8 @@ def sample_dir() -> Path:
 @pytest.fixture(scope="session")
 def server():
     """The embedded server, started once; yields its maintenance ConnInfo."""
-    from voice_analytics_dagster.settings import get_settings, reset_settings_cache
-    from voice_analytics_dagster.warehouse import Warehouse
+    from voice_analytics_dagster.lib.settings import get_settings, reset_settings_cache
+    from voice_analytics_dagster.lib.warehouse import Warehouse
 
     reset_settings_cache()
     wh = Warehouse(get_settings())
@@ -61,7 +61,7 @@ def server():
 @pytest.fixture(scope="session")
 def dbt_manifest():
     """One dbt parse per test session (skipped when the manifest is current)."""
-    from voice_analytics_dagster.pipeline import prepare_dbt
+    from voice_analytics_dagster.tools.pipeline import prepare_dbt
 
     return prepare_dbt()
 
@@ -75,8 +75,8 @@ class Db:
 
     @property
     def warehouse(self):
-        from voice_analytics_dagster.settings import get_settings
-        from voice_analytics_dagster.warehouse import Warehouse
+        from voice_analytics_dagster.lib.settings import get_settings
+        from voice_analytics_dagster.lib.warehouse import Warehouse
 
         return Warehouse(get_settings())
 
@@ -98,8 +98,8 @@ class Db:
         import json
         import subprocess
 
-        from voice_analytics_dagster.dbt_support import dbt_env, dbt_executable, dbt_vars
-        from voice_analytics_dagster.settings import DBT_PROJECT_DIR, get_settings
+        from voice_analytics_dagster.defs.transform.dbt_cli import dbt_env, dbt_executable, dbt_vars
+        from voice_analytics_dagster.lib.settings import DBT_PROJECT_DIR, get_settings
 
         target.mkdir(parents=True, exist_ok=True)
         shutil.copy(DBT_PROJECT_DIR / "target" / "partial_parse.msgpack", target)
@@ -113,7 +113,7 @@ class Db:
 
 
 def _use_database(monkeypatch_or_env, name: str):
-    from voice_analytics_dagster.settings import reset_settings_cache
+    from voice_analytics_dagster.lib.settings import reset_settings_cache
 
     monkeypatch_or_env["VOICE_ANALYTICS_DATABASE"] = name
     reset_settings_cache()
@@ -130,7 +130,7 @@ def _drop_database(server, name: str) -> None:
 def fresh_db(server, monkeypatch):
     """A new, empty warehouse database for one test (selected with monkeypatch, so that a test's
     own monkeypatched settings are undone in the same order)."""
-    from voice_analytics_dagster.settings import reset_settings_cache
+    from voice_analytics_dagster.lib.settings import reset_settings_cache
 
     name = "t_" + uuid.uuid4().hex[:12]
     monkeypatch.setenv("VOICE_ANALYTICS_DATABASE", name)
@@ -146,7 +146,7 @@ def fresh_db(server, monkeypatch):
 def setting(name: str, value: str):
     """A project setting (environment variable ``name``) for the block, for fixtures wider than
     a test (monkeypatch is per test); the previous value is restored afterwards."""
-    from voice_analytics_dagster.settings import reset_settings_cache
+    from voice_analytics_dagster.lib.settings import reset_settings_cache
 
     previous = os.environ.get(name)
     os.environ[name] = value
@@ -191,7 +191,7 @@ def sample_template(server, sample_dir, dbt_manifest) -> PublishedSample:
     """The real sample published once per test session by `voice-analytics run`, into a database
     no test uses directly: a module gets its own copy (``published_sample``). One pipeline run
     (about 50 s here) instead of one per module that needs a published sample."""
-    from voice_analytics_dagster.cli import main
+    from voice_analytics_dagster.tools.cli import main
 
     with _selected_database(server, "tpl_" + uuid.uuid4().hex[:12]) as db:
         db.warehouse.ensure_databases()
@@ -207,8 +207,8 @@ def published_sample(server, sample_template) -> PublishedSample:
     live outside the copy (pg_database), so the BI role's are applied again as a run does."""
     import psycopg
 
-    from voice_analytics_dagster.publish import ensure_bi_role
-    from voice_analytics_dagster.settings import get_settings
+    from voice_analytics_dagster.defs.publish.swap import ensure_bi_role
+    from voice_analytics_dagster.lib.settings import get_settings
 
     name = "m_" + uuid.uuid4().hex[:12]
     template = sample_template.db.name
@@ -225,7 +225,7 @@ def published_sample(server, sample_template) -> PublishedSample:
 @pytest.fixture
 def use_db(monkeypatch):
     """Point the environment at an existing database (for tests inside a module_db module)."""
-    from voice_analytics_dagster.settings import reset_settings_cache
+    from voice_analytics_dagster.lib.settings import reset_settings_cache
 
     def _use(db: Db):
         monkeypatch.setenv("VOICE_ANALYTICS_DATABASE", db.name)

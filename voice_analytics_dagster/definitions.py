@@ -2,17 +2,26 @@
 
 import dagster as dg
 
-from voice_analytics_dagster.alerts import check_failure_alerts, run_failure_alerts
-from voice_analytics_dagster.assets.abandonment import abandonment_model
-from voice_analytics_dagster.assets.dbt import voice_dbt_models
-from voice_analytics_dagster.assets.ingestion import raw_assets
-from voice_analytics_dagster.assets.publish import publish_certified_schema
-from voice_analytics_dagster.assets.report import voice_analytics_report
-from voice_analytics_dagster.checks import asset_checks
-from voice_analytics_dagster.jobs import freshness_job, pipeline_job
-from voice_analytics_dagster.metabase.assets import dashboard_specs
-from voice_analytics_dagster.resources import ExportSourceResource, WarehouseLockResource, WarehouseResource, dbt_resource
-from voice_analytics_dagster.schedules import freshness_schedule, landing_sensor, voice_analytics_daily
+from voice_analytics_dagster.defs.automation.alerts import check_failure_alerts, run_failure_alerts
+from voice_analytics_dagster.defs.automation.jobs import freshness_job, pipeline_job
+from voice_analytics_dagster.defs.automation.schedules import (
+    freshness_schedule,
+    landing_sensor,
+    voice_analytics_daily,
+)
+from voice_analytics_dagster.defs.bi.assets import dashboard_specs
+from voice_analytics_dagster.defs.checks import asset_checks
+from voice_analytics_dagster.defs.ingestion.assets import raw_assets
+from voice_analytics_dagster.defs.model.assets import abandonment_model
+from voice_analytics_dagster.defs.publish.assets import publish_certified_schema
+from voice_analytics_dagster.defs.report.assets import voice_analytics_report
+from voice_analytics_dagster.defs.transform.assets import voice_dbt_models
+from voice_analytics_dagster.defs.transform.resources import dbt_resource
+from voice_analytics_dagster.lib.resources import (
+    ExportSourceResource,
+    WarehouseLockResource,
+    WarehouseResource,
+)
 
 defs = dg.Definitions(
     assets=[*raw_assets, voice_dbt_models, abandonment_model, publish_certified_schema,

@@ -8,7 +8,7 @@
   Which days, first match:
     var session_days      a list of 'YYYY-MM-DD' (for a build by hand); [] = no day.
     raw.dbt_rebuild_days  the days the pipeline wrote before this build
-                          (voice_analytics_dagster/incremental.py: the session days touched by
+                          (voice_analytics_dagster/defs/transform/incremental.py: the session days touched by
                           the load batches that are new, or no longer active, since the last
                           successful build, plus the lookback). A table, not a var: vars that
                           change on every run would make dbt re-parse the project every time.
@@ -105,7 +105,7 @@
 {#-
   The active load batches of ``relation`` that the last successful build had not read: the rows
   delivered since (raw.dbt_built_batches, written by the pipeline once dbt succeeded:
-  voice_analytics_dagster/incremental.py). The staging models find their orphans (rows whose
+  voice_analytics_dagster/defs/transform/incremental.py). The staging models find their orphans (rows whose
   session was never delivered) among these and among the orphans they already hold, instead of
   comparing every raw row with every session: a row of an older batch was placed by the build
   that read it, and stays where it was unless its session's days are rebuilt (then the model

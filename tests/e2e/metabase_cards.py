@@ -3,7 +3,7 @@ test_analysis_sample.py, which already holds a published run of the real sample:
 
 from __future__ import annotations
 
-from voice_analytics_dagster.metabase.spec import load_collection, selected_columns, tables_read
+from voice_analytics_dagster.defs.bi.spec import load_collection, selected_columns, tables_read
 
 # cards whose rows the real sample cannot fill: it has no asr_model_version column
 EMPTY_ON_THE_SAMPLE = {"Error reduction: error rates by ASR model version"}

@@ -18,7 +18,7 @@ RUN_ID = re.compile(r"^run ([0-9a-f-]{36}):", re.M)
 
 
 class Run:
-    """`python -m voice_analytics_dagster.cli run` in its own session (process group), with the
+    """`python -m voice_analytics_dagster.tools.cli run` in its own session (process group), with the
     test session's environment (VOICE_ANALYTICS_HOME, VOICE_ANALYTICS_DATABASE, ...)."""
 
     def __init__(self, source: Path, log: Path, *args: str, env: dict | None = None):
@@ -27,7 +27,7 @@ class Run:
         environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), environ.get("PYTHONPATH")]))
         self._log = open(log, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "voice_analytics_dagster.cli", "run", "--source", str(source), *args],
+            [sys.executable, "-m", "voice_analytics_dagster.tools.cli", "run", "--source", str(source), *args],
             stdout=self._log, stderr=subprocess.STDOUT, env=environ, cwd=PROJECT_ROOT, start_new_session=True,
         )
 
@@ -121,7 +121,7 @@ def content(fp: dict[str, str]) -> dict[str, str]:
 def incomplete_batches(db) -> list[tuple]:
     """Loaded batches whose rows in raw / quarantine differ from their counts, and rejected or
     vanished batches that left rows behind. Empty when no half-loaded batch counts as loaded."""
-    from voice_analytics_dagster.contract import TABLES
+    from voice_analytics_dagster.lib.contract import TABLES
 
     bad = []
     for t in TABLES:
@@ -151,8 +151,8 @@ def run_events(run_id: str, event_type: str | None = None) -> list:
     """The Dagster event log of a run (from the test session's instance)."""
     from dagster._core.events import DagsterEventType
 
-    from voice_analytics_dagster.instance import open_instance
-    from voice_analytics_dagster.settings import get_settings
+    from voice_analytics_dagster.lib.instance import open_instance
+    from voice_analytics_dagster.lib.settings import get_settings
 
     instance = open_instance(get_settings())
     kind = getattr(DagsterEventType, event_type) if event_type else None
@@ -163,9 +163,9 @@ def runs_in_progress(database: str) -> list[str]:
     """Dagster runs of a warehouse database that show as in progress."""
     import dagster as dg
 
-    from voice_analytics_dagster.instance import open_instance
-    from voice_analytics_dagster.runlock import DATABASE_TAG
-    from voice_analytics_dagster.settings import get_settings
+    from voice_analytics_dagster.lib.instance import open_instance
+    from voice_analytics_dagster.lib.runlock import DATABASE_TAG
+    from voice_analytics_dagster.lib.settings import get_settings
 
     instance = open_instance(get_settings())
     return [r.run_id for r in instance.get_runs(filters=dg.RunsFilter(
@@ -173,7 +173,7 @@ def runs_in_progress(database: str) -> list[str]:
 
 
 def run_status(run_id: str) -> str:
-    from voice_analytics_dagster.instance import open_instance
-    from voice_analytics_dagster.settings import get_settings
+    from voice_analytics_dagster.lib.instance import open_instance
+    from voice_analytics_dagster.lib.settings import get_settings
 
     return open_instance(get_settings()).get_run_by_id(run_id).status.value

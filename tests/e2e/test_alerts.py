@@ -96,7 +96,7 @@ def received(webhook, smtp):
 
 
 def configure(monkeypatch, webhook_url: str, smtp_port: int, on_warn: bool):
-    from voice_analytics_dagster.settings import reset_settings_cache
+    from voice_analytics_dagster.lib.settings import reset_settings_cache
 
     monkeypatch.setenv("VOICE_ANALYTICS_ALERT_WEBHOOK_URL", webhook_url)
     monkeypatch.setenv("VOICE_ANALYTICS_SMTP_HOST", "127.0.0.1")
@@ -123,10 +123,14 @@ def _append_orphan(path: Path, id_value: str):
 @pytest.fixture(scope="module")
 def failed_run(module_db, sample_dir, dbt_manifest, tmp_path_factory):
     """(db, instance, run_id, cursor before the run)."""
-    from voice_analytics_dagster.alerts import CheckAlertCursor, latest_evaluation_id, write_outbox
-    from voice_analytics_dagster.instance import open_instance
-    from voice_analytics_dagster.pipeline import run_pipeline
-    from voice_analytics_dagster.settings import get_settings
+    from voice_analytics_dagster.defs.automation.alerts import (
+        CheckAlertCursor,
+        latest_evaluation_id,
+        write_outbox,
+    )
+    from voice_analytics_dagster.lib.instance import open_instance
+    from voice_analytics_dagster.lib.settings import get_settings
+    from voice_analytics_dagster.tools.pipeline import run_pipeline
 
     export = copy_export(sample_dir, tmp_path_factory.mktemp("orphans") / "export")
     _append_orphan(export / "voice_turns.csv", "T_ORPHAN")
@@ -141,7 +145,7 @@ def failed_run(module_db, sample_dir, dbt_manifest, tmp_path_factory):
 
 
 def evaluate_check_sensor(instance, cursor):
-    from voice_analytics_dagster.alerts import check_failure_alerts
+    from voice_analytics_dagster.defs.automation.alerts import check_failure_alerts
 
     result = check_failure_alerts(dg.build_sensor_context(instance=instance, cursor=cursor))
     assert isinstance(result, dg.SensorResult) and not result.run_requests
@@ -225,7 +229,7 @@ def test_a_webhook_that_is_down_is_retried_without_a_second_email(failed_run, re
 
 
 def _failure_context(instance, run_id):
-    from voice_analytics_dagster.alerts import RUN_ALERT_SENSOR
+    from voice_analytics_dagster.defs.automation.alerts import RUN_ALERT_SENSOR
 
     run = instance.get_run_by_id(run_id)
     failure = instance.all_logs(run_id, of_type=DagsterEventType.RUN_FAILURE)[0].dagster_event
@@ -235,7 +239,7 @@ def _failure_context(instance, run_id):
 
 
 def test_a_failed_run_alerts_once_and_records_the_block(failed_run, received, use_db, monkeypatch):
-    from voice_analytics_dagster.alerts import run_failure_alerts
+    from voice_analytics_dagster.defs.automation.alerts import run_failure_alerts
 
     db, instance, run_id, start = failed_run
     use_db(db)
@@ -259,7 +263,7 @@ def test_a_failed_run_alerts_once_and_records_the_block(failed_run, received, us
 
 
 def test_a_run_alert_the_webhook_missed_goes_out_on_the_next_alert_tick(failed_run, received, use_db, monkeypatch):
-    from voice_analytics_dagster.alerts import read_outbox, run_failure_alerts
+    from voice_analytics_dagster.defs.automation.alerts import read_outbox, run_failure_alerts
 
     db, instance, run_id, start = failed_run
     use_db(db)

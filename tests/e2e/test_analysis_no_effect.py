@@ -22,8 +22,8 @@ K = 30
 
 @pytest.fixture(scope="module")
 def no_effect(module_db, tmp_path_factory, dbt_manifest):
-    from voice_analytics_dagster.generator import NO_EFFECT, generate_export
-    from voice_analytics_dagster.pipeline import run_pipeline
+    from voice_analytics_dagster.tools.generator import NO_EFFECT, generate_export
+    from voice_analytics_dagster.tools.pipeline import run_pipeline
 
     out = tmp_path_factory.mktemp("no_effect")
     generate_export(out, SESSIONS, seed=SEED, effects=NO_EFFECT, progress=False)

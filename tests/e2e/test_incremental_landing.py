@@ -62,8 +62,8 @@ def plant_late_turn(export: Path) -> str:
 def run_scheduled(instance, landing: Path, extra_ops: dict | None = None) -> str:
     """The daily schedule's run request for the landing folder, executed in process."""
     from voice_analytics_dagster.definitions import defs
-    from voice_analytics_dagster.jobs import PIPELINE_JOB
-    from voice_analytics_dagster.schedules import voice_analytics_daily
+    from voice_analytics_dagster.defs.automation.jobs import PIPELINE_JOB
+    from voice_analytics_dagster.defs.automation.schedules import voice_analytics_daily
 
     request = voice_analytics_daily(dg.build_schedule_context(
         instance=instance, scheduled_execution_time=dt.datetime(2025, 5, 1, 2, tzinfo=dt.UTC)))
@@ -91,7 +91,7 @@ def published(db, run_id: str) -> bool:
 
 @pytest.fixture(scope="module")
 def export(tmp_path_factory) -> tuple[Path, str]:
-    from voice_analytics_dagster.generator import generate_export
+    from voice_analytics_dagster.tools.generator import generate_export
 
     out = tmp_path_factory.mktemp("incremental") / "export"
     generate_export(out, 1500, seed=7, days=len(DAYS), switch_day=1, by_day=True, progress=False)
@@ -100,9 +100,9 @@ def export(tmp_path_factory) -> tuple[Path, str]:
 
 def test_three_daily_deliveries_rebuild_only_their_days_and_match_a_full_refresh(
         fresh_db, dbt_manifest, export, tmp_path, monkeypatch):
-    from voice_analytics_dagster.instance import open_instance
-    from voice_analytics_dagster.pipeline import dbt_ops_config
-    from voice_analytics_dagster.settings import get_settings, reset_settings_cache
+    from voice_analytics_dagster.lib.instance import open_instance
+    from voice_analytics_dagster.lib.settings import get_settings, reset_settings_cache
+    from voice_analytics_dagster.tools.pipeline import dbt_ops_config
 
     source, late_session = export
     landing = tmp_path / "landing"
@@ -158,7 +158,7 @@ def test_three_daily_deliveries_rebuild_only_their_days_and_match_a_full_refresh
     # the same data rebuilt from scratch gives the same certified tables; the history survives
     incremental = certified_content(db)
     from voice_analytics_dagster.definitions import defs
-    from voice_analytics_dagster.jobs import PIPELINE_JOB
+    from voice_analytics_dagster.defs.automation.jobs import PIPELINE_JOB
 
     nodes = [n.name for n in defs.resolve_job_def(PIPELINE_JOB).graph.nodes]
     run_id = run_scheduled(instance, landing, dbt_ops_config(nodes, full_refresh=True))
@@ -190,7 +190,7 @@ def test_three_daily_deliveries_rebuild_only_their_days_and_match_a_full_refresh
                    "where session_id = 'S-NEVER-DELIVERED'") == [("T-ORPHAN", None)]
     assert db.rows("select session_date from staging.stg_voice_export__ai_metrics "
                    "where session_id = 'S-NEVER-DELIVERED'") == [(None,)]
-    from voice_analytics_dagster.settings import DBT_PROJECT_DIR
+    from voice_analytics_dagster.lib.settings import DBT_PROJECT_DIR
 
     statuses = {r["unique_id"].split(".")[2]: r["status"]
                 for p in (DBT_PROJECT_DIR / "target").glob(f"voice_dbt_models-{run_id[:7]}-*/run_results.json")

@@ -14,7 +14,7 @@ SESSIONS = 1500
 
 @pytest.fixture(scope="module")
 def export(tmp_path_factory):
-    from voice_analytics_dagster.cli import main
+    from voice_analytics_dagster.tools.cli import main
 
     out = tmp_path_factory.mktemp("synthetic")
     assert main(["generate", "--sessions", str(SESSIONS), "--out", str(out), "--seed", "7", "--quiet"]) == 0
@@ -23,7 +23,7 @@ def export(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def first_run(module_db, export, dbt_manifest):
-    from voice_analytics_dagster.pipeline import run_pipeline
+    from voice_analytics_dagster.tools.pipeline import run_pipeline
 
     outcome = run_pipeline(export)
     assert outcome.published, outcome.report()
@@ -44,7 +44,7 @@ def test_every_synthetic_session_is_certified(first_run, use_db):
 
 
 def test_user_key_is_the_keyed_hash_of_the_user_id(first_run, use_db, export):
-    from voice_analytics_dagster.settings import get_settings
+    from voice_analytics_dagster.lib.settings import get_settings
 
     db = use_db(first_run[0])
     import csv
@@ -58,7 +58,7 @@ def test_user_key_is_the_keyed_hash_of_the_user_id(first_run, use_db, export):
 
 
 def test_loading_the_same_export_again_adds_no_rows(first_run, use_db, export):
-    from voice_analytics_dagster.pipeline import run_pipeline
+    from voice_analytics_dagster.tools.pipeline import run_pipeline
 
     db = use_db(first_run[0])
     raw_before = {t: db.scalar(f"select count(*) from raw.{t}") for t in ("users", "voice_sessions", "voice_turns")}

@@ -10,13 +10,13 @@ import json
 
 import pytest
 
-from voice_analytics_dagster.bench import STAGES
+from voice_analytics_dagster.tools.bench import STAGES
 
 pytestmark = [pytest.mark.integration]
 
 
 def test_bench_measures_every_stage_and_both_references(server, dbt_manifest, tmp_path, capsys):
-    from voice_analytics_dagster.cli import main
+    from voice_analytics_dagster.tools.cli import main
 
     out = tmp_path / "bench.json"
     code = main(["bench", "--sessions", "2000", "--repeat", "1", "--export", str(tmp_path / "export"),

@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.integration]
 
 
 def _doctor(capsys, *args: str) -> tuple[int, str]:
-    from voice_analytics_dagster.cli import main
+    from voice_analytics_dagster.tools.cli import main
 
     code = main(["doctor", *args])
     return code, capsys.readouterr().out
@@ -67,7 +67,7 @@ def test_the_sample_export_is_healthy(fresh_db, sample_dir, capsys, dbt_manifest
 
 
 def test_an_unreachable_server_is_named(server, sample_dir, capsys, monkeypatch):
-    from voice_analytics_dagster.settings import reset_settings_cache
+    from voice_analytics_dagster.lib.settings import reset_settings_cache
 
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))

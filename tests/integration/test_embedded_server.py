@@ -7,8 +7,8 @@ import psycopg
 
 
 def test_a_new_embedded_server_writes_minimal_wal_and_sorts_text_by_bytes(server):
-    from voice_analytics_dagster.settings import get_settings
-    from voice_analytics_dagster.warehouse import Warehouse
+    from voice_analytics_dagster.lib.settings import get_settings
+    from voice_analytics_dagster.lib.warehouse import Warehouse
 
     with psycopg.connect(server.url(dbname="postgres"), autocommit=True) as conn:
         assert conn.execute("show wal_level").fetchone()[0] == "minimal"
@@ -25,7 +25,7 @@ def test_a_new_embedded_server_writes_minimal_wal_and_sorts_text_by_bytes(server
 
 
 def test_an_existing_cluster_is_left_as_it_is(server):
-    from voice_analytics_dagster.warehouse import _configure_new_cluster
+    from voice_analytics_dagster.lib.warehouse import _configure_new_cluster
 
     # the test session's server has databases already: nothing to change, no restart
     assert _configure_new_cluster(server) is False

@@ -10,7 +10,7 @@ pytestmark = [pytest.mark.integration]
 
 def test_freshness_job_warns_on_a_warehouse_that_never_loaded(fresh_db, dbt_manifest):
     from voice_analytics_dagster.definitions import defs
-    from voice_analytics_dagster.jobs import FRESHNESS_JOB
+    from voice_analytics_dagster.defs.automation.jobs import FRESHNESS_JOB
 
     result = defs.resolve_job_def(FRESHNESS_JOB).execute_in_process(raise_on_error=False)
     evaluations = {e.event_specific_data.check_name: e.event_specific_data

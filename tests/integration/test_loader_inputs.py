@@ -14,8 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from voice_analytics_dagster import contract
-from voice_analytics_dagster.loader import IngestionError, SchemaDriftError, activate_batches, load_file
+from voice_analytics_dagster.defs.ingestion.loader import (
+    IngestionError,
+    SchemaDriftError,
+    activate_batches,
+    load_file,
+)
+from voice_analytics_dagster.lib import contract
 
 pytestmark = [pytest.mark.integration]
 
@@ -292,7 +297,7 @@ def test_yes_no_and_case_are_normalised(db, tmp_path):
 
 
 def test_a_very_long_field_is_quarantined_and_its_record_truncated(db, tmp_path):
-    from voice_analytics_dagster.loader import QUARANTINE_VALUE_MAX
+    from voice_analytics_dagster.defs.ingestion.loader import QUARANTINE_VALUE_MAX
 
     huge = "y" * 1_000_000
     result = load(db, "voice_turns", write(tmp_path, "voice_turns.csv",
@@ -436,7 +441,7 @@ def test_a_blank_line_in_the_middle(db, tmp_path):
 
 def test_a_rejected_file_is_recorded_with_its_error(db, tmp_path):
     """What the ingestion asset does with a file it cannot load: a 'rejected' batch holding no rows."""
-    from voice_analytics_dagster.loader import record_rejection
+    from voice_analytics_dagster.defs.ingestion.loader import record_rejection
 
     path = write(tmp_path, "voice_turns.csv", f"{TURN_HEADER}\n{turn(1)}\nbroken\n")
     err = fails(db, "voice_turns", path)

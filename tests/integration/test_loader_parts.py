@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 
 from tests.integration.test_loader_inputs import TURN_HEADER, turn, write
-from voice_analytics_dagster import contract
-from voice_analytics_dagster.loader import (
+from voice_analytics_dagster.defs.ingestion.loader import (
     SPLIT_MIN_BYTES,
     IngestionError,
     load_file,
     plan_split,
     read_header,
 )
+from voice_analytics_dagster.lib import contract
 
 pytestmark = [pytest.mark.integration]
 

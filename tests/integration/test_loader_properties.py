@@ -30,7 +30,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from voice_analytics_dagster.contract import (
+from voice_analytics_dagster.defs.ingestion.loader import load_file
+from voice_analytics_dagster.lib.contract import (
     EARLIEST_DATE,
     MAX_TEXT_LENGTH,
     NO_VALUES,
@@ -39,7 +40,6 @@ from voice_analytics_dagster.contract import (
     Column,
     Table,
 )
-from voice_analytics_dagster.loader import load_file
 
 pytestmark = [pytest.mark.integration]
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from voice_analytics_dagster.runlock import RunLock, RunLockBusy, RunLockLost
+from voice_analytics_dagster.lib.runlock import RunLock, RunLockBusy, RunLockLost
 
 pytestmark = [pytest.mark.integration]
 

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.integration]
 
 
 def landing_env(monkeypatch, landing: Path | None):
-    from voice_analytics_dagster.settings import reset_settings_cache
+    from voice_analytics_dagster.lib.settings import reset_settings_cache
 
     if landing is None:
         monkeypatch.delenv("VOICE_ANALYTICS_LANDING_DIR", raising=False)
@@ -44,7 +44,7 @@ def deliver(sample_dir: Path, landing: Path, name: str, drop_last_rows: int = 0)
 
 
 def tick(instance, cursor=None) -> dg.SensorResult:
-    from voice_analytics_dagster.schedules import landing_sensor
+    from voice_analytics_dagster.defs.automation.schedules import landing_sensor
 
     result = landing_sensor(dg.build_sensor_context(instance=instance, cursor=cursor))
     assert isinstance(result, dg.SensorResult)
@@ -53,16 +53,16 @@ def tick(instance, cursor=None) -> dg.SensorResult:
 
 @pytest.fixture
 def instance(server):
-    from voice_analytics_dagster.instance import open_instance
-    from voice_analytics_dagster.settings import get_settings
+    from voice_analytics_dagster.lib.instance import open_instance
+    from voice_analytics_dagster.lib.settings import get_settings
 
     return open_instance(get_settings())
 
 
 def test_schedule_runs_the_pipeline_on_the_landing_folder(instance, tmp_path, monkeypatch):
     from voice_analytics_dagster.definitions import defs
-    from voice_analytics_dagster.jobs import PIPELINE_JOB
-    from voice_analytics_dagster.schedules import voice_analytics_daily
+    from voice_analytics_dagster.defs.automation.jobs import PIPELINE_JOB
+    from voice_analytics_dagster.defs.automation.schedules import voice_analytics_daily
 
     assert voice_analytics_daily.cron_schedule == "0 2 * * *"
     assert voice_analytics_daily.execution_timezone == "Africa/Kigali"
@@ -82,8 +82,8 @@ def test_schedule_runs_the_pipeline_on_the_landing_folder(instance, tmp_path, mo
 
 
 def test_landing_sensor_requests_one_run_per_new_delivery(fresh_db, instance, sample_dir, tmp_path, monkeypatch):
-    from voice_analytics_dagster.assets.ingestion import raw_assets
-    from voice_analytics_dagster.resources import (
+    from voice_analytics_dagster.defs.ingestion.assets import raw_assets
+    from voice_analytics_dagster.lib.resources import (
         ExportSourceResource,
         WarehouseLockResource,
         WarehouseResource,

@@ -14,7 +14,7 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint, proportions_ztest
 
-from voice_analytics_dagster.analysis.privacy import suppress_small_cells
+from voice_analytics_dagster.defs.model.privacy import suppress_small_cells
 
 pytestmark = [pytest.mark.integration]
 

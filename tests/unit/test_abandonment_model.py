@@ -16,9 +16,9 @@ from scipy import stats
 from sklearn.metrics import roc_auc_score
 from statsmodels.stats.multitest import multipletests
 
-from voice_analytics_dagster import generator as g
-from voice_analytics_dagster.analysis import abandonment as a
-from voice_analytics_dagster.analysis.features import (
+from voice_analytics_dagster.defs.model import fit as a
+from voice_analytics_dagster.defs.model.assets import soundness_problems
+from voice_analytics_dagster.defs.model.features import (
     EXCLUDED,
     FEATURES,
     KEY,
@@ -27,8 +27,8 @@ from voice_analytics_dagster.analysis.features import (
     build_design,
     frame_from_simulation,
 )
-from voice_analytics_dagster.analysis.privacy import suppress_small_cells
-from voice_analytics_dagster.assets.abandonment import soundness_problems
+from voice_analytics_dagster.defs.model.privacy import suppress_small_cells
+from voice_analytics_dagster.tools import generator as g
 
 MARTS = Path(__file__).resolve().parents[2] / "dbt" / "models" / "marts"
 SEEDS = 200
@@ -328,8 +328,8 @@ def test_export_yaml_repeats_every_fact_column():
 
 
 def test_model_input_reads_only_the_policy_columns():
-    from voice_analytics_dagster.analysis.features import model_columns
-    from voice_analytics_dagster.analysis.store import read_model_input_sql
+    from voice_analytics_dagster.defs.model.features import model_columns
+    from voice_analytics_dagster.defs.model.store import read_model_input_sql
 
     cols = model_columns()
     assert cols[:2] == [KEY, OUTCOME] and not set(cols) & (set(EXCLUDED) - {KEY, OUTCOME})
@@ -338,7 +338,7 @@ def test_model_input_reads_only_the_policy_columns():
 
 
 def test_metrics_csv_round_trip_keeps_nulls_and_quotes():
-    from voice_analytics_dagster.analysis.store import rows_to_csv
+    from voice_analytics_dagster.defs.model.store import rows_to_csv
 
     text = rows_to_csv([["a,b", None, float("nan"), True, 0.1, 'say "hi"', ""]]).decode()
     assert text == '"a,b",,,t,0.1,"say ""hi""",""\n'

@@ -2,7 +2,7 @@
 
 import pytest
 
-from voice_analytics_dagster.alerts import (
+from voice_analytics_dagster.defs.automation.alerts import (
     EMAIL,
     RETRY_FOR_SECONDS,
     WEBHOOK,
@@ -21,8 +21,8 @@ from voice_analytics_dagster.alerts import (
     subject,
     webhook_payload,
 )
-from voice_analytics_dagster.gate import FailedCheck
-from voice_analytics_dagster.settings import AlertSettings
+from voice_analytics_dagster.lib.eventlog import FailedCheck
+from voice_analytics_dagster.lib.settings import AlertSettings
 
 BASE = "http://dagster.example:3000"
 RUN = "0a1b2c3d-1111-2222-3333-444455556666"

@@ -8,7 +8,7 @@ import io
 import numpy as np
 import pandas as pd
 
-from voice_analytics_dagster.analysis.store import csv_field, score_chunks
+from voice_analytics_dagster.defs.model.store import csv_field, score_chunks
 
 
 def _parse(chunks) -> list[list[str]]:
@@ -47,7 +47,7 @@ def test_ids_that_need_quoting_are_quoted_and_no_fold_is_null():
 def test_the_copy_reader_gives_the_stream_byte_for_byte_whatever_the_buffer_sizes():
     """COPY sends one message per row; the reader fills each buffer from many rows and keeps the
     tail of a row that did not fit."""
-    from voice_analytics_dagster.analysis.store import _CopyReader
+    from voice_analytics_dagster.defs.model.store import _CopyReader
 
     rng = np.random.default_rng(7)
     rows = [bytes(rng.integers(32, 127, int(n)).astype(np.uint8)) + b"\n" for n in rng.integers(0, 300, 2000)]
@@ -67,7 +67,7 @@ def test_the_copy_reader_gives_the_stream_byte_for_byte_whatever_the_buffer_size
 
 
 def test_tables_are_created_without_their_key_when_it_is_added_after_the_load():
-    from voice_analytics_dagster.analysis.store import TABLES, create_table_sql, primary_key_sql
+    from voice_analytics_dagster.defs.model.store import TABLES, create_table_sql, primary_key_sql
 
     columns, description = TABLES["abandonment_session_scores"]
     with_key = create_table_sql("abandonment_session_scores", columns, description)

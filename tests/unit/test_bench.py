@@ -3,7 +3,7 @@ per-stage peaks from the RSS timeline, the psql script of the physical-limit ref
 
 from __future__ import annotations
 
-from voice_analytics_dagster.bench import (
+from voice_analytics_dagster.tools.bench import (
     copy_script,
     label_of,
     peak_in,
@@ -38,7 +38,7 @@ def test_every_step_of_the_pipeline_job_has_its_stage():
 
 def test_the_step_keys_of_the_job_all_map_to_a_known_stage():
     from voice_analytics_dagster.definitions import defs
-    from voice_analytics_dagster.jobs import PIPELINE_JOB
+    from voice_analytics_dagster.defs.automation.jobs import PIPELINE_JOB
 
     job = defs.resolve_job_def(PIPELINE_JOB)
     keys = [node.name for node in job.graph.node_defs]
@@ -65,12 +65,12 @@ def test_peak_in_counts_the_sample_just_before_the_step():
 def test_ratio_and_labels():
     assert ratio(3.0, 2.0) == 1.5 and ratio(1.0, 0.0) is None and ratio(None, 1.0) is None
     assert label_of("/venv/bin/python /venv/bin/dbt build --select x") == "dbt"
-    assert label_of("/venv/bin/python -m voice_analytics_dagster.cli run --source x") == "voice-analytics"
+    assert label_of("/venv/bin/python -m voice_analytics_dagster.tools.cli run --source x") == "voice-analytics"
     assert label_of("") == "?"
 
 
 def test_copy_script_names_the_header_columns_in_file_order(tmp_path):
-    from voice_analytics_dagster.contract import TABLES
+    from voice_analytics_dagster.lib.contract import TABLES
 
     for t in TABLES:
         cols = [c.name for c in t.columns][::-1]  # reversed: \copy must follow the file, not the contract
@@ -83,7 +83,7 @@ def test_copy_script_names_the_header_columns_in_file_order(tmp_path):
 
 
 def test_the_partial_parse_fingerprint_follows_the_dbt_connection_and_vars_only():
-    from voice_analytics_dagster.pipeline import parse_fingerprint
+    from voice_analytics_dagster.tools.pipeline import parse_fingerprint
 
     env = {"VOICE_ANALYTICS_DBT_HOST": "/tmp/pg", "VOICE_ANALYTICS_DBT_PORT": "5432",
            "VOICE_ANALYTICS_DBT_USER": "postgres", "VOICE_ANALYTICS_DBT_DBNAME": "voice_analytics",

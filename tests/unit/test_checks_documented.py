@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 import re
 
-from voice_analytics_dagster.project import dbt_project
-from voice_analytics_dagster.settings import PROJECT_ROOT
+from voice_analytics_dagster.defs.transform.project import dbt_project
+from voice_analytics_dagster.lib.settings import PROJECT_ROOT
 
 DOC = (PROJECT_ROOT / "docs" / "CHECKS.md").read_text()
 
 
 def _python_checks():
-    from voice_analytics_dagster.assets.dbt import voice_dbt_models
     from voice_analytics_dagster.definitions import defs
+    from voice_analytics_dagster.defs.transform.assets import voice_dbt_models
 
     graph = defs.resolve_asset_graph()
     dbt_checks = set(voice_dbt_models.check_keys)

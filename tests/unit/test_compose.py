@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 import yaml
 
-from voice_analytics_dagster.settings import PROJECT_ROOT
+from voice_analytics_dagster.lib.settings import PROJECT_ROOT
 
 COMPOSE = PROJECT_ROOT / "docker-compose.yml"
 OVERRIDE = PROJECT_ROOT / ".devcontainer" / "docker-compose.devcontainer.yml"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import yaml
 
-from voice_analytics_dagster.contract import TABLES, dbt_sources, raw_table_ddl
-from voice_analytics_dagster.settings import DBT_PROJECT_DIR
+from voice_analytics_dagster.lib.contract import TABLES, dbt_sources, raw_table_ddl
+from voice_analytics_dagster.lib.settings import DBT_PROJECT_DIR
 
 
 def test_dbt_sources_file_is_generated_from_the_contract():

@@ -19,9 +19,9 @@ import statsmodels.api as sm
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from voice_analytics_dagster import contract
-from voice_analytics_dagster import generator as g
-from voice_analytics_dagster.loader import DATED_FOLDER_RE, compare_header, read_header
+from voice_analytics_dagster.defs.ingestion.loader import DATED_FOLDER_RE, compare_header, read_header
+from voice_analytics_dagster.lib import contract
+from voice_analytics_dagster.tools import generator as g
 
 # The textual forms the contract asks for (the generator writes exactly these).
 DATE_RE = r"^[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"

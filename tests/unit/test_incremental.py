@@ -4,8 +4,8 @@ import datetime as dt
 
 import pytest
 
-from voice_analytics_dagster.incremental import BuildPlan, days_to_rebuild, decide, parse_day
-from voice_analytics_dagster.pipeline import dbt_ops_config
+from voice_analytics_dagster.defs.transform.incremental import BuildPlan, days_to_rebuild, decide, parse_day
+from voice_analytics_dagster.tools.pipeline import dbt_ops_config
 
 D = dt.date
 

@@ -5,9 +5,9 @@ from dagster._config import validate_config
 from dagster._core.instance.config import dagster_instance_config
 from dagster._core.run_coordinator import QueuedRunCoordinator
 
-from voice_analytics_dagster.instance import WAREHOUSE_TAG, render_dagster_yaml, storage_url
-from voice_analytics_dagster.jobs import pipeline_job
-from voice_analytics_dagster.warehouse import ConnInfo
+from voice_analytics_dagster.defs.automation.jobs import pipeline_job
+from voice_analytics_dagster.lib.instance import WAREHOUSE_TAG, render_dagster_yaml, storage_url
+from voice_analytics_dagster.lib.warehouse import ConnInfo
 
 SOCKET_URL = ConnInfo("/tmp/va home/pgdata", 5432, "postgres", "", "x").url(dbname="dagster", driver="psycopg2")
 TCP_URL = ConnInfo("db.internal", 5433, "etl", "p@ss:w/rd", "x").url(dbname="dagster", driver="psycopg2")
@@ -18,7 +18,7 @@ def test_storage_is_postgres_through_psycopg2_in_its_own_database():
         config = yaml.safe_load(render_dagster_yaml(url))
         assert "storage" not in config
         for key in ("run_storage", "event_log_storage", "schedule_storage"):
-            assert config[key]["module"] == "voice_analytics_dagster.storage"
+            assert config[key]["module"] == "voice_analytics_dagster.lib.storage"
             stored = config[key]["config"]["postgres_url"]
             # plain postgresql:// would let SQLAlchemy 2.1 pick psycopg 3 (TOOLCHAIN-NOTES.md)
             assert stored.startswith("postgresql+psycopg2://") and stored == url

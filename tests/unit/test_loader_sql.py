@@ -6,9 +6,8 @@ import dataclasses
 
 import pytest
 
-from voice_analytics_dagster import loader
-from voice_analytics_dagster.contract import USERS, VOICE_SESSIONS, VOICE_TURNS
-from voice_analytics_dagster.loader import (
+from voice_analytics_dagster.defs.ingestion import loader
+from voice_analytics_dagster.defs.ingestion.loader import (
     _Padding,
     batch_table_ddl,
     column_rule,
@@ -25,6 +24,7 @@ from voice_analytics_dagster.loader import (
     recent_days_sql,
     split_batch_ddl,
 )
+from voice_analytics_dagster.lib.contract import USERS, VOICE_SESSIONS, VOICE_TURNS
 
 TURN_COLUMNS = VOICE_TURNS.column_names
 

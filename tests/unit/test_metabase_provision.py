@@ -10,8 +10,8 @@ import json
 import pytest
 
 from tests.metabase_fake import FakeMetabase, FakeServer, violations_of
-from voice_analytics_dagster.metabase import client
-from voice_analytics_dagster.metabase.spec import load_collection, selected_columns, tables_read
+from voice_analytics_dagster.defs.bi.spec import load_collection, selected_columns, tables_read
+from voice_analytics_dagster.tools import metabase as client
 
 ADMIN = ("admin@example.org", "s3cret-admin-pass")
 COLLECTION = load_collection()
@@ -148,8 +148,8 @@ def test_native_sql_reads_both_query_shapes():
 
 
 def test_the_cli_provisions_with_the_configured_bi_role(fresh, monkeypatch, capsys):
-    from voice_analytics_dagster.cli import main
-    from voice_analytics_dagster.settings import get_settings, reset_settings_cache
+    from voice_analytics_dagster.lib.settings import get_settings, reset_settings_cache
+    from voice_analytics_dagster.tools.cli import main
 
     fake, url = fresh
     monkeypatch.setenv("VOICE_ANALYTICS_METABASE_ADMIN_PASSWORD", ADMIN[1])

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from voice_analytics_dagster.metabase import spec
+from voice_analytics_dagster.defs.bi import spec
 
 COLLECTION = spec.load_collection()
 CARDS = COLLECTION.cards()
@@ -22,7 +22,7 @@ def manifest(dbt_manifest):
 
 @pytest.fixture(scope="module")
 def certified(dbt_manifest) -> set[str]:
-    from voice_analytics_dagster.assets.publish import certified_tables
+    from voice_analytics_dagster.defs.publish.assets import certified_tables
 
     return {t.name for t, _ in certified_tables()}
 
@@ -93,7 +93,7 @@ def test_dashboards_are_assets_downstream_of_what_they_read_and_outside_the_pipe
     import dagster as dg
 
     from voice_analytics_dagster.definitions import defs
-    from voice_analytics_dagster.jobs import PIPELINE_JOB
+    from voice_analytics_dagster.defs.automation.jobs import PIPELINE_JOB
 
     graph = defs.resolve_asset_graph()
     for d in COLLECTION.dashboards:

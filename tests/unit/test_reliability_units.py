@@ -10,13 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from voice_analytics_dagster import retry
-from voice_analytics_dagster.loader import (
+from voice_analytics_dagster.defs.ingestion.loader import (
     DECIMAL_RE,
     _first_bad_byte_line,
     _unclosed_quote_line,
     data_chunks,
 )
+from voice_analytics_dagster.lib import retry
 
 # -- retry: what a retry can help -------------------------------------------------------------------
 
@@ -86,7 +86,7 @@ def test_a_dbt_build_is_retried_only_after_a_lost_connection(run_results, messag
 def test_the_refusal_names_the_holder_and_what_to_do():
     import datetime as dt
 
-    from voice_analytics_dagster.runlock import Holder, application_name, busy_message
+    from voice_analytics_dagster.lib.runlock import Holder, application_name, busy_message
 
     holder = Holder(4242, "voice-analytics run lock cli pid=17@host", dt.datetime(2026, 1, 2, 3, 4, 5), None)
     msg = busy_message(holder, 0)
@@ -98,7 +98,7 @@ def test_the_refusal_names_the_holder_and_what_to_do():
 
 
 def test_the_lock_wait_setting():
-    from voice_analytics_dagster.settings import SettingsError, load_settings
+    from voice_analytics_dagster.lib.settings import SettingsError, load_settings
 
     assert load_settings({"VOICE_ANALYTICS_HOME": "/tmp/x", "VOICE_ANALYTICS_HASH_KEY": "k" * 32,
                           "VOICE_ANALYTICS_BI_PASSWORD": "p"}).run_lock_wait_seconds == 3600
@@ -159,8 +159,8 @@ def test_decimals_that_pass_the_pattern_cast_to_double(value, ok):
 
 def test_the_doctor_knows_which_orphans_block(dbt_manifest):
     """doctor.ORPHAN_SEVERITY agrees with the relationships tests of the staging models."""
-    from voice_analytics_dagster.contract import TABLES
-    from voice_analytics_dagster.doctor import FAIL, ORPHAN_SEVERITY, WARN
+    from voice_analytics_dagster.lib.contract import TABLES
+    from voice_analytics_dagster.tools.doctor import FAIL, ORPHAN_SEVERITY, WARN
 
     manifest = json.loads(dbt_manifest.read_text())
     staged = {}  # staging model -> raw table
@@ -186,7 +186,7 @@ def test_the_doctor_knows_which_orphans_block(dbt_manifest):
 # -- the command line ---------------------------------------------------------------------------------------
 
 def test_run_and_doctor_arguments():
-    from voice_analytics_dagster.cli import build_parser
+    from voice_analytics_dagster.tools.cli import build_parser
 
     p = build_parser()
     args = p.parse_args(["run", "--source", "x", "--no-wait"])

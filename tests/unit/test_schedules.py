@@ -5,8 +5,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from voice_analytics_dagster.contract import TABLES
-from voice_analytics_dagster.schedules import (
+from voice_analytics_dagster.defs.automation.schedules import (
     SCHEDULE_NAME,
     TRIGGER_TAG,
     LandingCursor,
@@ -20,7 +19,8 @@ from voice_analytics_dagster.schedules import (
     unloaded_folders,
     validated_schedule,
 )
-from voice_analytics_dagster.settings import SettingsError, load_settings
+from voice_analytics_dagster.lib.contract import TABLES
+from voice_analytics_dagster.lib.settings import SettingsError, load_settings
 
 NOW = 1_800_000_000.0
 

@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from voice_analytics_dagster.dbt_support import dbt_build_args, dbt_env, hmac_pads
-from voice_analytics_dagster.settings import SettingsError, load_settings
-from voice_analytics_dagster.warehouse import ConnInfo, parse_database_url
+from voice_analytics_dagster.defs.transform.dbt_cli import dbt_build_args, dbt_env, hmac_pads
+from voice_analytics_dagster.lib.settings import SettingsError, load_settings
+from voice_analytics_dagster.lib.warehouse import ConnInfo, parse_database_url
 
 
 def test_production_mode_refuses_to_invent_secrets(tmp_path):
@@ -88,7 +88,7 @@ def test_the_lean_dbt_resource_knows_the_version_of_the_dbt_it_runs():
     import re
     import subprocess
 
-    from voice_analytics_dagster.resources import dbt_resource
+    from voice_analytics_dagster.defs.transform.resources import dbt_resource
 
     r = dbt_resource()
     out = subprocess.run([r.dbt_executable, "--version"], capture_output=True, text=True, check=True).stdout

@@ -8,11 +8,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from voice_analytics_dagster import warmup
-from voice_analytics_dagster.assets.abandonment import SCORES
-from voice_analytics_dagster.assets.report import REPORT_KEY
+from voice_analytics_dagster.defs.model.assets import SCORES
+from voice_analytics_dagster.defs.report.assets import REPORT_KEY
+from voice_analytics_dagster.lib import warmup
 
-ANALYSIS = Path(__file__).resolve().parents[2] / "voice_analytics_dagster" / "analysis"
+DEFS = Path(__file__).resolve().parents[2] / "voice_analytics_dagster" / "defs"
 
 
 def _function_level_imports(path: Path) -> set[str]:
@@ -28,10 +28,10 @@ def _function_level_imports(path: Path) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize(("key", "module"), [(SCORES, "abandonment.py"), (REPORT_KEY, "report.py")])
+@pytest.mark.parametrize(("key", "module"), [(SCORES, "model/fit.py"), (REPORT_KEY, "report/render.py")])
 def test_the_model_and_report_steps_register_every_library_they_import_lazily(key, module):
     registered = set(warmup.modules_for([key]))
-    lazy = _function_level_imports(ANALYSIS / module)
+    lazy = _function_level_imports(DEFS / module)
     assert lazy and lazy <= registered, lazy - registered
 
 
@@ -40,7 +40,7 @@ def test_the_code_location_loads_without_the_later_steps_libraries():
     code = """
 import sys
 import voice_analytics_dagster.definitions
-from voice_analytics_dagster import warmup
+from voice_analytics_dagster.lib import warmup
 loaded = sorted(m for m in warmup.modules_for(warmup._modules_by_key) if m in sys.modules)
 print(",".join(loaded))
 """
@@ -61,7 +61,7 @@ def test_start_imports_in_a_thread_once_and_ignores_a_failing_import():
     # in a fresh interpreter, so that the modules are not already imported
     code = """
 import sys, dagster as dg
-from voice_analytics_dagster import warmup
+from voice_analytics_dagster.lib import warmup
 key = dg.AssetKey(["test", "k"])
 warmup.register(key, ("colorsys", "no_such_module_here", "wave"))
 assert "colorsys" not in sys.modules and "wave" not in sys.modules

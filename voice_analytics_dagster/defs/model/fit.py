@@ -1,0 +1,546 @@
+"""What drives abandonment: an honest model, recomputed from the data on every run.
+
+- Drivers: a logistic regression (statsmodels, maximum likelihood) of is_abandoned on the
+  standardised features of ``features.py``: coefficients are log-odds per standard deviation,
+  with Wald 95% intervals, odds ratios and p-values. A driver is significant only after Holm's
+  correction over all the features (family-wise error rate 5%); drivers are ranked by the size
+  of their standardised coefficient. The strongest-driver statement names the strongest
+  *significant* driver, or says that no driver is significant.
+- Discrimination: 5-fold stratified cross-validation; every session is scored by the model
+  trained on the other folds (out-of-fold), and the AUC is computed on those scores, with a
+  percentile bootstrap 95% interval over sessions (the interval covers the sampling of the
+  scored sessions, not the refitting of the model, the usual and slightly optimistic choice).
+- The design's trade-off, measured: a gradient-boosted model (scikit-learn
+  HistGradientBoosting) on the same folds; its AUC against the logistic model's on the same
+  sessions, with a paired bootstrap interval of the difference.
+- Calibration: deciles of the out-of-fold risk (mean predicted against observed rate), the
+  calibration intercept and slope (a logistic regression of the outcome on the out-of-fold
+  logit), and the Brier score.
+
+Size: everything is linear in the sessions except the GBM and the bootstrap, which run on a
+stratified subsample when the data are larger (GBM_MAX_SESSIONS, BOOTSTRAP_MAX_SESSIONS); the
+point AUC of the logistic model always uses every session. Measured in the pipeline on this
+2-core machine at 1,000,000 sessions (1 Dec): read 3.8-5.0 s (COPY), fit 6.3-8.3 s, the scores
+written beside the fit's last part (2.0-2.9 s in their thread) and the other tables after it
+(0.2 s) (docs/PERFORMANCE.md, "L").
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from voice_analytics_dagster.defs.model.features import Design
+
+FOLDS = 5
+ALPHA = 0.05
+BOOTSTRAP_REPLICATES = 1000
+# Bootstrap replicates cost O(n) each (one bincount over the tie groups of the sorted scores).
+# Above BOOTSTRAP_MAX_SESSIONS the interval comes from an m-out-of-n bootstrap: replicates on a
+# stratified subsample of m sessions, their deviations from the subsample's AUC scaled by
+# sqrt(m / n) (the AUC is a U-statistic: its standard error falls as 1 / sqrt(n)) around the
+# AUC of all n sessions. 1,000 replicates on 50,000 sessions: 1.0 s (measured in the pipeline at
+# 1,000,000 sessions; 200,000 sessions took 5.2 s).
+BOOTSTRAP_MAX_SESSIONS = 50_000
+# HistGradientBoosting, single-threaded (see fit_abandonment_model): five folds on 30,000
+# sessions took 1.8 s at 1,000,000 sessions (100,000 sessions took 29 s under load). Its AUC is
+# compared with the logistic model's on the same subsample and folds (paired bootstrap).
+GBM_MAX_SESSIONS = 30_000
+# Fewer events than this in either class (or fewer sessions than folds x this): no model.
+MIN_EVENTS = 20
+SEED = 20_251_126
+MODEL_NAME = "abandonment-logit"
+MODEL_REVISION = 1
+CALIBRATION_BINS = 10
+
+
+@dataclass
+class Driver:
+    feature: str
+    kind: str
+    reference_level: str | None
+    feature_mean: float
+    feature_sd: float
+    coefficient: float
+    std_error: float
+    ci_low: float
+    ci_high: float
+    odds_ratio: float
+    odds_ratio_ci_low: float
+    odds_ratio_ci_high: float
+    coefficient_per_unit: float
+    p_value: float
+    p_value_adjusted: float
+    is_significant: bool
+    rank: int
+
+
+@dataclass
+class CalibrationBin:
+    bin: int
+    n_sessions: int
+    events: int
+    mean_predicted: float
+    observed_rate: float
+    min_predicted: float
+    max_predicted: float
+
+
+@dataclass
+class ModelResult:
+    status: str  # fitted | insufficient_data | not_converged
+    message: str
+    model_version: str
+    n_input: int
+    n_sessions: int
+    n_events: int
+    dropped_null: dict[str, int]
+    unused_features: dict[str, str]
+    drivers: list[Driver] = field(default_factory=list)
+    auc: float | None = None
+    auc_ci_low: float | None = None
+    auc_ci_high: float | None = None
+    bootstrap_sessions: int | None = None
+    gbm_auc: float | None = None
+    gbm_auc_ci_low: float | None = None
+    gbm_auc_ci_high: float | None = None
+    gbm_sessions: int | None = None
+    logit_auc_on_gbm_sessions: float | None = None
+    gbm_minus_logit_auc_ci_low: float | None = None
+    gbm_minus_logit_auc_ci_high: float | None = None
+    brier_score: float | None = None
+    calibration_intercept: float | None = None
+    calibration_slope: float | None = None
+    calibration: list[CalibrationBin] = field(default_factory=list)
+    session_ids: np.ndarray | None = None
+    oof_risk: np.ndarray | None = None
+    fold: np.ndarray | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def event_rate(self) -> float | None:
+        return self.n_events / self.n_sessions if self.n_sessions else None
+
+    @property
+    def significant(self) -> list[Driver]:
+        return [d for d in self.drivers if d.is_significant]
+
+    @property
+    def strongest_driver(self) -> str | None:
+        """The strongest driver that is significant after Holm's correction, else None."""
+        significant = self.significant
+        return min(significant, key=lambda d: d.rank).feature if significant else None
+
+    @property
+    def conclusion(self) -> str:
+        if self.status != "fitted":
+            return f"no model: {self.message}"
+        m = len(self.drivers)
+        if self.strongest_driver is None:
+            return (f"No driver of abandonment is significant after Holm's correction over {m} features "
+                    f"(family-wise error rate {ALPHA:.0%}); the data do not support naming a strongest predictor.")
+        top = next(d for d in self.drivers if d.feature == self.strongest_driver)
+        direction = "raises" if top.coefficient > 0 else "lowers"
+        return (f"{top.feature} is the strongest significant driver: one standard deviation more "
+                f"{direction} the odds of abandonment by a factor {top.odds_ratio:.2f} "
+                f"(95% CI {top.odds_ratio_ci_low:.2f}-{top.odds_ratio_ci_high:.2f}, Holm-adjusted "
+                f"p = {top.p_value_adjusted:.2g}); {len(self.significant)} of {m} features are significant.")
+
+
+def holm(p_values: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjusted p-values: with the m p-values sorted ascending,
+    adjusted p_(i) = min(1, max over j <= i of (m - j + 1) p_(j)). (Equal to statsmodels'
+    multipletests(method="holm"), which a test checks; that function runs gc.collect() on every
+    call, 75 ms each, which dominated a 400-fit test.)"""
+    p = np.asarray(p_values, dtype=np.float64)
+    m = len(p)
+    if m == 0:
+        return np.zeros(0)
+    order = np.argsort(p, kind="stable")
+    stepped = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    adjusted = np.empty(m)
+    adjusted[order] = stepped
+    return adjusted
+
+
+def fit_drivers(design: Design) -> tuple[list[Driver], bool, np.ndarray]:
+    """The logistic regression on the standardised features; (drivers ranked, converged,
+    coefficients with the intercept first)."""
+    import statsmodels.api as sm
+
+    Z = sm.add_constant(design.Z.to_numpy(), has_constant="add")
+    # check_rank=False: statsmodels' rank check is a QR decomposition of a copy of the whole
+    # design, the model step's peak memory at 1,000,000 sessions (RSS sampled with the stack,
+    # 30 Nov: 997 MB, 895 MB without it). It only sets the degrees of freedom, which nothing here
+    # reads; a rank-deficient design behaves the same either way (an exact singularity raises
+    # LinAlgError and _fit reports the model not converged; otherwise the collinear features'
+    # standard errors explode and none is significant: tests/unit/test_abandonment_model.py).
+    model = sm.Logit(design.y, Z, check_rank=False)
+    fit = model.fit(method="newton", maxiter=100, disp=0, warn_convergence=False)
+    converged = bool(fit.mle_retvals.get("converged", False))
+    params = np.asarray(fit.params)[1:]
+    bse = np.asarray(fit.bse)[1:]
+    ci = np.asarray(fit.conf_int(alpha=ALPHA))[1:]
+    p = np.asarray(fit.pvalues)[1:]
+    adjusted = holm(p)
+    order = np.argsort(-np.abs(params), kind="stable")
+    rank = np.empty(len(params), dtype=int)
+    rank[order] = np.arange(1, len(params) + 1)
+    drivers = []
+    for j, name in enumerate(design.feature_names):
+        sd = float(design.sd[name])
+        drivers.append(Driver(
+            feature=name, kind=design.kinds[name], reference_level=design.reference_levels[name],
+            feature_mean=float(design.mean[name]), feature_sd=sd,
+            coefficient=float(params[j]), std_error=float(bse[j]),
+            ci_low=float(ci[j, 0]), ci_high=float(ci[j, 1]),
+            odds_ratio=math.exp(params[j]), odds_ratio_ci_low=math.exp(ci[j, 0]),
+            odds_ratio_ci_high=math.exp(ci[j, 1]),
+            coefficient_per_unit=float(params[j] / sd),
+            p_value=float(p[j]), p_value_adjusted=float(adjusted[j]),
+            is_significant=bool(converged and adjusted[j] < ALPHA), rank=int(rank[j]),
+        ))
+    return sorted(drivers, key=lambda d: d.rank), converged, np.asarray(fit.params)
+
+
+def fold_labels(y: np.ndarray, folds: int = FOLDS, seed: int = SEED) -> np.ndarray:
+    """Stratified fold of every session (0..folds-1)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    labels = np.empty(len(y), dtype=np.int8)
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for k, (_, test) in enumerate(splitter.split(np.zeros(len(y)), y)):
+        labels[test] = k
+    return labels
+
+
+# Rows per block of the cross-validation's Newton steps. statsmodels' Logit would fit each fold
+# on a copy of the training rows and form its Hessian through an n x k temporary: at 1,000,000
+# sessions that was the model step's peak, about 320 MB above the design (constant-added copy
+# 99 MB, fold copy 79 MB, Hessian temporary 79 MB; RSS sampled with the stack at each new peak,
+# 30 Nov). Blocks of 65,536 rows keep every temporary under 10 MB.
+NEWTON_BLOCK_ROWS = 1 << 16
+
+
+def logit_newton(Z: np.ndarray, y: np.ndarray, rows: np.ndarray | None = None, start: np.ndarray | None = None,
+                 maxiter: int = 100, tol: float = 1e-8) -> tuple[np.ndarray, bool]:
+    """Maximum-likelihood logistic regression of ``y`` on [1, Z] over the ``rows`` selected (a
+    boolean mask; None = every row), by Newton's method with statsmodels' stopping rule (every
+    coefficient moved less than ``tol``); the gradient and the Hessian are summed block by block,
+    so that neither a copy of Z nor an n x k temporary is made. Returns (coefficients, intercept
+    first; converged). Equal to statsmodels' Logit(method="newton") (tests/unit)."""
+    from scipy.special import expit
+
+    n, k = Z.shape
+    beta = np.zeros(k + 1) if start is None else np.array(start, dtype=float)
+    block = np.empty((min(n, NEWTON_BLOCK_ROWS), k + 1))
+    for _ in range(maxiter):
+        grad = np.zeros(k + 1)
+        info = np.zeros((k + 1, k + 1))
+        for s in range(0, n, NEWTON_BLOCK_ROWS):
+            Zb, yb = Z[s:s + NEWTON_BLOCK_ROWS], y[s:s + NEWTON_BLOCK_ROWS]
+            if rows is not None:
+                keep = rows[s:s + NEWTON_BLOCK_ROWS]
+                Zb, yb = Zb[keep], yb[keep]
+            Xb = block[:len(yb)]
+            Xb[:, 0] = 1.0
+            Xb[:, 1:] = Zb
+            p = expit(Xb @ beta)
+            grad += Xb.T @ (yb - p)
+            info += (Xb.T * (p * (1.0 - p))) @ Xb
+        try:
+            step = np.linalg.solve(info, grad)
+        except np.linalg.LinAlgError:  # a singular Hessian (collinear features): least-squares step
+            step = np.linalg.lstsq(info, grad, rcond=None)[0]
+        beta += step
+        if np.all(np.abs(step) < tol):
+            return beta, True
+    return beta, False
+
+
+def out_of_fold_logit(Z: np.ndarray, y: np.ndarray, fold: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
+    """Each session's risk from the logistic model fitted on the other folds (unpenalised
+    maximum likelihood, ``logit_newton``; ``start``: the full-data coefficients, intercept
+    first, a warm start that saves iterations, not a different answer).
+
+    Z is standardised on all sessions; an unpenalised logistic model's predictions do not
+    depend on an affine rescaling of its features, so this leaks nothing into the test fold."""
+    from scipy.special import expit
+
+    risk = np.empty(len(y))
+    for k in np.unique(fold):
+        test = fold == k
+        beta, _ = logit_newton(Z, y, rows=~test, start=start)
+        risk[test] = expit(beta[0] + Z[test] @ beta[1:])
+    return risk
+
+
+def out_of_fold_gbm(X: np.ndarray, y: np.ndarray, fold: np.ndarray, seed: int = SEED) -> np.ndarray:
+    """Each session's risk from a gradient-boosted model fitted on the other folds. ``X`` may be
+    the standardised features: trees split on the order of the values, which standardising keeps."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    risk = np.empty(len(y))
+    for k in np.unique(fold):
+        test = fold == k
+        model = HistGradientBoostingClassifier(
+            max_iter=100, learning_rate=0.1, max_leaf_nodes=15, min_samples_leaf=20,
+            early_stopping=False, random_state=seed,
+        )
+        model.fit(X[~test], y[~test])
+        risk[test] = model.predict_proba(X[test])[:, 1]
+    return risk
+
+
+def auc(scores: np.ndarray, y: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, scores))
+
+
+def _weighted_auc_setup(scores: np.ndarray) -> tuple[np.ndarray, int]:
+    """Tie groups of the scores in ascending order: group index of every session."""
+    _, group = np.unique(scores, return_inverse=True)
+    return group, int(group.max()) + 1 if len(group) else 0
+
+
+def _weighted_auc(group: np.ndarray, n_groups: int, y: np.ndarray, w: np.ndarray) -> float:
+    """AUC with case weights (bootstrap counts): P(score_pos > score_neg) + 0.5 P(tie)."""
+    pos = np.bincount(group, weights=w * y, minlength=n_groups)
+    neg = np.bincount(group, weights=w * (1 - y), minlength=n_groups)
+    below = np.cumsum(neg) - neg
+    total = pos.sum() * neg.sum()
+    return float(np.sum(pos * (below + 0.5 * neg)) / total) if total > 0 else float("nan")
+
+
+def bootstrap_auc(
+    y: np.ndarray,
+    scores: list[np.ndarray],
+    replicates: int = BOOTSTRAP_REPLICATES,
+    seed: int = SEED,
+) -> np.ndarray:
+    """Bootstrap AUCs (replicates x len(scores)) with the same resampled sessions for every
+    score vector (paired: differences between models are valid). Each replicate draws n sessions
+    with replacement; a replicate's AUC is the weighted AUC with the draw counts as weights."""
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    setups = [_weighted_auc_setup(s) for s in scores]
+    out = np.empty((replicates, len(scores)))
+    for b in range(replicates):
+        w = np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float64)
+        for j, (group, n_groups) in enumerate(setups):
+            out[b, j] = _weighted_auc(group, n_groups, y, w)
+    return out
+
+
+def stratified_subsample(y: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """Indices of a subsample of ``size`` sessions keeping the event rate (sorted)."""
+    if size >= len(y):
+        return np.arange(len(y))
+    rng = np.random.default_rng(seed)
+    events = np.flatnonzero(y == 1)
+    others = np.flatnonzero(y == 0)
+    k = round(size * len(events) / len(y))
+    return np.sort(np.concatenate([rng.choice(events, k, replace=False), rng.choice(others, size - k, replace=False)]))
+
+
+def calibration_summary(y: np.ndarray, risk: np.ndarray, bins: int = CALIBRATION_BINS):
+    """(decile bins, Brier score, calibration intercept, calibration slope)."""
+    import statsmodels.api as sm
+
+    order = np.argsort(risk, kind="stable")
+    edges = np.linspace(0, len(y), bins + 1).round().astype(int)
+    table = []
+    for b in range(bins):
+        idx = order[edges[b]:edges[b + 1]]
+        if len(idx) == 0:
+            continue
+        table.append(CalibrationBin(
+            bin=b + 1, n_sessions=len(idx), events=int(y[idx].sum()), mean_predicted=float(risk[idx].mean()),
+            observed_rate=float(y[idx].mean()), min_predicted=float(risk[idx].min()),
+            max_predicted=float(risk[idx].max()),
+        ))
+    brier = float(np.mean((risk - y) ** 2))
+    clipped = np.clip(risk, 1e-9, 1 - 1e-9)
+    logit = np.log(clipped / (1 - clipped))
+    try:
+        fit = sm.Logit(y, sm.add_constant(logit)).fit(disp=0, method="newton", maxiter=50)
+        intercept, slope = (float(v) for v in fit.params)
+    except Exception:  # a constant score (no variation) has no calibration slope
+        intercept = slope = float("nan")
+    return table, brier, intercept, slope
+
+
+def model_version(design: Design) -> str:
+    return f"{MODEL_NAME}-r{MODEL_REVISION}-{design.fingerprint()}"
+
+
+def fit_abandonment_model(
+    design: Design,
+    *,
+    folds: int = FOLDS,
+    replicates: int = BOOTSTRAP_REPLICATES,
+    bootstrap_max: int = BOOTSTRAP_MAX_SESSIONS,
+    gbm_max: int = GBM_MAX_SESSIONS,
+    seed: int = SEED,
+    on_scores: Callable[[ModelResult], None] | None = None,
+) -> ModelResult:
+    """Drivers, cross-validated discrimination, the GBM comparison and calibration.
+
+    ``on_scores`` is called with the result as soon as every session has its out-of-fold risk
+    (``session_ids``, ``oof_risk``, ``fold``, ``model_version`` set), before the bootstrap, the
+    GBM's paired bootstrap and the calibration: the step writes the scores meanwhile
+    (assets/abandonment.py). It must not change the result. Not called when the data are too few
+    to fit.
+
+    BLAS and OpenMP are limited to 1 thread: on this 2-core machine shared with other jobs,
+    OpenMP's spinning threads made the GBM 7x slower with 2 threads (5,000 sessions, 5 folds:
+    9.4 s against 1.2 s with 1 thread, load average 5). The GBM comparison runs in a second
+    Python thread beside the logistic model instead (``_fit``): two single-threaded fits, one
+    per core; the results are the same to the bit (300,000 sessions compared field by field)."""
+    # threadpoolctl limits only the thread pools already loaded: import them first
+    import sklearn.ensemble  # noqa: F401  (OpenMP)
+    import statsmodels.api  # noqa: F401  (BLAS)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return _fit(design, folds=folds, replicates=replicates, bootstrap_max=bootstrap_max,
+                    gbm_max=gbm_max, seed=seed, on_scores=on_scores)
+
+
+def _fit(design: Design, *, folds: int, replicates: int, bootstrap_max: int, gbm_max: int,
+         seed: int, on_scores: Callable[[ModelResult], None] | None = None) -> ModelResult:
+    y = design.y
+    n_events = int(y.sum())
+    result = ModelResult(
+        status="fitted", message="", model_version=model_version(design), n_input=design.n_input,
+        n_sessions=len(y), n_events=n_events, dropped_null=dict(design.dropped_null),
+        unused_features=dict(design.unused),
+    )
+    if min(n_events, len(y) - n_events) < max(MIN_EVENTS, folds) or not design.feature_names:
+        result.status = "insufficient_data"
+        result.message = (f"{n_events} abandoned and {len(y) - n_events} other sessions, {len(design.feature_names)} "
+                          f"usable features: at least {max(MIN_EVENTS, folds)} of each class and one feature needed")
+        result.session_ids, result.oof_risk = design.session_ids, np.full(len(y), np.nan)
+        return result
+
+    Z = design.Z.to_numpy()
+    fold = fold_labels(y, folds, seed)
+    gbm_idx = stratified_subsample(y, gbm_max, seed + 3)
+    # The GBM needs nothing from the logistic model until their paired bootstrap: it is fitted in
+    # a second thread meanwhile (its trees release the GIL), on the machine's other core. At
+    # 1,000,000 sessions it took 1.4 s of the step's 11 s, one after the other (1 Dec).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gbm") as pool:
+        gbm = pool.submit(_gbm_comparison, Z[gbm_idx], y[gbm_idx], fold[gbm_idx], seed)
+        _fit_logit(result, design, Z, fold, replicates=replicates, bootstrap_max=bootstrap_max, seed=seed,
+                   on_scores=on_scores)
+        gbm_risk, result.seconds["gbm"] = gbm.result()
+    risk = result.oof_risk
+    result.gbm_sessions = len(gbm_idx)
+    result.gbm_auc = auc(gbm_risk, y[gbm_idx])
+    result.logit_auc_on_gbm_sessions = auc(risk[gbm_idx], y[gbm_idx])
+    t = time.perf_counter()
+    sub = gbm_idx if len(gbm_idx) <= bootstrap_max else gbm_idx[stratified_subsample(y[gbm_idx], bootstrap_max, seed + 4)]
+    paired = bootstrap_auc(y[sub], [gbm_risk[np.searchsorted(gbm_idx, sub)], risk[sub]], replicates, seed + 5)
+    result.gbm_auc_ci_low, result.gbm_auc_ci_high = (float(v) for v in np.quantile(paired[:, 0], [0.025, 0.975]))
+    diff = paired[:, 0] - paired[:, 1]
+    result.gbm_minus_logit_auc_ci_low, result.gbm_minus_logit_auc_ci_high = (
+        float(v) for v in np.quantile(diff, [0.025, 0.975]))
+    result.seconds["gbm_bootstrap"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    result.calibration, result.brier_score, result.calibration_intercept, result.calibration_slope = (
+        calibration_summary(y, risk))
+    result.seconds["calibration"] = time.perf_counter() - t
+    return result
+
+
+def _gbm_comparison(X: np.ndarray, y: np.ndarray, fold: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
+    """The GBM's out-of-fold risk on its subsample, and its seconds (in the worker thread:
+    OpenMP's thread count is per calling thread, so the single-thread limit is set here too)."""
+    from threadpoolctl import threadpool_limits
+
+    t = time.perf_counter()
+    with threadpool_limits(limits=1):
+        return out_of_fold_gbm(X, y, fold, seed), time.perf_counter() - t
+
+
+def _fit_logit(result: ModelResult, design: Design, Z: np.ndarray, fold: np.ndarray, *, replicates: int,
+               bootstrap_max: int, seed: int, on_scores: Callable[[ModelResult], None] | None = None) -> None:
+    """The drivers, the out-of-fold risk and its AUC with the bootstrap interval, into ``result``."""
+    y = design.y
+    t = time.perf_counter()
+    start = None
+    try:
+        result.drivers, converged, params = fit_drivers(design)
+        start = params if converged else None
+    except (np.linalg.LinAlgError, ValueError) as exc:  # singular design, perfect separation
+        result.status, result.message = "not_converged", f"logistic regression failed: {exc}"
+        converged = False
+    if result.status == "fitted" and not converged:
+        result.status, result.message = "not_converged", "logistic regression did not converge; no driver claimed"
+    result.seconds["drivers"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    risk = out_of_fold_logit(Z, y, fold, start)
+    result.fold, result.oof_risk, result.session_ids = fold, risk, design.session_ids
+    result.auc = auc(risk, y)
+    result.seconds["cross_validation"] = time.perf_counter() - t
+    if on_scores is not None:
+        on_scores(result)
+
+    t = time.perf_counter()
+    boot_idx = stratified_subsample(y, bootstrap_max, seed + 1)
+    result.bootstrap_sessions = len(boot_idx)
+    boots = bootstrap_auc(y[boot_idx], [risk[boot_idx]], replicates, seed + 2)[:, 0]
+    if len(boot_idx) < len(y):  # m-out-of-n: rescale the deviations to n sessions
+        boots = result.auc + (boots - auc(risk[boot_idx], y[boot_idx])) * math.sqrt(len(boot_idx) / len(y))
+    result.auc_ci_low, result.auc_ci_high = (float(v) for v in np.quantile(boots, [0.025, 0.975]))
+    result.seconds["bootstrap"] = time.perf_counter() - t
+
+
+def drivers_frame(result: ModelResult) -> pd.DataFrame:
+    return pd.DataFrame([d.__dict__ for d in result.drivers])
+
+
+def markdown_drivers(result: ModelResult) -> str:
+    """The drivers as a markdown table (asset metadata)."""
+    if not result.drivers:
+        return f"_{result.conclusion}_"
+    lines = [
+        "| rank | feature | coef (per SD) | 95% CI | odds ratio | p | p (Holm) | significant |",
+        "|---:|---|---:|---|---:|---:|---:|:---:|",
+    ]
+    for d in result.drivers:
+        lines.append(
+            f"| {d.rank} | {d.feature} | {d.coefficient:+.3f} | [{d.ci_low:+.3f}, {d.ci_high:+.3f}] | "
+            f"{d.odds_ratio:.3f} | {d.p_value:.3g} | {d.p_value_adjusted:.3g} | {'yes' if d.is_significant else 'no'} |"
+        )
+    return "\n".join(lines) + f"\n\n{result.conclusion}"
+
+
+def markdown_metrics(result: ModelResult) -> str:
+    def f(v, fmt="{:.3f}"):
+        return "" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
+
+    rows = [
+        ("model_version", result.model_version), ("status", result.status),
+        ("sessions used / read", f"{result.n_sessions:,} / {result.n_input:,}"),
+        ("event rate (abandoned)", f(result.event_rate)),
+        ("AUC, out-of-fold (95% bootstrap CI)", f"{f(result.auc)} [{f(result.auc_ci_low)}, {f(result.auc_ci_high)}]"),
+        (f"GBM AUC on {result.gbm_sessions or 0:,} sessions (95% CI)",
+         f"{f(result.gbm_auc)} [{f(result.gbm_auc_ci_low)}, {f(result.gbm_auc_ci_high)}]"),
+        ("logistic AUC on the same sessions", f(result.logit_auc_on_gbm_sessions)),
+        ("GBM - logistic AUC (95% paired CI)",
+         f"[{f(result.gbm_minus_logit_auc_ci_low, '{:+.3f}')}, {f(result.gbm_minus_logit_auc_ci_high, '{:+.3f}')}]"),
+        ("Brier score", f(result.brier_score)),
+        ("calibration intercept / slope", f"{f(result.calibration_intercept)} / {f(result.calibration_slope)}"),
+        ("strongest driver", result.strongest_driver or "none significant"),
+    ]
+    return "| metric | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)

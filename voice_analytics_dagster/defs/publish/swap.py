@@ -1,0 +1,138 @@
+"""Write-audit-publish: copy the tested working tables into the certified schema ``analytics`` in one
+transaction, grant the BI role, and log every publication and every block.
+
+dbt rebuilds its tables with ``drop ... cascade``, so BI never reads dbt's own tables: publication
+copies each certified table into ``publish_stage`` (invisible to BI) and then, in the same
+transaction, swaps it into ``analytics``. A reader sees the whole previous version or the whole new
+one (PostgreSQL DDL is transactional), never a mix, an empty or a missing table; the exclusive
+locks on ``analytics`` tables are taken only for the final swap.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from voice_analytics_dagster.lib.settings import Settings
+
+CERTIFIED_SCHEMA = "analytics"
+STAGE_SCHEMA = "publish_stage"
+
+
+@dataclass(frozen=True)
+class CertifiedTable:
+    """A working table that publication copies to ``analytics.<name>``."""
+
+    name: str
+    schema: str
+    description: str = ""
+
+    @property
+    def source(self) -> sql.Composed:
+        return sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(self.name))
+
+
+ANALYTICS_BOOTSTRAP = """
+create schema if not exists analytics;
+create schema if not exists publish_stage;
+create table if not exists analytics.publication_log (
+    publication_id bigint generated always as identity primary key,
+    run_id text not null,
+    logged_at timestamptz not null default clock_timestamp(),
+    status text not null check (status in ('published', 'blocked')),
+    tables jsonb,
+    blocked_by text[],
+    message text
+);
+create unique index if not exists publication_log_run on analytics.publication_log (run_id);
+comment on table analytics.publication_log is
+    'One row per pipeline run that reached the gate: what it published (tables and row counts) or which checks blocked it.';
+"""
+
+
+def ensure_analytics(conn: psycopg.Connection) -> None:
+    with conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(hashtext('voice_analytics.bootstrap_analytics'))")
+        conn.execute(ANALYTICS_BOOTSTRAP)
+
+
+def bi_role_statements(settings: Settings, database: str) -> list[sql.Composable]:
+    """Idempotent statements giving the BI role CONNECT, USAGE and SELECT on ``analytics`` only."""
+    role = sql.Identifier(settings.bi_role)
+    db = sql.Identifier(database)
+    return [
+        sql.SQL(
+            "do $$ begin if not exists (select from pg_roles where rolname = {name}) then "
+            "create role {role} login; end if; end $$"
+        ).format(name=sql.Literal(settings.bi_role), role=role),
+        sql.SQL("alter role {} with login nosuperuser nocreatedb nocreaterole noinherit password {}").format(
+            role, sql.Literal(settings.bi_password)
+        ),
+        # nobody but the owner and the BI role connects or creates temporary tables here
+        sql.SQL("revoke all on database {} from public").format(db),
+        sql.SQL("grant connect on database {} to {}").format(db, role),
+        # PostgreSQL < 15 lets PUBLIC create in schema public: not here
+        sql.SQL("revoke create on schema public from public"),
+        sql.SQL("grant usage on schema analytics to {}").format(role),
+        sql.SQL("grant select on all tables in schema analytics to {}").format(role),
+        # tables the pipeline creates directly in analytics later (publication_log) are readable too
+        sql.SQL("alter default privileges in schema analytics grant select on tables to {}").format(role),
+    ]
+
+
+def ensure_bi_role(conn: psycopg.Connection, settings: Settings) -> None:
+    database = conn.info.dbname
+    with conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(hashtext('voice_analytics.bi_role'))")
+        for statement in bi_role_statements(settings, database):
+            conn.execute(statement)
+
+
+def publish_tables(
+    conn: psycopg.Connection, tables: Sequence[CertifiedTable], settings: Settings, run_id: str
+) -> dict[str, int]:
+    """Swap every certified table into ``analytics`` in one transaction; returns row counts."""
+    counts: dict[str, int] = {}
+    role = sql.Identifier(settings.bi_role)
+    with conn.transaction():
+        # one publisher at a time; a second waits, then publishes its own complete version
+        conn.execute("select pg_advisory_xact_lock(hashtext('voice_analytics.publish'))")
+        for t in tables:
+            staged = sql.SQL("publish_stage.{}").format(sql.Identifier(t.name))
+            conn.execute(sql.SQL("drop table if exists {}").format(staged))
+            conn.execute(sql.SQL("create table {} (like {} including all)").format(staged, t.source))
+            cur = conn.execute(sql.SQL("insert into {} select * from {}").format(staged, t.source))
+            counts[t.name] = cur.rowcount
+            comment = conn.execute(
+                "select obj_description(%s::regclass, 'pg_class')", (f"{t.schema}.{t.name}",)
+            ).fetchone()[0]
+            if comment or t.description:
+                conn.execute(sql.SQL("comment on table {} is {}").format(staged, sql.Literal(comment or t.description)))
+        # the swap: exclusive locks on analytics tables only from here to commit
+        for t in tables:
+            target = sql.SQL("analytics.{}").format(sql.Identifier(t.name))
+            conn.execute(sql.SQL("drop table if exists {}").format(target))
+            conn.execute(sql.SQL("alter table publish_stage.{} set schema analytics").format(sql.Identifier(t.name)))
+            conn.execute(sql.SQL("grant select on {} to {}").format(target, role))
+        conn.execute(
+            "insert into analytics.publication_log (run_id, status, tables, message) values (%s, 'published', %s, %s) "
+            "on conflict (run_id) do update set status = excluded.status, tables = excluded.tables, "
+            "message = excluded.message, logged_at = clock_timestamp()",
+            (run_id, json.dumps(counts), f"published {len(tables)} tables"),
+        )
+    return counts
+
+
+def record_block(conn: psycopg.Connection, run_id: str, blocked_by: Sequence[str], message: str) -> None:
+    """Log that a run did not publish, and why (idempotent per run; a publication is never overwritten)."""
+    ensure_analytics(conn)
+    with conn.transaction():
+        conn.execute(
+            "insert into analytics.publication_log (run_id, status, blocked_by, message) "
+            "values (%s, 'blocked', %s, %s) on conflict (run_id) do nothing",
+            (run_id, list(blocked_by), message[:4000]),
+        )

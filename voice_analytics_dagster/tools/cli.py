@@ -1,0 +1,349 @@
+"""`voice-analytics`: the command line. Thin: it parses, then calls the package."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _print(msg: str = "") -> None:
+    print(msg, flush=True)
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from voice_analytics_dagster.tools.generator import NO_EFFECT, PLANTED, generate_export
+
+    summary = generate_export(
+        Path(args.out),
+        args.sessions,
+        seed=args.seed,
+        effects=NO_EFFECT if args.no_effect else PLANTED,
+        asr_model_version=not args.no_asr_model_version,
+        days=args.days,
+        by_day=args.by_day,
+        progress=not args.quiet,
+    )
+    _print(f"wrote a synthetic export of {args.sessions:,} sessions to {args.out} (seed {args.seed})")
+    for name, rows in summary.rows.items():
+        _print(f"  {name:<22} {rows:>12,} rows")
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from voice_analytics_dagster.tools.pipeline import prepare_dbt
+
+    path = prepare_dbt(force=True)
+    _print(f"dbt manifest prepared: {path}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from voice_analytics_dagster.tools.pipeline import run_pipeline
+
+    wait = 0.0 if args.no_wait else args.wait
+    outcome = run_pipeline(Path(args.source), verbose=args.verbose, full_refresh=args.full_refresh,
+                           wait_seconds=wait, from_date=args.from_date, to_date=args.to_date,
+                           lookback_days=args.lookback_days)
+    _print(outcome.report())
+    return 0 if outcome.published else 1
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from voice_analytics_dagster.tools.doctor import run_doctor
+
+    report = run_doctor(Path(args.source) if args.source else None, sample_size=args.sample)
+    _print(report.render())
+    return 0 if report.ok else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from voice_analytics_dagster.lib.settings import get_settings
+    from voice_analytics_dagster.tools.generator import generate_export
+    from voice_analytics_dagster.tools.pipeline import run_pipeline
+
+    settings = get_settings()
+    out = Path(args.out) if args.out else settings.home / "demo-export"
+    if not (out / "voice_sessions.csv").exists() or args.regenerate:
+        _print(f"1/2 generating a synthetic export of {args.sessions:,} sessions in {out}")
+        generate_export(out, args.sessions, seed=args.seed, progress=True)
+    else:
+        _print(f"1/2 reusing the synthetic export in {out} (--regenerate to make a new one)")
+    _print("2/2 running the pipeline on the embedded PostgreSQL (this takes about a minute)")
+    outcome = run_pipeline(out, verbose=args.verbose)
+    _print(outcome.report())
+    if outcome.published:
+        _print("\nNext:")
+        _print("  voice-analytics ui        # Dagster UI on http://127.0.0.1:3000 (lineage, checks, runs)")
+        _print('  psql "$(voice-analytics db-url)" -c "select * from analytics.publication_log"')
+    return 0 if outcome.published else 1
+
+
+def cmd_db_url(args: argparse.Namespace) -> int:
+    from voice_analytics_dagster.lib.settings import get_settings
+    from voice_analytics_dagster.lib.warehouse import Warehouse
+
+    settings = get_settings()
+    wh = Warehouse(settings)
+    wh.ensure_databases()
+    if args.bi:
+        info = wh.conninfo()
+        from voice_analytics_dagster.lib.warehouse import ConnInfo
+
+        _print(ConnInfo(info.host, info.port, settings.bi_role, settings.bi_password, info.dbname).url())
+    else:
+        _print(wh.url())
+    return 0
+
+
+def cmd_db_stop(args: argparse.Namespace) -> int:
+    from voice_analytics_dagster.lib.settings import get_settings
+    from voice_analytics_dagster.lib.warehouse import stop_embedded
+
+    settings = get_settings()
+    if not settings.is_embedded:
+        _print("an external server is configured (VOICE_ANALYTICS_DATABASE_URL); nothing to stop")
+        return 0
+    _print("stopped the embedded PostgreSQL" if stop_embedded(settings) else "the embedded PostgreSQL was not running")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from voice_analytics_dagster.tools.ui import run_ui
+
+    return run_ui(host=args.host, port=args.port)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from voice_analytics_dagster.tools.bench import BenchError, render, run_bench
+
+    try:
+        result = run_bench(args.sessions, repeat=args.repeat, seed=args.seed,
+                           export=Path(args.export) if args.export else None,
+                           json_path=Path(args.json) if args.json else None,
+                           incremental=args.incremental, incremental_days=args.days, clean=args.clean,
+                           say=lambda m: print(f"bench: {m}", file=sys.stderr, flush=True))
+    except BenchError as exc:
+        print(f"voice-analytics bench: {exc}", file=sys.stderr)
+        return 1
+    _print(render(result))
+    if args.json:
+        _print(f"\nJSON: {args.json}")
+    return 0
+
+
+def cmd_contract(args: argparse.Namespace) -> int:
+    import yaml
+
+    from voice_analytics_dagster.lib.contract import dbt_sources
+    from voice_analytics_dagster.lib.settings import DBT_PROJECT_DIR
+
+    text = SOURCES_HEADER + yaml.safe_dump(dbt_sources(), sort_keys=False, width=110)
+    if args.write_dbt_sources:
+        path = DBT_PROJECT_DIR / "models" / "staging" / "_voice_export__sources.yml"
+        path.write_text(text)
+        _print(f"wrote {path}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_metabase(args: argparse.Namespace) -> int:
+    """`metabase provision`: create or update Metabase from metabase/; `metabase exposures`:
+    write (or check) the dbt exposures generated from the same specs."""
+    import json
+    import os
+
+    from voice_analytics_dagster.defs.bi import spec
+    from voice_analytics_dagster.lib.settings import DBT_PROJECT_DIR, SettingsError
+    from voice_analytics_dagster.tools import metabase as client
+
+    collection = spec.load_collection()
+    # the manifest file itself: importing dagster-dbt's DbtProject costs seconds for nothing here
+    manifest_path = DBT_PROJECT_DIR / "target" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
+    if args.metabase_command == "exposures":
+        if manifest is None:
+            raise SettingsError("no dbt manifest: run `voice-analytics prepare` first")
+        text = spec.exposures_text(collection, manifest)
+        current = spec.EXPOSURES_FILE.read_text() if spec.EXPOSURES_FILE.exists() else ""
+        if args.write:
+            spec.EXPOSURES_FILE.write_text(text)
+            _print(f"wrote {spec.EXPOSURES_FILE}")
+            return 0
+        _print("dbt exposures agree with metabase/" if current == text else
+               f"{spec.EXPOSURES_FILE} is out of date: run `voice-analytics metabase exposures --write`")
+        return 0 if current == text else 1
+
+    from voice_analytics_dagster.lib.settings import get_settings
+
+    settings = get_settings()
+    password = os.environ.get("VOICE_ANALYTICS_METABASE_ADMIN_PASSWORD")
+    if not password:
+        raise SettingsError("set VOICE_ANALYTICS_METABASE_ADMIN_PASSWORD (the Metabase admin's password)")
+    host, port, dbname = args.warehouse_host, args.warehouse_port, args.warehouse_db
+    if settings.database_url:
+        from urllib.parse import urlsplit
+
+        url = urlsplit(settings.database_url)
+        host, port, dbname = host or url.hostname, port or url.port or 5432, dbname or url.path.lstrip("/")
+    if not host:
+        raise SettingsError("Metabase reaches the warehouse over TCP: set VOICE_ANALYTICS_DATABASE_URL "
+                            "or --warehouse-host (the embedded server listens on a unix socket only)")
+    warehouse = client.WarehouseConnection(host, int(port or 5432), dbname or settings.database_name,
+                                           settings.bi_role, settings.bi_password)
+    if args.wait_for_publication:
+        from voice_analytics_dagster.lib.warehouse import ConnInfo
+
+        bi_url = ConnInfo(args.bi_host or warehouse.host, warehouse.port, warehouse.user, warehouse.password,
+                          warehouse.dbname).url()
+        client.wait_for_publication(bi_url, args.wait_for_publication, _print)
+    opts = client.ProvisionOptions(
+        url=args.url, admin_email=args.admin_email, admin_password=password, warehouse=warehouse,
+        database_name=args.database_name, ready_timeout=args.ready_timeout, sync_timeout=args.sync_timeout,
+        update_password=args.update_password,
+        descriptions=client.manifest_descriptions(manifest) if manifest and not args.no_descriptions else None,
+    )
+    try:
+        report = client.provision(opts, collection, log=_print)
+    except client.MetabaseError as exc:
+        print(f"voice-analytics: Metabase: {exc}", file=sys.stderr)
+        return 1
+    _print(report.render())
+    return 0
+
+
+SOURCES_HEADER = (
+    "# Generated from voice_analytics_dagster/lib/contract.py (voice-analytics contract --write-dbt-sources)."
+    " Do not edit by hand.\n"
+)
+
+
+# -- parser ------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="voice-analytics",
+        description="Certified analytics for Voice AI interaction data (Dagster + dbt + PostgreSQL).",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="write a synthetic export in the sample's five-file schema")
+    g.add_argument("--sessions", type=int, required=True, help="number of sessions")
+    g.add_argument("--out", required=True, help="output folder")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--days", type=int, default=120, help="days covered (default 120)")
+    g.add_argument("--by-day", action="store_true", help="write dated delivery folders YYYY-MM-DD/")
+    g.add_argument("--no-effect", action="store_true", help="plant no abandonment driver (null model)")
+    g.add_argument("--no-asr-model-version", action="store_true", help="omit the optional asr_model_version column")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.set_defaults(func=cmd_generate)
+
+    r = sub.add_parser("run", help="materialize every asset from an export and publish if every blocking check passed")
+    r.add_argument("--source", required=True, help="export folder (five CSV files) or landing folder of dated deliveries")
+    r.add_argument("--full-refresh", action="store_true", help="rebuild incremental models from scratch")
+    r.add_argument("--from-date", metavar="YYYY-MM-DD", help="backfill: also rebuild the session days from this day")
+    r.add_argument("--to-date", metavar="YYYY-MM-DD", help="backfill: ... to this day (inclusive)")
+    r.add_argument("--lookback-days", type=int, metavar="N",
+                   help="days before the latest affected day rebuilt too (default VOICE_ANALYTICS_LOOKBACK_DAYS, 3)")
+    r.add_argument("-v", "--verbose", action="store_true", help="show Dagster's event log")
+    w = r.add_mutually_exclusive_group()
+    w.add_argument("--wait", type=float, default=None, metavar="SECONDS",
+                   help="how long to wait for another run that holds the warehouse (default "
+                        "VOICE_ANALYTICS_RUN_LOCK_WAIT, 3600)")
+    w.add_argument("--no-wait", action="store_true", help="refuse at once (exit 3) when another run holds the warehouse")
+    r.set_defaults(func=cmd_run)
+
+    doc = sub.add_parser("doctor", help="check the set-up (server, databases, roles, dbt, Dagster) and an export")
+    doc.add_argument("--source", help="an export folder or landing folder to check against the contract")
+    doc.add_argument("--sample", type=int, default=5, help="bad rows shown per file (default 5)")
+    doc.set_defaults(func=cmd_doctor)
+
+    d = sub.add_parser("demo", help="generate a synthetic export and run the whole pipeline on the embedded default")
+    d.add_argument("--sessions", type=int, default=20_000)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--out", help="export folder (default: $VOICE_ANALYTICS_HOME/demo-export)")
+    d.add_argument("--regenerate", action="store_true")
+    d.add_argument("-v", "--verbose", action="store_true")
+    d.set_defaults(func=cmd_demo)
+
+    u = sub.add_parser("ui", help="start the Dagster webserver and daemon on 127.0.0.1")
+    u.add_argument("--host", default="127.0.0.1")
+    u.add_argument("--port", type=int, default=3000)
+    u.set_defaults(func=cmd_ui)
+
+    db = sub.add_parser("db-url", help="print a libpq connection URL of the warehouse")
+    db.add_argument("--bi", action="store_true", help="the read-only BI role's URL instead of the pipeline's")
+    db.set_defaults(func=cmd_db_url)
+
+    stop = sub.add_parser("db-stop", help="stop the embedded PostgreSQL server")
+    stop.set_defaults(func=cmd_db_stop)
+
+    prep = sub.add_parser("prepare", help="parse the dbt project and write its manifest (build step)")
+    prep.set_defaults(func=cmd_prepare)
+
+    b = sub.add_parser("bench", help="time ingestion, dbt, checks, model, publish and the whole run against "
+                                     "psql \\copy and pandas to_sql on one server (voice_analytics_dagster/tools/bench.py)")
+    b.add_argument("--sessions", type=int, default=1_000_000, help="sessions in the export (default 1,000,000)")
+    b.add_argument("--repeat", type=int, default=3, help="repeats; the table shows medians (default 3)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--export", help="export folder to reuse or create (default $TMPDIR/va-bench-export-N-sS)")
+    b.add_argument("--json", help="also write every figure as JSON to this file")
+    b.add_argument("--incremental", action="store_true",
+                   help="also time a daily run adding one day to --days of history in a landing folder")
+    b.add_argument("--days", type=int, default=120, help="days of history for --incremental (default 120)")
+    b.add_argument("--clean", action="store_true", help="delete the export if this bench generated it")
+    b.set_defaults(func=cmd_bench)
+
+    c = sub.add_parser("contract", help="print (or write) the dbt sources derived from the export contract")
+    c.add_argument("--write-dbt-sources", action="store_true")
+    c.set_defaults(func=cmd_contract)
+
+    mb = sub.add_parser("metabase", help="provision Metabase from metabase/ (REST API), or write its dbt exposures")
+    mb_sub = mb.add_subparsers(dest="metabase_command", required=True)
+    prov = mb_sub.add_parser("provision", help="create or update the connection, collection, cards and dashboards")
+    prov.add_argument("--url", required=True, help="Metabase base URL, e.g. http://metabase:3000")
+    prov.add_argument("--admin-email", default="admin@voice-analytics.local",
+                      help="Metabase admin (created on first run); password from VOICE_ANALYTICS_METABASE_ADMIN_PASSWORD")
+    prov.add_argument("--database-name", default="Voice analytics (certified)", help="name of the connection in Metabase")
+    prov.add_argument("--warehouse-host", help="warehouse host as Metabase sees it (default: VOICE_ANALYTICS_DATABASE_URL's)")
+    prov.add_argument("--warehouse-port", type=int)
+    prov.add_argument("--warehouse-db", help="warehouse database (default: VOICE_ANALYTICS_DATABASE_URL's)")
+    prov.add_argument("--bi-host", help="warehouse host as this command sees it, for --wait-for-publication")
+    prov.add_argument("--wait-for-publication", type=float, default=0, metavar="SECONDS",
+                      help="first wait until the BI role can read a publication (the role exists only after one)")
+    prov.add_argument("--ready-timeout", type=float, default=300, metavar="SECONDS", help="wait for /api/health")
+    prov.add_argument("--sync-timeout", type=float, default=120, metavar="SECONDS",
+                      help="wait for Metabase to list the certified tables after the schema sync")
+    prov.add_argument("--update-password", action="store_true",
+                      help="rewrite the connection even if unchanged (Metabase never shows the stored password)")
+    prov.add_argument("--no-descriptions", action="store_true", help="do not push dbt descriptions to tables and fields")
+    prov.set_defaults(func=cmd_metabase)
+    exp = mb_sub.add_parser("exposures", help="check (or --write) dbt/models/exposures/ against metabase/")
+    exp.add_argument("--write", action="store_true")
+    exp.set_defaults(func=cmd_metabase)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from voice_analytics_dagster.defs.ingestion.loader import IngestionError
+    from voice_analytics_dagster.lib.runlock import RunLockBusy
+    from voice_analytics_dagster.lib.settings import SettingsError
+
+    try:
+        return args.func(args)
+    except (SettingsError, IngestionError) as exc:
+        print(f"voice-analytics: {exc}", file=sys.stderr)
+        return 2
+    except RunLockBusy as exc:
+        print(f"voice-analytics: {exc}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
