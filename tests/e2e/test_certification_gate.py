@@ -115,8 +115,8 @@ def fingerprint(db):
 def test_vanished_rows_block_publication_even_when_publish_runs_alone(published, use_db):
     from voice_analytics_dagster.definitions import defs
     from voice_analytics_dagster.defs.automation.jobs import PIPELINE_JOB
-    from voice_analytics_dagster.defs.checks import sessions_reconcile
     from voice_analytics_dagster.defs.publish.assets import publish_certified_schema
+    from voice_analytics_dagster.defs.transform.checks import sessions_reconcile
     from voice_analytics_dagster.lib.instance import open_instance
     from voice_analytics_dagster.lib.settings import get_settings
 

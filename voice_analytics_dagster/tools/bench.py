@@ -64,13 +64,14 @@ def stage_of_step(step_key: str) -> str:
     ``voice_dbt_models_2`` (the dbt build is split in two steps around the model, whose export
     table dbt builds after it), ``<asset>_<check>`` for Python asset checks, ``abandonment_model``,
     ``publish_certified_schema``, ``reports__voice_analytics_report``."""
-    from voice_analytics_dagster.defs.checks import asset_checks
+    from voice_analytics_dagster.defs.automation.freshness import freshness_checks
+    from voice_analytics_dagster.defs.transform.checks import asset_checks
 
     check_names = set()
-    for c in asset_checks:
+    for c in [*asset_checks, *freshness_checks]:
         for spec in getattr(c, "check_specs", ()):
             check_names.add(spec.name)
-    if any(step_key.endswith("_" + name) for name in check_names):
+    if any(step_key.endswith("_" + name) for name in check_names) or step_key.startswith("freshness_check"):
         return "checks"
     if step_key == "raw_export" or step_key.startswith("raw__"):
         return "ingestion"

@@ -27,7 +27,8 @@ from pathlib import Path
 import dagster as dg
 from dagster._utils.schedules import is_valid_cron_string
 
-from voice_analytics_dagster.defs.automation.jobs import freshness_job, pipeline_job
+from voice_analytics_dagster.defs.automation.freshness import freshness_job
+from voice_analytics_dagster.defs.automation.jobs import pipeline_job
 from voice_analytics_dagster.defs.ingestion.loader import DATED_FOLDER_RE, file_checksum
 from voice_analytics_dagster.lib.contract import TABLES
 from voice_analytics_dagster.lib.settings import ENV_PREFIX, Settings, SettingsError, get_settings

@@ -32,7 +32,6 @@ from voice_analytics_dagster.defs.model.fit import (
 from voice_analytics_dagster.defs.model.privacy import suppress_small_cells
 from voice_analytics_dagster.defs.publish.swap import CertifiedTable
 from voice_analytics_dagster.defs.transform.assets import dbt_model_key
-from voice_analytics_dagster.lib import warmup
 from voice_analytics_dagster.lib.resources import WarehouseResource
 from voice_analytics_dagster.lib.settings import get_settings
 
@@ -50,11 +49,6 @@ METRICS = analysis_key("abandonment_model_metrics")
 HISTORY = analysis_key("abandonment_model_history")
 CALIBRATION = analysis_key("abandonment_calibration")
 SCORES = analysis_key("abandonment_session_scores")
-
-# what the step imports (analysis/abandonment.py imports them inside its functions): imported in
-# the background while dbt builds (warmup.py)
-warmup.register(SCORES, ("statsmodels.api", "statsmodels.stats.proportion", "scipy.special", "threadpoolctl",
-                         "sklearn.ensemble", "sklearn.model_selection", "sklearn.metrics"))
 
 CERTIFIED = ("abandonment_drivers", "abandonment_model_metrics", "abandonment_model_history",
              "abandonment_calibration")

@@ -8,23 +8,25 @@ replaced on every run and linked from the asset's metadata.
 
 import datetime as dt
 import os
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
 from voice_analytics_dagster.defs.publish.assets import published_key
 from voice_analytics_dagster.defs.report.render import ReportData, asr_bin_sql, build_report
-from voice_analytics_dagster.lib import warmup
 from voice_analytics_dagster.lib.resources import WarehouseResource
 from voice_analytics_dagster.lib.settings import get_settings
 
 REPORT_FILE = "voice_analytics_report.html"
 REPORT_KEY = dg.AssetKey(["reports", "voice_analytics_report"])
-# matplotlib (imported by analysis/report.py when it draws): imported while dbt runs (warmup.py)
-warmup.register(REPORT_KEY, ("matplotlib.figure", "matplotlib.backends.backend_agg"))
 READS = ("fct_accessibility_by_segment", "fct_segment_outcome_tests", "fct_error_rates",
          "fct_error_rate_comparisons", "fct_voice_kpis", "fact_voice_ai_sessions", "abandonment_drivers",
          "abandonment_model_metrics")
+
+
+def report_path(settings) -> Path:
+    return settings.report_dir / REPORT_FILE
 
 
 def _frame(conn, query: str) -> pd.DataFrame:
@@ -56,7 +58,7 @@ def voice_analytics_report(context: dg.AssetExecutionContext, warehouse: Warehou
         )
     text = build_report(data)
     settings.report_dir.mkdir(parents=True, exist_ok=True)
-    path = settings.report_dir / REPORT_FILE
+    path = report_path(settings)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)  # a reader never sees half a report

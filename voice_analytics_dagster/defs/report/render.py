@@ -53,8 +53,7 @@ def asr_bin_sql(bins: int = 10) -> str:
 
 
 def _figure(**kwargs) -> Figure:
-    # imported when a report is drawn, not when the code location loads (0.28 s of start-up;
-    # the report step's warm-up imports it in the background while dbt runs: warmup.py)
+    # imported when a report is drawn, not when the code location loads (a third of a second)
     from matplotlib.figure import Figure
 
     return Figure(**kwargs)

@@ -7,86 +7,21 @@ downstream (publication included) runs in that run. Per-model behaviour lives in
 
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import (
-    DagsterDbtTranslator,
-    DagsterDbtTranslatorSettings,
-    DbtCliResource,
-    dbt_assets,
-    get_asset_key_for_model,
-)
+from dagster_dbt import DbtCliResource, dbt_assets, get_asset_key_for_model
 from pydantic import Field
 
-from voice_analytics_dagster.defs.ingestion.assets import raw_asset_key
 from voice_analytics_dagster.defs.transform.dbt_cli import dbt_build_args, wait_for_dbt_parse
 from voice_analytics_dagster.defs.transform.incremental import plan_build, record_build
 from voice_analytics_dagster.defs.transform.project import dbt_project
 from voice_analytics_dagster.defs.transform.resources import dbt_environment
-from voice_analytics_dagster.lib import warmup
+from voice_analytics_dagster.defs.transform.translator import translator
 from voice_analytics_dagster.lib.resources import WarehouseLockResource, WarehouseResource
 from voice_analytics_dagster.lib.retry import MAX_RETRIES, backoff_seconds, dbt_failure_is_transient
 from voice_analytics_dagster.lib.settings import get_settings
-
-
-def _is_source(props: Mapping[str, Any]) -> bool:
-    return props.get("resource_type") == "source"
-
-
-def _schema_of(props: Mapping[str, Any]) -> str:
-    return (props.get("config") or {}).get("schema") or props.get("schema") or "marts"
-
-
-def _meta(props: Mapping[str, Any]) -> Mapping[str, Any]:
-    return {**(props.get("meta") or {}), **((props.get("config") or {}).get("meta") or {})}
-
-
-def is_certified(props: Mapping[str, Any]) -> bool:
-    return bool(_meta(props).get("certified"))
-
-
-def _meta_asset_key(props: Mapping[str, Any]) -> dg.AssetKey | None:
-    """An explicit key in dbt meta (``meta: {dagster: {asset_key: [...]}}``), e.g. for a source
-    written by a Python asset."""
-    key = (_meta(props).get("dagster") or {}).get("asset_key")
-    return dg.AssetKey(key) if key else None
-
-
-class VoiceDbtTranslator(DagsterDbtTranslator):
-    """dbt sources are the assets that write them (the raw ingestion assets unless their meta
-    names another key); models are keyed and grouped by their schema."""
-
-    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
-        explicit = _meta_asset_key(dbt_resource_props)
-        if explicit is not None:
-            return explicit
-        if _is_source(dbt_resource_props):
-            return raw_asset_key(dbt_resource_props["name"])
-        return dg.AssetKey([_schema_of(dbt_resource_props), dbt_resource_props["name"]])
-
-    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
-        if _is_source(dbt_resource_props):
-            return None  # the asset that writes the source owns its group
-        return _schema_of(dbt_resource_props)
-
-    def get_tags(self, dbt_resource_props: Mapping[str, Any]) -> Mapping[str, str]:
-        tags = dict(super().get_tags(dbt_resource_props))
-        if is_certified(dbt_resource_props):
-            tags["certified"] = ""
-        return tags
-
-    def get_metadata(self, dbt_resource_props: Mapping[str, Any]) -> Mapping[str, Any]:
-        metadata = dict(super().get_metadata(dbt_resource_props))
-        grain = _meta(dbt_resource_props).get("grain")
-        if grain:
-            metadata["grain"] = grain
-        metadata["certified"] = is_certified(dbt_resource_props)
-        return metadata
-
-
-translator = VoiceDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
 
 
 def _markdown_table(columns: list[str], rows: list[tuple]) -> str:
@@ -152,7 +87,7 @@ def dbt_build_with_retry(context: dg.AssetExecutionContext, dbt: DbtCliResource,
         if invocation.is_successful():
             yield from events
             return
-        messages = list(getattr(invocation, "_error_messages", []))
+        messages = [str(invocation.get_error())]  # dagster-dbt's error names dbt's error lines
         if attempt < MAX_RETRIES and dbt_failure_is_transient(_run_results(invocation), messages):
             wait = backoff_seconds(attempt)
             time.sleep(wait)
@@ -204,7 +139,6 @@ def voice_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, war
                          + (f"; session days rebuilt: {len(plan.session_days)}" if plan.session_days is not None else ""))
     args = dbt_build_args(settings, full_refresh=plan.full_refresh if plan else config.full_refresh)
     wait_for_dbt_parse()  # `voice-analytics run` parses in the background during ingestion
-    warmup.start(context.job_def.asset_layer.selected_asset_keys)  # later steps' imports, while dbt runs
     succeeded = False
     try:
         with dbt_environment(wh):

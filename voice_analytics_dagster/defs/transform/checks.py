@@ -1,11 +1,10 @@
-"""Python asset checks: the production checks that dbt tests cannot express.
+"""The session fact's checks that dbt tests cannot express (docs/CHECKS.md lists every check).
 
-Severity on purpose (docs/CHECKS.md lists every check in one place; a test keeps it complete):
-- reconciliation: ERROR, blocking. Sessions read must equal sessions in the fact plus sessions left
-  out with a reason; anything else means rows vanished between layers.
-- volume anomaly, raw-load freshness, publication freshness: WARN. They say something may be wrong
-  upstream (a short delivery, a stalled export); the data that did arrive is still correct, so they
-  alert without blocking publication.
+- reconciliation and a non-empty fact: ERROR, blocking. Sessions read must equal sessions in the
+  fact plus sessions left out with a reason; and an export whose sessions are all excluded (a
+  turns file holding only its header, say) must not publish empty dashboards as certified.
+- volume anomaly: WARN. A short latest day usually means a partial delivery; the rows that did
+  arrive are still correct, so it alerts without blocking.
 
 Check metadata carries counts and a few keys (session ids), never personal data.
 """
@@ -15,15 +14,11 @@ import math
 
 import dagster as dg
 
-from voice_analytics_dagster.defs.ingestion.assets import raw_asset_key
-from voice_analytics_dagster.defs.publish.assets import published_key
 from voice_analytics_dagster.defs.transform.assets import dbt_model_key
 from voice_analytics_dagster.lib.resources import WarehouseResource
 
 FACT = dbt_model_key("fact_voice_ai_sessions")
 
-# A daily delivery schedule: a load older than 36 h means at least one delivery was missed.
-FRESHNESS_HOURS = 36
 # Volume anomaly: the latest day's sessions against the trailing 7 days' mean. Flag only when the
 # day is both far in Poisson terms (|z| > 4, ~1 false alarm in 15,000 normal days) and
 # materially different (< 50% or > 200% of the mean): at national volumes any z is "significant",
@@ -127,42 +122,21 @@ def daily_volume_within_range(warehouse: WarehouseResource) -> dg.AssetCheckResu
     )
 
 
-def _age_hours(ts: dt.datetime | None) -> float | None:
-    if ts is None:
-        return None
-    return (dt.datetime.now(dt.UTC) - ts).total_seconds() / 3600
-
-
-@dg.asset_check(asset=raw_asset_key("voice_sessions"), name="raw_load_fresh", blocking=False,
-                description=f"A session file was loaded (or re-confirmed) within {FRESHNESS_HOURS} h (warn).")
-def raw_load_fresh(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    wh = warehouse.get()
-    last = wh.scalar(
-        "select max(loaded_at) from raw.load_batches where table_name = 'voice_sessions' and status = 'loaded'"
-    ) if wh.scalar("select to_regclass('raw.load_batches') is not null") else None
-    age = _age_hours(last)
+@dg.asset_check(asset=FACT, name="fact_has_sessions", blocking=True,
+                description="The fact holds sessions: an export whose every session is excluded (no turns, "
+                            "say) is blocked rather than published as empty dashboards.")
+def fact_has_sessions(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    in_fact, excluded = warehouse.get().fetchall(
+        "select (select count(*) from marts.fact_voice_ai_sessions), "
+        "(select count(*) from intermediate.int_session_exclusions)")[0]
+    reasons = warehouse.get().fetchall(
+        "select exclusion_reason, count(*) from intermediate.int_session_exclusions group by 1 order by 2 desc limit 3")
     return dg.AssetCheckResult(
-        passed=age is not None and age <= FRESHNESS_HOURS,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={"last_loaded_at": last.isoformat() if last else "never",
-                  "age_hours": age if age is not None else -1.0, "limit_hours": FRESHNESS_HOURS},
+        passed=in_fact > 0, severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"sessions_in_fact": in_fact, "sessions_excluded": excluded,
+                  "top_exclusion_reasons": [f"{r}: {n}" for r, n in reasons]},
+        description=None if in_fact > 0 else f"no session reaches the fact ({excluded} excluded)",
     )
 
 
-@dg.asset_check(asset=published_key("fact_voice_ai_sessions"), name="publication_fresh", blocking=False,
-                description=f"The certified schema was published within {FRESHNESS_HOURS} h (warn).")
-def publication_fresh(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    wh = warehouse.get()
-    last = wh.scalar(
-        "select max(logged_at) from analytics.publication_log where status = 'published'"
-    ) if wh.scalar("select to_regclass('analytics.publication_log') is not null") else None
-    age = _age_hours(last)
-    return dg.AssetCheckResult(
-        passed=age is not None and age <= FRESHNESS_HOURS,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={"last_published_at": last.isoformat() if last else "never",
-                  "age_hours": age if age is not None else -1.0, "limit_hours": FRESHNESS_HOURS},
-    )
-
-
-asset_checks = [sessions_reconcile, daily_volume_within_range, raw_load_fresh, publication_fresh]
+asset_checks = [sessions_reconcile, fact_has_sessions, daily_volume_within_range]
