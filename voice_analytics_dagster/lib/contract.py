@@ -222,6 +222,11 @@ APPLICATIONS = Table(
     ),
 )
 
+# A synthetic export (``voice-analytics generate``) carries this file beside its five CSVs, in
+# every delivery folder: the warehouse records which exports were synthetic (and their seed) and
+# refuses to mix them with real ones. A real export has no such file.
+SYNTHETIC_MARKER = "synthetic_export.json"
+
 TABLES: tuple[Table, ...] = (USERS, VOICE_SESSIONS, VOICE_TURNS, VOICE_AI_METRICS, APPLICATIONS)
 TABLES_BY_NAME = {t.name: t for t in TABLES}
 # Load order that respects foreign keys (parents first); the loader itself does not enforce

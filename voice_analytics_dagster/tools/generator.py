@@ -102,6 +102,7 @@ O(users + days) arrays. 1,000,000 sessions (420,000 users, 5.43 M turns, 508,000
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from collections.abc import Iterator
@@ -115,6 +116,7 @@ from tqdm import tqdm
 
 from voice_analytics_dagster.lib.contract import (
     APPLICATIONS,
+    SYNTHETIC_MARKER,
     USERS,
     VOICE_AI_METRICS,
     VOICE_SESSIONS,
@@ -685,6 +687,11 @@ def generate_export(
             sink.write("users", _format_users(plan, users, day))
     finally:
         sink.close()
+    marker = json.dumps({"generator": "voice-analytics generate", "seed": plan.seed, "sessions": plan.sessions,
+                         "effects": "none" if effects == NO_EFFECT else "planted",
+                         "start_date": start_date.isoformat(), "days": plan.days}, indent=2) + "\n"
+    for folder in ([out_dir / d for d in day_names if (out_dir / d).is_dir()] if by_day else [out_dir]):
+        (folder / SYNTHETIC_MARKER).write_text(marker)
     return GenerationSummary(
         out_dir=out_dir, sessions=plan.sessions, users=plan.n_users, seed=plan.seed, effects=effects,
         by_day=by_day, asr_model_version=asr_model_version, start_date=start_date, days=plan.days,

@@ -8,7 +8,7 @@ import dagster as dg
 
 from voice_analytics_dagster.defs.bi.spec import load_collection, tables_read
 
-GROUP = "bi"
+GROUP = "metabase"  # the key prefix of the dashboards (metabase/<dashboard>)
 
 
 def dashboard_key(slug: str) -> dg.AssetKey:

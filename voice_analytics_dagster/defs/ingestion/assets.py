@@ -42,6 +42,17 @@ from voice_analytics_dagster.defs.ingestion.loader import (
     record_rejection,
 )
 from voice_analytics_dagster.lib.contract import TABLES, Table
+from voice_analytics_dagster.lib.provenance import (
+    BATCH_PROVENANCE_DDL,
+    CSV_FORMAT,
+    Dataset,
+    MixedDatasetsError,
+    dataset_of_source,
+    held_datasets,
+    mixing_problem,
+    record_batches,
+    run_tags,
+)
 from voice_analytics_dagster.lib.resources import (
     ExportSourceResource,
     WarehouseLockResource,
@@ -57,7 +68,7 @@ QUARANTINE_CHECK = "quarantine_within_tolerance"
 # bad values is bad data (quarantine), a majority is a changed export (schema drift).
 RETYPED_SHARE = 0.5
 
-GROUP = "ingestion"
+GROUP = "raw"  # groups follow the key prefixes (raw/<table>)
 
 
 def raw_asset_key(table_name: str) -> dg.AssetKey:
@@ -68,6 +79,7 @@ def ensure_raw_schema(conn) -> None:
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(hashtext('voice_analytics.bootstrap_raw'))")
         conn.execute(bootstrap_raw_sql())
+        conn.execute(BATCH_PROVENANCE_DDL)
 
 
 RETYPED_SQL = """
@@ -168,19 +180,26 @@ def _retry(context: dg.AssetExecutionContext, exc: Exception) -> dg.RetryRequest
 )
 def raw_export(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
                export_source: ExportSourceResource, warehouse_lock: WarehouseLockResource):
+    source = export_source.folder()
     try:
-        deliveries = discover_deliveries(export_source.folder())
-    except IngestionError as exc:
+        deliveries = discover_deliveries(source)
+        dataset = dataset_of_source([d.folder for d in deliveries])
+    except (IngestionError, MixedDatasetsError) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     wh = warehouse.get()
     try:
         wh.ensure_databases()
         with wh.connect() as conn:
             ensure_raw_schema(conn)
+            problem = mixing_problem(dataset, source, held_datasets(conn))
     except Exception as exc:
         if not is_transient_db_error(exc):
             raise
         raise _retry(context, exc) from exc
+    if problem:
+        raise dg.Failure(description=problem, allow_retries=False)
+    # what this run reads, on the run itself: a demo run can be told from a real one in the UI
+    context.instance.add_run_tags(context.run_id, run_tags(source, CSV_FORMAT, dataset))
     tables = [t for t in TABLES if raw_asset_key(t.name) in context.selected_asset_keys]
     # the largest file first, so that the other worker loads the small ones meanwhile
     tables.sort(key=lambda t: -_export_bytes(deliveries, t))
@@ -190,7 +209,7 @@ def raw_export(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
         # events are collected and yielded from this (the step's) thread once every load is done
         events: list = []
         try:
-            for event in _load_table(context, t, wh, deliveries, events.append):
+            for event in _load_table(context, t, wh, deliveries, events.append, source, dataset):
                 events.append(event)
         except Exception as exc:  # noqa: BLE001 - reported below, after every file's events
             return events, exc
@@ -225,7 +244,8 @@ def raw_export(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
     raise next(e for e in failures if not isinstance(e, dg.Failure))
 
 
-def _load_table(context: dg.AssetExecutionContext, t: Table, wh: Warehouse, deliveries: list[Delivery], log):
+def _load_table(context: dg.AssetExecutionContext, t: Table, wh: Warehouse, deliveries: list[Delivery], log,
+                source, dataset: Dataset):
     """The raw asset of table ``t``: load every new delivery, then evaluate its two checks.
     ``log`` takes the progress lines (the caller logs them from the step's thread)."""
     settings = get_settings()
@@ -259,6 +279,7 @@ def _load_table(context: dg.AssetExecutionContext, t: Table, wh: Warehouse, deli
             )
             results.append(result)
 
+        record_batches(conn, [r.batch_id for r in results if not r.skipped], source, CSV_FORMAT, dataset)
         activate_batches(conn, t, results)
         new_batches = [r.batch_id for r in results if not r.skipped]
         retyped = conn.execute(RETYPED_SQL, {"batches": new_batches, "share": RETYPED_SHARE}).fetchall()
@@ -277,6 +298,7 @@ def _load_table(context: dg.AssetExecutionContext, t: Table, wh: Warehouse, deli
 
     meta = _describe(results)
     meta["dagster/row_count"] = total_rows
+    meta.update({"source": str(source), "format": CSV_FORMAT, "dataset": dataset.label})
     yield dg.MaterializeResult(asset_key=raw_asset_key(t.name), metadata=meta)
     yield dg.AssetCheckResult(
         asset_key=raw_asset_key(t.name),
