@@ -123,11 +123,8 @@ def _append_orphan(path: Path, id_value: str):
 @pytest.fixture(scope="module")
 def failed_run(module_db, sample_dir, dbt_manifest, tmp_path_factory):
     """(db, instance, run_id, cursor before the run)."""
-    from voice_analytics_dagster.defs.automation.alerts import (
-        CheckAlertCursor,
-        latest_evaluation_id,
-        write_outbox,
-    )
+    from voice_analytics_dagster.defs.automation.alerts import CheckAlertCursor, write_outbox
+    from voice_analytics_dagster.lib.eventlog import latest_evaluation_id
     from voice_analytics_dagster.lib.instance import open_instance
     from voice_analytics_dagster.lib.settings import get_settings
     from voice_analytics_dagster.tools.pipeline import run_pipeline

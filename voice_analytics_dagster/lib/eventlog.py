@@ -1,5 +1,5 @@
-"""The certification gate, read from Dagster's event log: which checks failed in a run, and which
-steps failed. Used by the publish asset (defence in depth: it refuses to publish after any failed
+"""The one reader of Dagster's event log: which checks failed in a run, which steps failed, which
+checks' latest evaluations failed across runs. Used by the publish asset (defence in depth: it refuses to publish after any failed
 error-severity check of its run, blocking or not), by ``voice-analytics run`` and by the run-status
 sensor, which log blocked runs in ``analytics.publication_log``.
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import dagster as dg
-from dagster._core.events import DagsterEventType
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,7 @@ class FailedStep:
     message: str
 
 
-def _failing_count(metadata) -> int | None:
+def failing_count(metadata) -> int | None:
     for key in ("failing_count", "dagster_dbt/failed_row_count"):
         value = metadata.get(key)
         if value is not None:
@@ -53,7 +52,7 @@ def _failing_count(metadata) -> int | None:
 def failed_checks(instance: dg.DagsterInstance, run_id: str) -> list[FailedCheck]:
     """Every failed check evaluation of a run, error severity first."""
     out = []
-    for entry in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
         evaluation = entry.dagster_event.event_specific_data
         if evaluation.passed:
             continue
@@ -63,7 +62,7 @@ def failed_checks(instance: dg.DagsterInstance, run_id: str) -> list[FailedCheck
                 check=evaluation.check_name,
                 severity=evaluation.severity.value,
                 description=evaluation.description,
-                failing_count=_failing_count(evaluation.metadata),
+                failing_count=failing_count(evaluation.metadata),
             )
         )
     return sorted(out, key=lambda c: (c.severity != "ERROR", c.asset, c.check))
@@ -71,7 +70,7 @@ def failed_checks(instance: dg.DagsterInstance, run_id: str) -> list[FailedCheck
 
 def failed_steps(instance: dg.DagsterInstance, run_id: str) -> list[FailedStep]:
     out = []
-    for entry in instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE):
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
         error = entry.dagster_event.event_specific_data.error
         # the user's exception is the cause of Dagster's wrapper error
         while error is not None and error.cause is not None and error.cls_name.startswith("Dagster"):
@@ -98,3 +97,34 @@ def block_summary(checks: list[FailedCheck], steps: list[FailedStep]) -> tuple[l
         first = s.message.splitlines()[0] if s.message else ""
         lines.append(f"step failed: {s.step}: {first}")
     return names, "\n".join(lines) if lines else "run did not publish"
+
+
+def latest_failed_checks(instance: dg.DagsterInstance, keys: list[dg.AssetCheckKey]) -> list[FailedCheck]:
+    """Error-severity checks among ``keys`` whose latest evaluation, in any run, failed."""
+    records = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
+    failures = []
+    for key, record in records.items():
+        # the record's status enum lives in a private module: compared by its value
+        if record.status.value != "FAILED":
+            continue
+        evaluation = record.event.dagster_event.event_specific_data if record.event else None
+        severity = evaluation.severity.value if evaluation is not None else "ERROR"
+        if severity != "ERROR":
+            continue
+        failures.append(FailedCheck(key.asset_key.to_user_string(), key.name, severity,
+                                    evaluation.description if evaluation else None, None))
+    return sorted(failures, key=lambda c: c.name)
+
+
+def evaluation_records(instance: dg.DagsterInstance, after: int | None, limit: int, ascending: bool = True):
+    # The storage's own method: DagsterInstance.get_event_records is deprecated in 1.13 and has no
+    # replacement for check evaluations across all assets.
+    return instance.event_log_storage.get_event_records(
+        dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, after_cursor=after),
+        limit=limit, ascending=ascending,
+    )
+
+
+def latest_evaluation_id(instance: dg.DagsterInstance) -> int:
+    records = evaluation_records(instance, None, limit=1, ascending=False)
+    return records[0].storage_id if records else 0

@@ -107,6 +107,10 @@ class Settings:
     # How long a run waits for another run that holds the warehouse run lock (runlock.py) before
     # it is refused. An hour covers a daily run at 1.2 M sessions (a few minutes) many times over.
     run_lock_wait_seconds: float = 3600.0
+    # A publication that would drop the fact's sessions by more than this share of the last one is
+    # refused unless accepted (--accept-shrink). Daily deliveries only add sessions and a corrected
+    # export removes a few; losing a fifth of them means a partial or wrong export.
+    max_session_drop: float = 0.2
 
     @property
     def is_embedded(self) -> bool:
@@ -119,6 +123,12 @@ class Settings:
     @property
     def pgdata(self) -> Path:
         return self.home / "pgdata"
+
+    @property
+    def demo_home(self) -> Path:
+        """The demo's own home (embedded server, Dagster instance, secrets): synthetic data never
+        enters the warehouse that holds real data."""
+        return self.home / "demo"
 
     def with_database(self, url: str) -> Settings:
         return replace(self, database_url=url)
@@ -194,11 +204,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         report_dir=Path(report_dir).expanduser().resolve() if report_dir else home / "reports",
         alerts=alerts,
         run_lock_wait_seconds=_env_float(env, "RUN_LOCK_WAIT", 3600.0),
+        max_session_drop=_env_float(env, "MAX_SESSION_DROP", 0.2),
     )
     if settings.min_cell_size < 1:
         raise SettingsError(f"{ENV_PREFIX}MIN_CELL_SIZE must be >= 1")
     if not 0.0 <= settings.quarantine_tolerance <= 1.0:
         raise SettingsError(f"{ENV_PREFIX}QUARANTINE_TOLERANCE must be between 0 and 1")
+    if not 0.0 <= settings.max_session_drop <= 1.0:
+        raise SettingsError(f"{ENV_PREFIX}MAX_SESSION_DROP must be between 0 and 1 (a share of the sessions)")
     if settings.run_lock_wait_seconds < 0:
         raise SettingsError(f"{ENV_PREFIX}RUN_LOCK_WAIT must be >= 0 (seconds; 0 refuses at once)")
     if not _is_identifier(settings.bi_role):

@@ -46,7 +46,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     wait = 0.0 if args.no_wait else args.wait
     outcome = run_pipeline(Path(args.source), verbose=args.verbose, full_refresh=args.full_refresh,
                            wait_seconds=wait, from_date=args.from_date, to_date=args.to_date,
-                           lookback_days=args.lookback_days)
+                           lookback_days=args.lookback_days, accept_shrink=args.accept_shrink)
     _print(outcome.report())
     return 0 if outcome.published else 1
 
@@ -59,26 +59,80 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def me() -> str:
+    """How to run this command again, as the user can copy it: the bare name when it is on PATH,
+    else the path of the script that runs now (e.g. .venv/bin/voice-analytics)."""
+    import shutil
+
+    script = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
+    on_path = shutil.which("voice-analytics")
+    if on_path and script and Path(on_path).resolve() == script:
+        return "voice-analytics"
+    if script and script.name == "voice-analytics" and script.exists():
+        try:
+            return str(script.relative_to(Path.cwd()))
+        except ValueError:
+            return str(script)
+    return f"{sys.executable} -m voice_analytics_dagster.tools.cli"
+
+
+def use_demo_home() -> Path:
+    """Point this process at the demo's own home: its own embedded server, Dagster instance and
+    secrets, so that synthetic data never enters a warehouse that holds real data."""
+    import os
+
+    from voice_analytics_dagster.lib.settings import get_settings, reset_settings_cache
+
+    home = get_settings().demo_home
+    os.environ["VOICE_ANALYTICS_HOME"] = str(home)
+    for name in ("VOICE_ANALYTICS_DATABASE_URL", "VOICE_ANALYTICS_DATABASE"):
+        os.environ.pop(name, None)
+    reset_settings_cache()
+    return home
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from voice_analytics_dagster.lib.settings import get_settings
     from voice_analytics_dagster.tools.generator import generate_export
     from voice_analytics_dagster.tools.pipeline import run_pipeline
 
-    settings = get_settings()
+    settings = get_settings()  # the demo's home (main() switched to it)
     out = Path(args.out) if args.out else settings.home / "demo-export"
     if not (out / "voice_sessions.csv").exists() or args.regenerate:
         _print(f"1/2 generating a synthetic export of {args.sessions:,} sessions in {out}")
         generate_export(out, args.sessions, seed=args.seed, progress=True)
     else:
         _print(f"1/2 reusing the synthetic export in {out} (--regenerate to make a new one)")
-    _print("2/2 running the pipeline on the embedded PostgreSQL (this takes about a minute)")
+    _print(f"2/2 running the pipeline on the demo's own embedded PostgreSQL in {settings.home} "
+           "(about a minute; real data never goes there)")
     outcome = run_pipeline(out, verbose=args.verbose)
     _print(outcome.report())
     if outcome.published:
-        _print("\nNext:")
-        _print("  voice-analytics ui        # Dagster UI on http://127.0.0.1:3000 (lineage, checks, runs)")
-        _print('  psql "$(voice-analytics db-url)" -c "select * from analytics.publication_log"')
+        cmd = me()
+        _print("\nNext (the demo has a home of its own: add --demo to reach it):")
+        _print(f"  {cmd} --demo ui        # Dagster UI on http://127.0.0.1:3000 (lineage, checks, runs)")
+        _print(f'  {cmd} --demo psql -c "select * from analytics.publication_log"   # the bundled psql')
+        _print(f"  {cmd} run --source DIR  # your own export, in the default home")
     return 0 if outcome.published else 1
+
+
+def cmd_psql(args: argparse.Namespace) -> int:
+    """The psql that ships with the embedded server (else psql from PATH), on the warehouse, or as
+    the read-only BI role with --bi; arguments after the options go to psql."""
+    import os
+
+    from voice_analytics_dagster.lib.settings import get_settings
+    from voice_analytics_dagster.lib.warehouse import ConnInfo, Warehouse, pg_bin
+
+    settings = get_settings()
+    wh = Warehouse(settings)
+    wh.ensure_databases()
+    info = wh.conninfo()
+    if args.bi:
+        info = ConnInfo(info.host, info.port, settings.bi_role, settings.bi_password, info.dbname)
+    psql = pg_bin("psql")
+    os.execvpe(psql, [psql, "-X", *args.psql_args], {**os.environ, **info.libpq_env()})
+    return 0  # pragma: no cover - exec does not return
 
 
 def cmd_db_url(args: argparse.Namespace) -> int:
@@ -228,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="voice-analytics",
         description="Certified analytics for Voice AI interaction data (Dagster + dbt + PostgreSQL).",
     )
+    p.add_argument("--demo", action="store_true",
+                   help="act on the demo's own home ($VOICE_ANALYTICS_HOME/demo), where `demo` runs")
     sub = p.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="write a synthetic export in the sample's five-file schema")
@@ -248,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--to-date", metavar="YYYY-MM-DD", help="backfill: ... to this day (inclusive)")
     r.add_argument("--lookback-days", type=int, metavar="N",
                    help="days before the latest affected day rebuilt too (default VOICE_ANALYTICS_LOOKBACK_DAYS, 3)")
+    r.add_argument("--accept-shrink", action="store_true",
+                   help="publish even if a certified table would be emptied or the fact would lose more sessions "
+                        "than VOICE_ANALYTICS_MAX_SESSION_DROP allows (logged in analytics.publication_log)")
     r.add_argument("-v", "--verbose", action="store_true", help="show Dagster's event log")
     w = r.add_mutually_exclusive_group()
     w.add_argument("--wait", type=float, default=None, metavar="SECONDS",
@@ -277,6 +336,11 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db-url", help="print a libpq connection URL of the warehouse")
     db.add_argument("--bi", action="store_true", help="the read-only BI role's URL instead of the pipeline's")
     db.set_defaults(func=cmd_db_url)
+
+    ps = sub.add_parser("psql", help="open psql (the one bundled with the embedded server) on the warehouse")
+    ps.add_argument("--bi", action="store_true", help="as the read-only BI role")
+    ps.add_argument("psql_args", nargs=argparse.REMAINDER, help="arguments passed to psql, e.g. -c 'select 1'")
+    ps.set_defaults(func=cmd_psql)
 
     stop = sub.add_parser("db-stop", help="stop the embedded PostgreSQL server")
     stop.set_defaults(func=cmd_db_stop)
@@ -334,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     from voice_analytics_dagster.lib.settings import SettingsError
 
     try:
+        if args.demo or args.command == "demo":
+            use_demo_home()
         return args.func(args)
     except (SettingsError, IngestionError) as exc:
         print(f"voice-analytics: {exc}", file=sys.stderr)
@@ -343,6 +409,26 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # noqa: BLE001 - a person reads one line; the trace goes to a file
+        print(f"voice-analytics: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}\n"
+              f"  the stack trace is in {_keep_trace()}", file=sys.stderr)
+        return 1
+
+
+def _keep_trace() -> Path:
+    import tempfile
+    import traceback
+
+    try:
+        from voice_analytics_dagster.lib.settings import get_settings
+
+        folder = get_settings().home / "logs"
+        folder.mkdir(parents=True, exist_ok=True)
+    except Exception:  # noqa: BLE001 - settings may be what failed
+        folder = Path(tempfile.gettempdir())
+    path = folder / "last-error.log"
+    path.write_text(traceback.format_exc())
+    return path
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -142,11 +142,16 @@ class RunOutcome:
     warnings: list[str] = field(default_factory=list)
     # files this run loaded: (file, delivery, read, loaded, quarantined); loaded + quarantined = read
     loads: list[tuple[str, str | None, int, int, int]] = field(default_factory=list)
+    read: str = ""  # what the publication was computed from (lib/provenance.py: Inputs.summary)
+    report_path: Path | None = None
+    log_path: Path | None = None
 
     def report(self) -> str:
         lines = []
         if self.published:
             lines.append(f"run {self.run_id}: published {len(self.tables)} certified tables to schema analytics")
+            if self.read:
+                lines.append(f"  from {self.read}")
             width = max((len(t) for t in self.tables), default=10)
             for name, rows in sorted(self.tables.items()):
                 lines.append(f"  analytics.{name:<{width}} {rows:>12,} rows")
@@ -162,6 +167,10 @@ class RunOutcome:
         if self.warnings:
             lines.append("Warnings (did not block):")
             lines += [f"  {w}" for w in self.warnings]
+        if self.report_path is not None:
+            lines.append(f"Report: {self.report_path}")
+        if self.log_path is not None:
+            lines.append(f"Full log (Dagster events, dbt output, stack traces): {self.log_path}")
         return "\n".join(lines)
 
 
@@ -189,7 +198,7 @@ def dbt_ops_config(node_names: list[str], full_refresh: bool = False, from_date:
 def run_pipeline(source: Path, verbose: bool = False, full_refresh: bool = False,
                  extra_run_config: dict | None = None, wait_seconds: float | None = None,
                  from_date: str | None = None, to_date: str | None = None,
-                 lookback_days: int | None = None) -> RunOutcome:
+                 lookback_days: int | None = None, accept_shrink: bool = False) -> RunOutcome:
     """Materialize every asset from ``source``; publish iff every blocking check passed.
 
     The run holds the warehouse run lock from before the Dagster run starts to the end
@@ -201,31 +210,78 @@ def run_pipeline(source: Path, verbose: bool = False, full_refresh: bool = False
     wh = Warehouse(settings)
     wh.ensure_databases()
     wait = settings.run_lock_wait_seconds if wait_seconds is None else wait_seconds
+    options = RunOptions(full_refresh=full_refresh, from_date=from_date, to_date=to_date,
+                         lookback_days=lookback_days, accept_shrink=accept_shrink)
     with runlock.hold(wh.url(), "cli", wait, on_wait=_say):
-        return _run_locked(settings, wh, source, verbose, extra_run_config,
-                           dict(full_refresh=full_refresh, from_date=from_date, to_date=to_date,
-                                lookback_days=lookback_days))
+        return _run_locked(settings, wh, Path(source).resolve(), verbose, extra_run_config, options)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    full_refresh: bool = False
+    from_date: str | None = None
+    to_date: str | None = None
+    lookback_days: int | None = None
+    accept_shrink: bool = False
+
+
+def run_config(source: Path, job_nodes: list[str], options: RunOptions, verbose: bool,
+               extra: dict | None = None) -> dict:
+    """The Dagster run config of a CLI run. Pure."""
+    config: dict = {
+        "resources": {"export_source": {"config": {"source_dir": str(source)}}},
+        # the event log goes to the run's log file (and the instance); the terminal gets a summary
+        "loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "INFO"}}},
+    }
+    ops = dbt_ops_config(job_nodes, full_refresh=options.full_refresh, from_date=options.from_date,
+                         to_date=options.to_date, lookback_days=options.lookback_days)
+    if options.accept_shrink:
+        ops[PUBLISH_OP] = {"config": {"accept_shrink": True}}
+    if ops:
+        config["ops"] = ops
+    for key, value in (extra or {}).items():
+        config.setdefault(key, {}).update(value)
+    return config
+
+
+PUBLISH_OP = "publish_certified_schema"
 
 
 def _run_locked(settings, wh: Warehouse, source: Path, verbose: bool, extra_run_config: dict | None,
-                dbt_options: dict) -> RunOutcome:
-    from voice_analytics_dagster.defs.transform import dbt_cli as dbt_support
+                options: RunOptions) -> RunOutcome:
+    from voice_analytics_dagster.defs.transform import dbt_cli
 
     # also the build step when the project changed; the parse itself overlaps the ingestion, and
     # the run's dbt step (this process: in-process executor) waits for it
-    pending = dbt_support.pending_parse = start_dbt_parse(settings, wh.conninfo())
+    pending = dbt_cli.pending_parse = start_dbt_parse(settings, wh.conninfo())
     try:
-        return _execute(settings, wh, source, verbose, extra_run_config, dbt_options)
+        return _execute(settings, wh, source, verbose, extra_run_config, options)
     finally:
-        dbt_support.pending_parse = None
+        dbt_cli.pending_parse = None
         with contextlib.suppress(subprocess.CalledProcessError):
             pending.wait()  # a run that failed before dbt still leaves a finished parse
 
 
+def launch_tags(source: Path) -> dict[str, str]:
+    """What the run reads, as run tags, known before it starts (a source that cannot be read is
+    reported by the run's ingestion step, with its file, line and column)."""
+    from voice_analytics_dagster.defs.ingestion.loader import discover_deliveries
+    from voice_analytics_dagster.lib.provenance import CSV_FORMAT, dataset_of_source, run_tags
+
+    try:
+        dataset = dataset_of_source([d.folder for d in discover_deliveries(source)])
+    except Exception:  # noqa: BLE001 - the run's ingestion step reports it properly
+        return {}
+    return run_tags(source, CSV_FORMAT, dataset)
+
+
 def _execute(settings, wh: Warehouse, source: Path, verbose: bool, extra_run_config: dict | None,
-             dbt_options: dict) -> RunOutcome:
-    from voice_analytics_dagster.defs.publish.swap import record_block
-    from voice_analytics_dagster.lib.eventlog import block_summary, failed_checks, failed_steps
+             options: RunOptions) -> RunOutcome:
+    from voice_analytics_dagster.definitions import defs
+    from voice_analytics_dagster.defs.automation.jobs import PIPELINE_JOB
+    from voice_analytics_dagster.defs.publish.blocks import record_unpublished_run
+    from voice_analytics_dagster.defs.report.assets import report_path
+    from voice_analytics_dagster.lib.eventlog import failed_checks
     from voice_analytics_dagster.lib.instance import WAREHOUSE_TAG, open_instance
     from voice_analytics_dagster.lib.runlock import DATABASE_TAG, LOCK_TAG, fail_orphaned_runs
 
@@ -234,48 +290,39 @@ def _execute(settings, wh: Warehouse, source: Path, verbose: bool, extra_run_con
     for dead in fail_orphaned_runs(instance, database):
         _say(f"run {dead} had died holding the warehouse run lock: marked failed")
 
-    from voice_analytics_dagster.definitions import defs
-    from voice_analytics_dagster.defs.automation.jobs import PIPELINE_JOB
-
     job = defs.resolve_job_def(PIPELINE_JOB)
-    run_config: dict = {
-        "resources": {"export_source": {"config": {"source_dir": str(Path(source).resolve())}}},
-        "loggers": {"console": {"config": {"log_level": "INFO" if verbose else "WARNING"}}},
-    }
-    ops = dbt_ops_config([n.name for n in job.graph.nodes], **dbt_options)
-    if ops:
-        run_config["ops"] = ops
-    if extra_run_config:
-        for key, value in extra_run_config.items():
-            run_config.setdefault(key, {}).update(value)
-    # dagster-dbt echoes dbt's log to stdout; keep the terminal for the summary unless verbose
+    config = run_config(source, [n.name for n in job.graph.nodes], options, verbose, extra_run_config)
+    # Dagster's event log, dbt's output and any stack trace go to the log file; the terminal gets
+    # the outcome in plain lines (and the file's name)
     log_dir = settings.home / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / "last-run.log"
-    with open(log_path, "w") as log, contextlib.redirect_stdout(sys.stdout if verbose else log):
-        result = job.execute_in_process(
-            run_config=run_config, instance=instance, raise_on_error=False,
-            tags={WAREHOUSE_TAG: "write", DATABASE_TAG: database, LOCK_TAG: "held"},
-        )
+    tags = {WAREHOUSE_TAG: "write", DATABASE_TAG: database, LOCK_TAG: "held", **launch_tags(source)}
+    with open(log_path, "w") as log:
+        with contextlib.redirect_stdout(sys.stdout if verbose else log), \
+                contextlib.redirect_stderr(sys.stderr if verbose else log):
+            result = job.execute_in_process(run_config=config, instance=instance, raise_on_error=False, tags=tags)
     run_id = result.run_id
     loads = _loads_of_run(wh, run_id)
 
     checks = failed_checks(instance, run_id)
-    steps = failed_steps(instance, run_id)
     row = wh.fetchall(
-        "select status, tables from analytics.publication_log where run_id = %s", (run_id,)
+        "select status, tables, sources, formats, dataset, generator_seeds, inputs from analytics.publication_log "
+        "where run_id = %s", (run_id,)
     ) if _has_publication_log(wh) else []
     published = bool(row) and row[0][0] == "published"
     warnings = [f"{c.name} (severity {c.severity})" for c in checks if not c.blocking]
+    shown_log = None if verbose else log_path
     if published:
-        return RunOutcome(run_id, result.success, True, dict(row[0][1]), warnings=warnings, loads=loads)
-    names, message = block_summary(checks, steps)
-    if not names:
-        names, message = ["unknown"], "the run ended without publishing (no failed check recorded)"
-    with wh.connect() as conn:
-        record_block(conn, run_id, names, message)
+        from voice_analytics_dagster.lib.provenance import Inputs
+
+        read = Inputs(row[0][6] or []).summary() if row[0][6] else ""
+        report = report_path(settings)
+        return RunOutcome(run_id, result.success, True, dict(row[0][1]), warnings=warnings, loads=loads, read=read,
+                          report_path=report if report.exists() else None, log_path=shown_log)
+    names, message = record_unpublished_run(instance, wh, run_id)
     return RunOutcome(run_id, result.success, False, blocked_by=names, message=message, warnings=warnings,
-                      loads=loads)
+                      loads=loads, log_path=shown_log)
 
 
 def _loads_of_run(wh: Warehouse, run_id: str) -> list[tuple[str, str | None, int, int, int]]:

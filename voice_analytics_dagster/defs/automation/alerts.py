@@ -32,16 +32,16 @@ from dataclasses import asdict, dataclass, replace
 from email.message import EmailMessage
 
 import dagster as dg
-from dagster._core.event_api import EventRecordsFilter
-from dagster._core.events import DagsterEventType
 
-from voice_analytics_dagster.defs.publish.swap import record_block
+from voice_analytics_dagster.defs.publish.blocks import record_unpublished_run
 from voice_analytics_dagster.lib.eventlog import (
     FailedCheck,
-    _failing_count,
     block_summary,
+    evaluation_records,
     failed_checks,
     failed_steps,
+    failing_count,
+    latest_evaluation_id,
 )
 from voice_analytics_dagster.lib.settings import ENV_PREFIX, AlertSettings, Settings, get_settings
 from voice_analytics_dagster.lib.warehouse import Warehouse
@@ -308,27 +308,13 @@ class TickReport:
         return f"{text}; {self.note}" if self.note else text
 
 
-def _evaluation_records(instance: dg.DagsterInstance, after: int | None, limit: int, ascending: bool = True):
-    # The storage's own method: DagsterInstance.get_event_records is deprecated in 1.13 and has no
-    # replacement for check evaluations across all assets.
-    return instance.event_log_storage.get_event_records(
-        EventRecordsFilter(event_type=DagsterEventType.ASSET_CHECK_EVALUATION, after_cursor=after),
-        limit=limit, ascending=ascending,
-    )
-
-
-def latest_evaluation_id(instance: dg.DagsterInstance) -> int:
-    records = _evaluation_records(instance, None, limit=1, ascending=False)
-    return records[0].storage_id if records else 0
-
-
 def _candidate(record, base_url: str) -> Alert | None:
     entry = record.event_log_entry
     evaluation = entry.dagster_event.event_specific_data
     if evaluation.passed:
         return None
     failed = FailedCheck(evaluation.asset_key.to_user_string(), evaluation.check_name, evaluation.severity.value,
-                         evaluation.description, _failing_count(evaluation.metadata))
+                         evaluation.description, failing_count(evaluation.metadata))
     return check_alert(failed, entry.run_id, entry.job_name, base_url)
 
 
@@ -365,7 +351,7 @@ def check_alert_tick(instance: dg.DagsterInstance, cursor: str | None, settings:
         write_outbox(instance, still_in_outbox)
         sent += delivered
 
-    records = _evaluation_records(instance, state.after, FETCH_LIMIT)
+    records = evaluation_records(instance, state.after, FETCH_LIMIT)
     after = records[-1].storage_id if records else state.after
     candidates = [c for c in (_candidate(r, s.dagster_base_url) for r in records) if c is not None]
     new_alerts = select_check_alerts(candidates, s.alert_on_warn, already={p.alert.key for p in pending})
@@ -404,9 +390,7 @@ def handle_failed_run(instance: dg.DagsterInstance, run_id: str, job: str | None
                       logger=log, now: float | None = None) -> tuple[str, ...]:
     """Alert once on a failed run and record its block in analytics.publication_log; returns the
     channels still owed (handed to the outbox)."""
-    checks = failed_checks(instance, run_id)
-    steps = failed_steps(instance, run_id)
-    names, message = block_summary(checks, steps)
+    names, message = block_summary(failed_checks(instance, run_id), failed_steps(instance, run_id))
     if not names:
         names, message = ["run_failed"], failure_message or "the run failed (no failed step or check recorded)"
     alert = run_alert(run_id, job, names, message, settings.alerts.dagster_base_url)
@@ -421,8 +405,7 @@ def handle_failed_run(instance: dg.DagsterInstance, run_id: str, job: str | None
         logger.warning(f"run {run_id} failed; no alert channel configured")
     # after the alert: a run may have failed because the warehouse is down
     try:
-        with Warehouse(settings).connect() as conn:
-            record_block(conn, run_id, names, message)
+        record_unpublished_run(instance, Warehouse(settings), run_id, failure_message)
     except Exception as exc:
         logger.error(f"run {run_id}: could not record the block in analytics.publication_log: {exc}")
     return owed

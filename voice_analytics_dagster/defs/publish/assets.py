@@ -1,40 +1,46 @@
 """Publication: the last asset. It copies every certified working table into ``analytics`` in one
-transaction (voice_analytics_dagster/defs/publish/swap.py) and never runs after a failed blocking check:
+transaction (swap.py) and never runs after a failed blocking check:
 
-1. Dagster itself skips it when a blocking check upstream fails in the same run (a failing
-   error-severity dbt test fails the dbt step; Python blocking checks stop their step);
-2. it then reads the latest evaluation of every check upstream of it, across runs, and refuses
-   if any error-severity check's latest result is a failure (this covers checks that ran in an
-   earlier run, and a run that selects publication alone).
+1. Dagster skips it when a blocking check upstream fails in the same run;
+2. it then reads the latest evaluation of every error-severity check upstream, across runs, and
+   refuses if one failed (covers checks evaluated in an earlier run, and a run that selects
+   publication alone);
+3. it refuses a version that would empty a certified table or drop too many sessions, unless
+   the run accepts the shrink (``voice-analytics run --accept-shrink``).
 
-It publishes only while its run holds the warehouse run lock (runlock.py; re-checked here because
-a server restart drops the lock with its connection). A lost connection is retried with backoff:
-the swap is one transaction, so a retry publishes the whole version or nothing.
+Each published table carries two checks evaluated right after the swap, so that the Dagster UI
+shows on every asset BI reads what certified it: its rows are the certified model's, and the BI
+role can read it and nothing more. A lost connection is retried with backoff: the swap is one
+transaction, so a retry publishes the whole version or nothing.
 """
-
 
 import json
 
 import dagster as dg
-from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+from pydantic import Field
 
 from voice_analytics_dagster.defs.model.assets import certified_tables as abandonment_certified_tables
 from voice_analytics_dagster.defs.publish.swap import (
+    CERTIFIED_SCHEMA,
+    FACT_TABLE,
     CertifiedTable,
+    ShrinkRefused,
     ensure_analytics,
     ensure_bi_role,
     publish_tables,
-    record_block,
 )
 from voice_analytics_dagster.defs.transform.assets import dbt_model_key
 from voice_analytics_dagster.defs.transform.project import dbt_project
-from voice_analytics_dagster.lib.eventlog import FailedCheck
+from voice_analytics_dagster.lib.eventlog import latest_failed_checks
+from voice_analytics_dagster.lib.provenance import inputs as read_inputs
 from voice_analytics_dagster.lib.resources import WarehouseLockResource, WarehouseResource
 from voice_analytics_dagster.lib.retry import MAX_RETRIES, backoff_seconds, is_transient_db_error
 from voice_analytics_dagster.lib.runlock import RunLockError
 from voice_analytics_dagster.lib.settings import get_settings
 
-GROUP = "publish"
+GROUP = CERTIFIED_SCHEMA  # groups follow the key prefixes (analytics/<table>)
+MATCHES_CHECK = "matches_certified_model"
+GRANTS_CHECK = "readable_by_bi_role_only"
 
 
 def certified_dbt_tables() -> list[CertifiedTable]:
@@ -57,29 +63,68 @@ def certified_tables() -> list[tuple[CertifiedTable, dg.AssetKey]]:
 
 
 def published_key(name: str) -> dg.AssetKey:
-    return dg.AssetKey(["analytics", name])
+    return dg.AssetKey([CERTIFIED_SCHEMA, name])
 
 
-def latest_check_failures(context: dg.AssetExecutionContext) -> list[FailedCheck]:
-    """Error-severity checks (outside analytics) whose latest evaluation failed, in any run."""
-    # The whole code location's graph, also when this run selected publication alone (a job
-    # subset's graph holds only its selection). From the job: the repository is not available
-    # to in-process runs.
+def upstream_error_checks(context: dg.AssetExecutionContext) -> list[dg.AssetCheckKey]:
+    """Every check of the code location outside ``analytics``. The whole graph, also when this run
+    selected publication alone (a job subset's graph holds only its selection)."""
     graph = context.job_def.asset_layer.asset_graph
     graph = getattr(graph, "source_asset_graph", graph)
-    keys = [k for k in graph.asset_check_keys if k.asset_key.path[0] != "analytics"]
-    records = context.instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
-    failures = []
-    for key, record in records.items():
-        if record.status != AssetCheckExecutionRecordStatus.FAILED:
-            continue
-        evaluation = record.event.dagster_event.event_specific_data if record.event else None
-        severity = evaluation.severity.value if evaluation is not None else "ERROR"
-        if severity != "ERROR":
-            continue
-        failures.append(FailedCheck(key.asset_key.to_user_string(), key.name, severity,
-                                    evaluation.description if evaluation else None, None))
-    return sorted(failures, key=lambda c: c.name)
+    return [k for k in graph.asset_check_keys if k.asset_key.path[0] != CERTIFIED_SCHEMA]
+
+
+# One query for both checks of every published table: the published copy against the working
+# table (row count and an order-independent fingerprint of the rows), and the BI role's rights.
+VERIFY_SQL = """
+select (select count(*) from {published}), (select count(*) from {working}),
+       (select coalesce(sum(hashtextextended(p::text, 0)::numeric), 0) from {published} p),
+       (select coalesce(sum(hashtextextended(w::text, 0)::numeric), 0) from {working} w),
+       has_table_privilege(%(role)s, %(published_name)s, 'select'),
+       has_table_privilege(%(role)s, %(published_name)s, 'insert, update, delete, truncate'),
+       has_table_privilege(%(role)s, %(working_name)s, 'select')
+"""
+
+
+def verify_published(conn, t: CertifiedTable, role: str) -> tuple[dg.AssetCheckResult, dg.AssetCheckResult]:
+    from psycopg import sql
+
+    published = sql.SQL("{}.{}").format(sql.Identifier(CERTIFIED_SCHEMA), sql.Identifier(t.name))
+    query = sql.SQL(VERIFY_SQL).format(published=published, working=t.source)
+    n_pub, n_work, h_pub, h_work, can_read, can_write, reads_working = conn.execute(query, {
+        "role": role, "published_name": f"{CERTIFIED_SCHEMA}.{t.name}", "working_name": f"{t.schema}.{t.name}",
+    }).fetchone()
+    key = published_key(t.name)
+    matches = dg.AssetCheckResult(
+        asset_key=key, check_name=MATCHES_CHECK, passed=bool(n_pub == n_work and h_pub == h_work),
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"published_rows": n_pub, "certified_rows": n_work, "certified_model": f"{t.schema}.{t.name}",
+                  "fingerprints_equal": bool(h_pub == h_work)})
+    grants = dg.AssetCheckResult(
+        asset_key=key, check_name=GRANTS_CHECK, passed=bool(can_read and not can_write and not reads_working),
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"bi_role": role, "can_select": bool(can_read), "can_write": bool(can_write),
+                  "can_read_working_table": bool(reads_working)})
+    return matches, grants
+
+
+class PublishConfig(dg.Config):
+    """Run configuration of publication (ops: {publish_certified_schema: {config: ...}})."""
+
+    accept_shrink: bool = Field(
+        default=False, description="Publish even if a certified table would be emptied or the fact would lose more "
+                                   "sessions than VOICE_ANALYTICS_MAX_SESSION_DROP allows (logged).")
+
+
+def _check_specs(t: CertifiedTable) -> list[dg.AssetCheckSpec]:
+    key = published_key(t.name)
+    return [
+        dg.AssetCheckSpec(MATCHES_CHECK, asset=key, description=(
+            f"The published table holds exactly the rows of the tested model {t.schema}.{t.name} "
+            "(row count and a fingerprint of every row, after the swap).")),
+        dg.AssetCheckSpec(GRANTS_CHECK, asset=key, description=(
+            "The read-only BI role can select this table, cannot change it, and cannot read its working table.")),
+    ]
 
 
 def build_publish_asset() -> dg.AssetsDefinition:
@@ -96,30 +141,35 @@ def build_publish_asset() -> dg.AssetsDefinition:
         for t, upstream in tables
     ]
 
-    @dg.multi_asset(specs=specs, name="publish_certified_schema", can_subset=False, group_name=GROUP)
-    def publish_certified_schema(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
-                                 warehouse_lock: WarehouseLockResource):
-        """Swap every certified table into analytics in one transaction, or log why not."""
+    @dg.multi_asset(specs=specs, check_specs=[s for t, _ in tables for s in _check_specs(t)],
+                    name="publish_certified_schema", can_subset=False, group_name=GROUP)
+    def publish_certified_schema(context: dg.AssetExecutionContext, config: PublishConfig,
+                                 warehouse: WarehouseResource, warehouse_lock: WarehouseLockResource):
+        """Swap every certified table into analytics in one transaction, or say why not."""
         settings = get_settings()
         wh = warehouse.get()
-        failures = latest_check_failures(context)
+        failures = latest_failed_checks(context.instance, upstream_error_checks(context))
+        if failures:
+            names = [f.name for f in failures]
+            raise dg.Failure(description="not published: the latest evaluation of blocking checks failed: "
+                                         + ", ".join(names), metadata={"blocked_by": names}, allow_retries=False)
+        try:
+            warehouse_lock.verify()
+        except RunLockError as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
         try:
             with wh.connect(application_name="voice-analytics publish") as conn:
-                if failures:
-                    names = [f.name for f in failures]
-                    record_block(conn, context.run_id, names, "latest evaluation failed: " + ", ".join(names))
-                    raise dg.Failure(
-                        description="not published: blocking checks failed: " + ", ".join(names),
-                        metadata={"blocked_by": names},
-                        allow_retries=False,
-                    )
-                try:
-                    warehouse_lock.verify()
-                except RunLockError as exc:
-                    raise dg.Failure(description=str(exc), allow_retries=False) from None
                 ensure_analytics(conn)
                 ensure_bi_role(conn, settings)
-                counts = publish_tables(conn, [t for t, _ in tables], settings, context.run_id)
+                inputs = read_inputs(conn)
+                counts = publish_tables(conn, [t for t, _ in tables], settings, context.run_id, inputs,
+                                        accept_shrink=config.accept_shrink)
+                checks = [c for t, _ in tables for c in verify_published(conn, t, settings.bi_role)]
+        except ShrinkRefused as exc:
+            raise dg.Failure(
+                description="not published: " + "; ".join(exc.problems)
+                + ". If this export is meant to replace the data, run again with --accept-shrink.",
+                metadata={"shrink": dg.MetadataValue.json(exc.shrink)}, allow_retries=False) from None
         except Exception as exc:
             if not is_transient_db_error(exc):
                 raise
@@ -127,12 +177,16 @@ def build_publish_asset() -> dg.AssetsDefinition:
             context.log.warning(f"lost the warehouse connection while publishing ({exc}); "
                                 f"retry {context.retry_number + 1}/{MAX_RETRIES} in {wait:g} s")
             raise dg.RetryRequested(max_retries=MAX_RETRIES, seconds_to_wait=wait) from exc
+        provenance = {"read": inputs.summary(), "sources": inputs.sources, "dataset": inputs.dataset}
         for t, _ in tables:
+            # every input file with its checksum once, on the fact (analytics.publication_log has them too)
+            files = {"input_files": dg.MetadataValue.json(inputs.files)} if t.name == FACT_TABLE else {}
             yield dg.MaterializeResult(
                 asset_key=published_key(t.name),
                 metadata={"dagster/row_count": counts[t.name], "published_from": f"{t.schema}.{t.name}",
-                          "readable_by": settings.bi_role},
+                          "readable_by": settings.bi_role, **provenance, **files},
             )
+        yield from checks
 
     return publish_certified_schema
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from voice_analytics_dagster.lib.provenance import Inputs
 from voice_analytics_dagster.lib.settings import Settings
 
 CERTIFIED_SCHEMA = "analytics"
@@ -49,8 +50,17 @@ create table if not exists analytics.publication_log (
     message text
 );
 create unique index if not exists publication_log_run on analytics.publication_log (run_id);
+alter table analytics.publication_log add column if not exists sources text[];
+alter table analytics.publication_log add column if not exists formats text[];
+alter table analytics.publication_log add column if not exists dataset text;
+alter table analytics.publication_log add column if not exists generator_seeds bigint[];
+alter table analytics.publication_log add column if not exists inputs jsonb;
+alter table analytics.publication_log add column if not exists accepted_shrink boolean not null default false;
+alter table analytics.publication_log add column if not exists shrink jsonb;
 comment on table analytics.publication_log is
-    'One row per pipeline run that reached the gate: what it published (tables and row counts) or which checks blocked it.';
+    'One row per pipeline run that reached the gate: what it published (tables and row counts) or which checks blocked it, '
+    'and what it read: source folders, format, dataset (real or synthetic, with the generator''s seed), every input file '
+    'with its SHA-256 and rows. accepted_shrink: published although it emptied a table or dropped sessions (--accept-shrink).';
 """
 
 
@@ -92,10 +102,54 @@ def ensure_bi_role(conn: psycopg.Connection, settings: Settings) -> None:
             conn.execute(statement)
 
 
+FACT_TABLE = "fact_voice_ai_sessions"
+
+
+class ShrinkRefused(Exception):
+    """The new version would empty a certified table or drop too many sessions (see shrink_problems)."""
+
+    def __init__(self, problems: list[str], shrink: dict):
+        super().__init__("; ".join(problems))
+        self.problems, self.shrink = problems, shrink
+
+
+def shrink_problems(before: dict[str, int], after: dict[str, int], max_session_drop: float,
+                    fact: str = FACT_TABLE) -> list[str]:
+    """Why publishing ``after`` over the last publication ``before`` (row counts per table) would
+    lose data BI shows: a table that had rows would be empty, or the fact would lose more than
+    ``max_session_drop`` of its sessions. Pure."""
+    out = []
+    for name in sorted(after):
+        if before.get(name, 0) > 0 and after[name] == 0:
+            out.append(f"analytics.{name} would be emptied (it holds {before[name]:,} rows)")
+    was, now = before.get(fact, 0), after.get(fact)
+    if was > 0 and now is not None and now > 0 and now < was * (1 - max_session_drop):
+        out.append(f"the fact's sessions would drop from {was:,} to {now:,} ({(now - was) / was:+.1%}; "
+                   f"the limit is -{max_session_drop:.0%}, VOICE_ANALYTICS_MAX_SESSION_DROP)")
+    return out
+
+
+def last_published_counts(conn: psycopg.Connection) -> dict[str, int]:
+    row = conn.execute("select tables from analytics.publication_log where status = 'published' "
+                       "order by publication_id desc limit 1").fetchone()
+    return {k: int(v) for k, v in (row[0] or {}).items()} if row else {}
+
+
+def _provenance_values(inputs: Inputs | None) -> tuple:
+    if inputs is None:
+        return None, None, None, None, None
+    return inputs.sources, inputs.formats, inputs.dataset, inputs.seeds, json.dumps(inputs.files)
+
+
 def publish_tables(
-    conn: psycopg.Connection, tables: Sequence[CertifiedTable], settings: Settings, run_id: str
+    conn: psycopg.Connection, tables: Sequence[CertifiedTable], settings: Settings, run_id: str,
+    inputs: Inputs | None = None, accept_shrink: bool = False,
 ) -> dict[str, int]:
-    """Swap every certified table into ``analytics`` in one transaction; returns row counts."""
+    """Swap every certified table into ``analytics`` in one transaction; returns row counts.
+
+    Refused (ShrinkRefused, nothing changes) when the new version would empty a table that had
+    rows or drop the fact's sessions by more than the setting allows, unless ``accept_shrink``:
+    then it publishes and the log says so."""
     counts: dict[str, int] = {}
     role = sql.Identifier(settings.bi_role)
     with conn.transaction():
@@ -112,27 +166,41 @@ def publish_tables(
             ).fetchone()[0]
             if comment or t.description:
                 conn.execute(sql.SQL("comment on table {} is {}").format(staged, sql.Literal(comment or t.description)))
+        before = last_published_counts(conn)
+        problems = shrink_problems(before, counts, settings.max_session_drop)
+        shrink = {name: {"published": before.get(name), "new": counts[name]} for name in counts
+                  if before.get(name) is not None and counts[name] < before[name]}
+        if problems and not accept_shrink:
+            raise ShrinkRefused(problems, shrink)
         # the swap: exclusive locks on analytics tables only from here to commit
         for t in tables:
             target = sql.SQL("analytics.{}").format(sql.Identifier(t.name))
             conn.execute(sql.SQL("drop table if exists {}").format(target))
             conn.execute(sql.SQL("alter table publish_stage.{} set schema analytics").format(sql.Identifier(t.name)))
             conn.execute(sql.SQL("grant select on {} to {}").format(target, role))
+        message = f"published {len(tables)} tables" + (
+            "; shrink accepted (--accept-shrink): " + "; ".join(problems) if problems else "")
         conn.execute(
-            "insert into analytics.publication_log (run_id, status, tables, message) values (%s, 'published', %s, %s) "
+            "insert into analytics.publication_log (run_id, status, tables, message, sources, formats, dataset, "
+            "generator_seeds, inputs, accepted_shrink, shrink) "
+            "values (%s, 'published', %s, %s, %s, %s, %s, %s, %s, %s, %s) "
             "on conflict (run_id) do update set status = excluded.status, tables = excluded.tables, "
-            "message = excluded.message, logged_at = clock_timestamp()",
-            (run_id, json.dumps(counts), f"published {len(tables)} tables"),
+            "message = excluded.message, logged_at = clock_timestamp(), sources = excluded.sources, "
+            "formats = excluded.formats, dataset = excluded.dataset, generator_seeds = excluded.generator_seeds, "
+            "inputs = excluded.inputs, accepted_shrink = excluded.accepted_shrink, shrink = excluded.shrink",
+            (run_id, json.dumps(counts), message, *_provenance_values(inputs), bool(problems),
+             json.dumps(shrink) if shrink else None),
         )
     return counts
 
 
-def record_block(conn: psycopg.Connection, run_id: str, blocked_by: Sequence[str], message: str) -> None:
+def record_block(conn: psycopg.Connection, run_id: str, blocked_by: Sequence[str], message: str,
+                 inputs: Inputs | None = None) -> None:
     """Log that a run did not publish, and why (idempotent per run; a publication is never overwritten)."""
     ensure_analytics(conn)
     with conn.transaction():
         conn.execute(
-            "insert into analytics.publication_log (run_id, status, blocked_by, message) "
-            "values (%s, 'blocked', %s, %s) on conflict (run_id) do nothing",
-            (run_id, list(blocked_by), message[:4000]),
+            "insert into analytics.publication_log (run_id, status, blocked_by, message, sources, formats, dataset, "
+            "generator_seeds, inputs) values (%s, 'blocked', %s, %s, %s, %s, %s, %s, %s) on conflict (run_id) do nothing",
+            (run_id, list(blocked_by), message[:4000], *_provenance_values(inputs)),
         )
