@@ -22,7 +22,7 @@ from voice_analytics_dagster.defs.ingestion.adapters.base import FileStats, read
 
 @pytest.mark.parametrize("folder,fmt,evidence", [
     (FIXTURES / "rasa" / "conversations", "rasa", "rasa: 4 file(s) hold objects with sender_id and events"),
-    (FIXTURES / "lex-v2" / "logs", "lex-v2", "lex-v2: 3 file(s) hold Lex V2 log entries"),
+    (FIXTURES / "lex-v2" / "text-logs", "lex-v2", "lex-v2: 3 file(s) hold Lex V2 log entries"),
     (FIXTURES / "dialogflow-cx" / "history", "dialogflow-cx", "dialogflow-cx: 2 file(s) hold conversation history rows"),
 ])
 def test_each_platform(folder, fmt, evidence):

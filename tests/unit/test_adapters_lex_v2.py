@@ -14,7 +14,7 @@ A, B, C, D = (f"a1b2c3d4-000{i}" for i in range(1, 5))
 
 @pytest.fixture(scope="module")
 def out(tmp_path_factory):
-    return run(LEX / "logs", tmp_path_factory.mktemp("lex"))
+    return run(LEX / "text-logs", tmp_path_factory.mktemp("lex"))
 
 
 def test_sessions_and_idle_split(out):
@@ -96,7 +96,7 @@ def test_truncated(tmp_path):
 
 
 def test_handoff_and_goal_intents_are_settings(tmp_path):
-    out = run(LEX / "logs", tmp_path, "lex-v2", AdapterSettings(lex_handoff_intents=(), lex_goal_intents=("RenewId",)))
+    out = run(LEX / "text-logs", tmp_path, "lex-v2", AdapterSettings(lex_handoff_intents=(), lex_goal_intents=("RenewId",)))
     s = out.table("voice_sessions", "session_id")
     assert s[C]["final_outcome"] == "abandoned" and s[D + "#2"]["final_outcome"] == "abandoned"
     assert s[A]["final_outcome"] == "completed"
