@@ -132,3 +132,22 @@ def test_one_event_measures_no_duration_and_reason_only_when_transferred():
     s = Session("S2", "U1", 5.0, 5.0, [user(5.0)], "abandoned", transfer_reason="system")
     session, _, _ = session_rows(s)
     assert session["total_duration_sec"] == "" and session["transfer_reason"] == ""
+
+
+def test_settings_from_the_environment():
+    from voice_analytics_dagster.defs.ingestion.adapters.settings import (
+        AdapterSettings,
+        load_adapter_settings,
+        setting_names,
+    )
+    from voice_analytics_dagster.settings import SettingsError
+
+    s = load_adapter_settings({"VOICE_ANALYTICS_ADAPTER_LEX_HANDOFF_INTENTS": "Agent, Human ,",
+                               "VOICE_ANALYTICS_ADAPTER_LEX_IDLE_SESSION_SECONDS": "600",
+                               "VOICE_ANALYTICS_ADAPTER_REGION_ATTRIBUTE": " province "})
+    assert s.lex_handoff_intents == ("Agent", "Human") and s.lex_idle_session_seconds == 600.0
+    assert s.region_attribute == "province" and s.rasa_fallback_intents == AdapterSettings().rasa_fallback_intents
+    assert load_adapter_settings({}) == AdapterSettings()
+    with pytest.raises(SettingsError, match="VOICE_ANALYTICS_ADAPTER_LEX_IDLE_SESSION_SECONDS"):
+        load_adapter_settings({"VOICE_ANALYTICS_ADAPTER_LEX_IDLE_SESSION_SECONDS": "soon"})
+    assert setting_names()["rasa_goal_forms"] == "VOICE_ANALYTICS_ADAPTER_RASA_GOAL_FORMS"

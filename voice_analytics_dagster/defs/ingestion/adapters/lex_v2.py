@@ -94,11 +94,11 @@ class LexV2Adapter(Adapter):
         if isinstance(doc.get("events"), list) and "sessionId" not in doc:
             for i, event in enumerate(doc["events"]):
                 try:
-                    self._entry(self._unwrap(event, f"events[{i}]"), f"events[{i}]", ctx)
+                    self._entry(self._unwrap(event, f"events[{i}]"), ctx)
                 except Rejected as exc:
                     ctx.reject_part(exc.field, exc.reason, event)
             return
-        self._entry(self._unwrap(doc, ""), "", ctx)
+        self._entry(self._unwrap(doc, ""), ctx)
 
     @staticmethod
     def _unwrap(doc, path: str) -> tuple[dict, object, str]:
@@ -116,7 +116,7 @@ class LexV2Adapter(Adapter):
             return entry, doc.get("timestamp"), where
         return doc, None, path
 
-    def _entry(self, unwrapped: tuple[dict, object, str], _path: str, ctx: MapContext) -> None:
+    def _entry(self, unwrapped: tuple[dict, object, str], ctx: MapContext) -> None:
         e, outer_ts, base = unwrapped
 
         def at(p: str) -> str:
