@@ -3,6 +3,8 @@ NULL for what Rasa does not record, quarantine of bad records and events."""
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from tests.unit.adapters_support import FIXTURES, folder_of, run
@@ -87,7 +89,11 @@ def test_manifest_counts_ignored_and_duplicates(out):
     assert "asr_confidence" in man["columns_not_recorded"]["voice_turns"]
     assert man["empty_values"]["voice_turns"]["asr_confidence"] == 20
     assert [i["path"] for i in man["inputs"]] == sorted(i["path"] for i in man["inputs"])
-    assert all(len(i["sha256"]) == 64 and i["bytes"] > 0 and i["records"] > 0 for i in man["inputs"])
+    for i in man["inputs"]:
+        data = (RASA / "conversations" / i["path"]).read_bytes()
+        assert (i["sha256"], i["bytes"]) == (hashlib.sha256(data).hexdigest(), len(data))
+        assert i["lines"] == data.count(b"\n") and i["records"] > 0
+    assert [i["records"] for i in man["inputs"]] == [5, 7, 2, 1]  # the tracker is one record
 
 
 def test_bad_records_are_quarantined_with_file_line_field(tmp_path):
