@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from tests.unit.adapters_support import FIXTURES
-from voice_analytics_dagster import contract
 from voice_analytics_dagster.defs.ingestion.adapters import AdapterSettings, convert
-from voice_analytics_dagster.loader import load_file
+from voice_analytics_dagster.defs.ingestion.loader import load_file
+from voice_analytics_dagster.lib import contract
 
 pytestmark = [pytest.mark.integration]
 

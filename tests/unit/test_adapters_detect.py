@@ -10,7 +10,6 @@ import shutil
 import pytest
 
 from tests.unit.adapters_support import FIXTURES, folder_of, run
-from voice_analytics_dagster import contract
 from voice_analytics_dagster.defs.ingestion.adapters import (
     AdapterError,
     DetectionError,
@@ -18,6 +17,7 @@ from voice_analytics_dagster.defs.ingestion.adapters import (
     detect_format,
 )
 from voice_analytics_dagster.defs.ingestion.adapters.base import FileStats, read_records
+from voice_analytics_dagster.lib import contract
 
 
 @pytest.mark.parametrize("folder,fmt,evidence", [

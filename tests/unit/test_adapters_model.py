@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from voice_analytics_dagster import contract
 from voice_analytics_dagster.defs.ingestion.adapters.model import (
     Rejected,
     Session,
@@ -22,6 +21,7 @@ from voice_analytics_dagster.defs.ingestion.adapters.model import (
     transfer_reason,
     yes_no,
 )
+from voice_analytics_dagster.lib import contract
 
 
 def user(ts, intent="renew", error=None, conf=0.8, asr=None, mode="speech"):
@@ -140,7 +140,7 @@ def test_settings_from_the_environment():
         load_adapter_settings,
         setting_names,
     )
-    from voice_analytics_dagster.settings import SettingsError
+    from voice_analytics_dagster.lib.settings import SettingsError
 
     s = load_adapter_settings({"VOICE_ANALYTICS_ADAPTER_LEX_HANDOFF_INTENTS": "Agent, Human ,",
                                "VOICE_ANALYTICS_ADAPTER_LEX_IDLE_SESSION_SECONDS": "600",

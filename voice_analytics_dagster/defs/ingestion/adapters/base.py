@@ -26,8 +26,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from voice_analytics_dagster import contract
-from voice_analytics_dagster.loader import IngestionError
+from voice_analytics_dagster.defs.ingestion.loader import IngestionError
+from voice_analytics_dagster.lib import contract
 
 # Files an adapter reads in its source folder (and below); .gz variants are decompressed.
 JSON_SUFFIXES = (".json", ".jsonl", ".ndjson")

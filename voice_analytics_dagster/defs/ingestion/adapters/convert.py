@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from voice_analytics_dagster import contract
 from voice_analytics_dagster.defs.ingestion.adapters.base import (
     MANIFEST_FILE,
     QUARANTINE_FILE,
@@ -43,6 +42,7 @@ from voice_analytics_dagster.defs.ingestion.adapters.model import (
     session_rows,
 )
 from voice_analytics_dagster.defs.ingestion.adapters.settings import AdapterSettings, load_adapter_settings
+from voice_analytics_dagster.lib import contract
 
 # What no adapter records (the platforms log conversations, not service applications or turn
 # timings); each adapter adds its own.

@@ -11,13 +11,13 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from voice_analytics_dagster import contract
 from voice_analytics_dagster.defs.ingestion.adapters.base import (
     AdapterError,
     FileStats,
     input_files,
     read_records,
 )
+from voice_analytics_dagster.lib import contract
 
 FORMATS = ("csv", "lex-v2", "dialogflow-cx", "rasa")
 

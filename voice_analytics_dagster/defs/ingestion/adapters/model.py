@@ -13,7 +13,7 @@ import datetime as dt
 import math
 from dataclasses import dataclass, field
 
-from voice_analytics_dagster.contract import MAX_TEXT_LENGTH, NO_VALUES, YES_VALUES
+from voice_analytics_dagster.lib.contract import MAX_TEXT_LENGTH, NO_VALUES, YES_VALUES
 
 UNKNOWN_INTENT = "unknown"
 MISUNDERSTANDING, SILENCE, NOISE = "misunderstanding", "silence", "noise"

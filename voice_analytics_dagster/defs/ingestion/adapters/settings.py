@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
-from voice_analytics_dagster.settings import ENV_PREFIX, SettingsError
+from voice_analytics_dagster.lib.settings import ENV_PREFIX, SettingsError
 
 ADAPTER_PREFIX = ENV_PREFIX + "ADAPTER_"
 
