@@ -257,10 +257,7 @@ class TcpPostgres:
             uid = pwd.getpwnam(owner["user"]).pw_uid
             for path in (self.data.parent, self.socket_dir, pwfile):
                 os.chown(path, uid, owner["group"])
-            p = self.data.parent
-            while p != p.parent:  # the server's user must be able to reach its folder
-                p.chmod(p.stat().st_mode | 0o055)
-                p = p.parent
+            self.data.parent.chmod(0o755)  # the server's user must be able to reach its folder
         subprocess.run([pg_bin("initdb"), "-D", str(self.data), "-U", self.superuser, f"--pwfile={pwfile}",
                         "--auth-local=scram-sha-256", "--auth-host=scram-sha-256", "-E", "UTF8",
                         "--no-locale"], check=True, capture_output=True, **owner)

@@ -26,6 +26,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -93,6 +94,7 @@ class Stack:
     pg: TcpPostgres | None = None
     web: str = ""
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    cleanup: list[Path] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
     def graphql(self, query: str, variables: dict | None = None) -> dict:
@@ -161,8 +163,11 @@ def _start(stack: Stack, sample_dir: Path) -> None:
     # postgres: initialised once, as the image's entrypoint does with docker/postgres-init.sh
     started = time.monotonic()
     pg_env = service_environment(compose, "postgres", env)
-    stack.pg = TcpPostgres(stack.root / "pg" / "data", pg_port, pg_env["POSTGRES_USER"], pg_env["POSTGRES_PASSWORD"],
-                           log=stack.root / "pg" / "postgres.log")
+    # a folder of its own: as root, the server's system user must be able to reach it
+    pg_root = Path(tempfile.mkdtemp(prefix="va-compose-pg-"))
+    stack.cleanup.append(pg_root)
+    stack.pg = TcpPostgres(pg_root / "data", pg_port, pg_env["POSTGRES_USER"], pg_env["POSTGRES_PASSWORD"],
+                           log=pg_root / "postgres.log")
     stack.pg.init()
     stack.pg.start()
     run_init_script(POSTGRES_INIT, pg_env, stack.pg)
@@ -217,6 +222,8 @@ def stack(tmp_path_factory, request, sample_dir, dbt_manifest):
             shutil.copytree(logs, target)
             if s.pg is not None and s.pg.log and s.pg.log.exists():
                 shutil.copy(s.pg.log, target / "postgres.log")
+        for folder in s.cleanup:
+            shutil.rmtree(folder, ignore_errors=True)
         assert all(p.poll() is not None for p in s.procs.values()), "a process of the stack is still running"
 
 
