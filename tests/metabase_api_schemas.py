@@ -8,7 +8,8 @@ and a body must pass both (the fake accepts only what both accept):
 
 - the pinned release line, v0.56: Metabase's API reference for v0.56, which is its OpenAPI
   rendering of every endpoint's defendpoint schema (metabase/docs.metabase.github.io,
-  ``_docs/v0.56/api.html``, "clojure -M:ee:doc api-documentation"); there every body map is open;
+  ``_docs/v0.56/api.html``, "clojure -M:ee:doc api-documentation"); there every body map is open.
+  Read for every endpoint but POST /api/collection and POST /api/dashboard;
 - Metabase's source, ``src/metabase/<module>/api*.clj`` of metabase/metabase at the commits named
   in each citation (its master branch after v0.64): the same keys and types, and some maps closed
   (``[:map {:closed true} ...]``: unknown keys are refused), the stricter reading kept.
@@ -68,7 +69,8 @@ def maybe(schema: dict) -> dict:
 # it also refuses is not transcribed); ms/ValidLocale is a locale Metabase ships (en, pt_BR, ...)
 EMAIL = {"type": "string", "pattern": r"^[^@\s]+@[^@\s]+\.[^@\s]+$", "description": "value must be a valid email address."}
 PASSWORD = {"type": "string", "minLength": 6, "pattern": r"[0-9]", "description": "password is too common."}
-LOCALE = {"type": "string", "pattern": r"^[a-z]{2,3}(_[A-Z]{2})?$", "description": "String must be a valid locale."}
+LOCALE = {"type": "string", "pattern": r"^[a-z]{2}(_[A-Z]{2})?$",
+          "description": "String must be a valid two-letter ISO language or language-country code e.g. 'en' or 'en_US'."}
 
 # DBEngineString: a non-blank string naming a registered driver ((driver/the-driver engine)); the
 # image registers the built-in h2, mysql and postgres and the drivers under modules/drivers
@@ -93,7 +95,7 @@ def body(endpoint: str, sources: list[str], properties: dict[str, dict], require
 
 
 SCHEMAS: dict[str, dict] = {
-    "POST /api/setup": body("POST /api/setup", [SETUP], {
+    "POST /api/setup": body("POST /api/setup", [V056, SETUP], {
         "token": NON_BLANK,
         "user": {**MAP, "properties": {
             "email": EMAIL, "password": PASSWORD, "first_name": maybe(NON_BLANK), "last_name": maybe(NON_BLANK),
@@ -106,7 +108,7 @@ SCHEMAS: dict[str, dict] = {
         "database": maybe(MAP),
     }, required=("token", "user", "prefs")),
 
-    "POST /api/session": body("POST /api/session", [SESSION], {
+    "POST /api/session": body("POST /api/session", [V056, SESSION], {
         "username": NON_BLANK, "password": NON_BLANK}, required=("username", "password")),
 
     "POST /api/database": body("POST /api/database", [V056, DATABASE], {
@@ -128,7 +130,7 @@ SCHEMAS: dict[str, dict] = {
 
     # TableVisibilityType and FieldOrder: the Table model's visibility-types #{:hidden :technical
     # :cruft} and field-orderings (metabase/metabase src/metabase/warehouse_schema/models/table.clj)
-    "PUT /api/table/:id": body("PUT /api/table/:id", [TABLE], {
+    "PUT /api/table/:id": body("PUT /api/table/:id", [V056, TABLE], {
         "display_name": maybe(NON_BLANK), "entity_type": maybe(STRING),
         "visibility_type": maybe({"type": "string", "enum": ["hidden", "technical", "cruft"]}),
         "description": maybe(STRING), "caveats": maybe(STRING), "points_of_interest": maybe(STRING),
@@ -136,10 +138,11 @@ SCHEMAS: dict[str, dict] = {
         "field_order": maybe({"type": "string", "enum": ["alphabetical", "custom", "database", "smart"]}),
     }),
 
-    "PUT /api/field/:id": body("PUT /api/field/:id", [FIELD], {
+    "PUT /api/field/:id": body("PUT /api/field/:id", [V056, FIELD], {
         "caveats": maybe(NON_BLANK), "description": maybe(NON_BLANK), "display_name": maybe(NON_BLANK),
         "fk_target_field_id": maybe(POSITIVE_INT), "points_of_interest": maybe(NON_BLANK),
-        "semantic_type": maybe(STRING), "coercion_strategy": maybe(STRING), "visibility_type": maybe(STRING),
+        "semantic_type": maybe(STRING), "coercion_strategy": maybe(STRING),
+        "visibility_type": maybe({"type": "string", "enum": ["details-only", "hidden", "normal", "retired", "sensitive"]}),
         "has_field_values": maybe(STRING), "settings": maybe(MAP),
         "nfc_path": maybe({"type": "array", "items": NON_BLANK}), "json_unfolding": maybe(BOOLEAN),
     }),
@@ -149,7 +152,7 @@ SCHEMAS: dict[str, dict] = {
         "namespace": maybe(NON_BLANK), "authority_level": maybe({"type": "string", "enum": ["official"]}),
     }, required=("name",)),
 
-    "PUT /api/collection/:id": body("PUT /api/collection/:id", [COLLECTION], {
+    "PUT /api/collection/:id": body("PUT /api/collection/:id", [V056, COLLECTION], {
         "name": maybe(NON_BLANK), "description": maybe(NON_BLANK), "archived": maybe(BOOLEAN),
         "parent_id": maybe(POSITIVE_INT), "type": maybe(STRING),
         "authority_level": maybe({"type": "string", "enum": ["official"]}),

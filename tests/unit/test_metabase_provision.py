@@ -141,7 +141,7 @@ DASHCARD = {"id": -1, "card_id": 3, "row": 0, "col": 0, "size_x": 6, "size_y": 4
             "visualization_settings": {}, "series": []}
 VALID = {
     "POST /api/setup": {"token": "t-1", "user": {"first_name": "V", "last_name": "A", "email": "a@example.org",
-                                                 "password": "s3cret-pass", "site_name": "S"},
+                                                 "password": "s3cret-pass"},
                         "prefs": {"site_name": "S", "site_locale": "en", "allow_tracking": False}},
     "POST /api/session": {"username": "a@example.org", "password": "s3cret-pass"},
     "POST /api/database": {"name": "W", "engine": "postgres", "details": {"host": "h", "port": 5432},
@@ -209,6 +209,7 @@ BAD = [
     ("PUT /api/table/:id", ("visibility_type",), "secret", "visibility_type"),
     ("PUT /api/table/:id", ("description",), 5, "description"),
     ("PUT /api/field/:id", ("description",), "", "description"),
+    ("PUT /api/field/:id", ("visibility_type",), "secret", "visibility_type"),
     ("POST /api/collection", ("name",), DELETE, "name"),
     ("POST /api/collection", ("description",), "", "description"),
     ("POST /api/collection", ("parent_id",), 0, "parent_id"),

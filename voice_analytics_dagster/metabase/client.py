@@ -189,7 +189,7 @@ def setup_and_login(mb: Metabase, opts: ProvisionOptions, report: Report) -> Non
         body = {
             "token": token,
             "user": {"first_name": "Voice", "last_name": "Analytics", "email": opts.admin_email,
-                     "password": opts.admin_password, "site_name": opts.site_name},
+                     "password": opts.admin_password},
             "prefs": {"site_name": opts.site_name, "site_locale": "en", "allow_tracking": False},
         }
         mb.post("/api/setup", body)
