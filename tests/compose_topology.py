@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 import shlex
 import signal
@@ -235,8 +236,6 @@ class TcpPostgres:
         # system user of its own ("pgserver"), and so does this one
         if os.geteuid() != 0:
             return {}
-        import pwd
-
         try:
             pwd.getpwnam("pgserver")
         except KeyError:
@@ -250,10 +249,9 @@ class TcpPostgres:
         self.data.parent.mkdir(parents=True, exist_ok=True)
         self.socket_dir.mkdir(exist_ok=True)
         pwfile = self.data.parent / "pwfile"
-        pwfile.write_text(self.password + "\n")
+        with os.fdopen(os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+            f.write(self.password + "\n")
         if owner:
-            import pwd
-
             uid = pwd.getpwnam(owner["user"]).pw_uid
             for path in (self.data.parent, self.socket_dir, pwfile):
                 os.chown(path, uid, owner["group"])
@@ -275,8 +273,6 @@ class TcpPostgres:
                        check=True, capture_output=True, **self._as_owner())
 
     def _uid_gid(self) -> tuple[int, int]:
-        import pwd
-
         entry = pwd.getpwnam("pgserver")
         return entry.pw_uid, entry.pw_gid
 
