@@ -1,7 +1,7 @@
 # The Dagster code location image (also runs the one-shot Metabase provisioning and, in the dev
 # container, the developer's tools). Built by docker-compose.yml; never built on the project's CI
 # machines (no Docker engine there): tests/unit/test_compose.py checks the compose file statically.
-FROM python:3.11-slim-bookworm
+FROM python:3.11.13-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -1,9 +1,9 @@
 """A stand-in for the handful of Metabase REST endpoints the provisioning client calls, served by
 the standard library on 127.0.0.1 in a thread. It keeps state like Metabase (ids, a setup token
 that disappears after setup, masked passwords, dashboard cards with negative ids on creation) and
-checks every request body against Metabase's documented API: required keys and their types
-(docs/api pages and the OpenAPI request models of metabase/metabase, as of v0.5x). A body that
-breaks them is answered 400 like Metabase would, and recorded in ``violations``.
+checks every request body against Metabase's own request schemas, transcribed with their sources
+in tests/metabase_api_schemas.py (release RELEASE there, the one docker-compose.yml pins). A body
+that breaks them is answered 400 with Metabase's error shape and recorded in ``violations``.
 
 It is not Metabase: it cannot tell whether a card renders or a query runs there (README)."""
 
@@ -16,77 +16,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+from tests.metabase_api_schemas import SCHEMAS, errors_of
 
 
-def _is_pos_int(v):
-    return isinstance(v, int) and not isinstance(v, bool) and v > 0
-
-
-def _is_nonneg_int(v):
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-
-def _is_str(v):
-    return isinstance(v, str) and v.strip() != ""
-
-
-# endpoint -> {key: (required, predicate)}; keys outside the map are refused (a typo would be
-# silently ignored by Metabase, so the fake is stricter than the real thing on purpose)
-SCHEMAS: dict[str, dict[str, tuple[bool, Any]]] = {
-    "POST /api/setup": {"token": (True, _is_str), "user": (True, lambda v: isinstance(v, dict)),
-                        "prefs": (True, lambda v: isinstance(v, dict)), "database": (False, lambda v: True)},
-    "setup.user": {"email": (True, lambda v: isinstance(v, str) and EMAIL.match(v)), "password": (True, _is_str),
-                   "first_name": (False, _is_str), "last_name": (False, _is_str), "site_name": (False, _is_str)},
-    "setup.prefs": {"site_name": (True, _is_str), "site_locale": (False, lambda v: re.fullmatch(r"[a-z]{2}(_[A-Z]{2})?", v)),
-                    "allow_tracking": (False, lambda v: isinstance(v, bool))},
-    "POST /api/session": {"username": (True, _is_str), "password": (True, _is_str)},
-    "POST /api/database": {"name": (True, _is_str), "engine": (True, _is_str), "details": (True, lambda v: isinstance(v, dict)),
-                           "is_full_sync": (False, lambda v: isinstance(v, bool)),
-                           "auto_run_queries": (False, lambda v: isinstance(v, bool))},
-    "PUT /api/database/:id": {"name": (False, _is_str), "engine": (False, _is_str),
-                              "details": (False, lambda v: isinstance(v, dict))},
-    "postgres.details": {"host": (True, _is_str), "port": (True, _is_pos_int), "dbname": (True, _is_str),
-                         "user": (True, _is_str), "password": (False, lambda v: isinstance(v, str)),
-                         "ssl": (False, lambda v: isinstance(v, bool)),
-                         "schema-filters-type": (False, lambda v: v in {"inclusion", "exclusion", "all"}),
-                         "schema-filters-patterns": (False, lambda v: isinstance(v, str))},
-    "POST /api/collection": {"name": (True, _is_str), "description": (False, lambda v: isinstance(v, str)),
-                             "parent_id": (False, _is_pos_int)},
-    "PUT /api/collection/:id": {"name": (False, _is_str), "description": (False, lambda v: isinstance(v, str))},
-    "POST /api/card": {"name": (True, _is_str), "dataset_query": (True, lambda v: isinstance(v, dict)),
-                       "display": (True, _is_str), "visualization_settings": (True, lambda v: isinstance(v, dict)),
-                       "collection_id": (False, _is_pos_int), "description": (False, lambda v: isinstance(v, str))},
-    "native.dataset_query": {"type": (True, lambda v: v == "native"), "database": (True, _is_pos_int),
-                             "native": (True, lambda v: isinstance(v, dict) and _is_str(v.get("query"))
-                                        and isinstance(v.get("template-tags", {}), dict))},
-    "POST /api/dashboard": {"name": (True, _is_str), "collection_id": (False, _is_pos_int),
-                            "description": (False, lambda v: isinstance(v, str)),
-                            "parameters": (False, lambda v: isinstance(v, list))},
-    "PUT /api/dashboard/:id": {"name": (False, _is_str), "description": (False, lambda v: isinstance(v, str)),
-                               "collection_id": (False, _is_pos_int), "dashcards": (False, lambda v: isinstance(v, list))},
-    "dashcard": {"id": (True, lambda v: isinstance(v, int) and not isinstance(v, bool)), "card_id": (False, _is_pos_int),
-                 "row": (True, _is_nonneg_int), "col": (True, _is_nonneg_int), "size_x": (True, _is_pos_int),
-                 "size_y": (True, _is_pos_int), "parameter_mappings": (False, lambda v: isinstance(v, list)),
-                 "visualization_settings": (False, lambda v: isinstance(v, dict)), "series": (False, lambda v: isinstance(v, list))},
-    "PUT /api/table/:id": {"description": (True, lambda v: isinstance(v, str))},
-    "PUT /api/field/:id": {"description": (True, lambda v: isinstance(v, str))},
-}
-SCHEMAS["PUT /api/card/:id"] = {k: (False, p) for k, (_, p) in SCHEMAS["POST /api/card"].items()}
-
-
-def violations_of(schema: str, body: Any) -> list[str]:
-    if not isinstance(body, dict):
-        return [f"{schema}: body is not a JSON object"]
-    rules = SCHEMAS[schema]
-    out = [f"{schema}: unknown key {k!r}" for k in body if k not in rules]
-    for key, (required, ok) in rules.items():
-        if key not in body:
-            if required:
-                out.append(f"{schema}: missing {key!r}")
-        elif not ok(body[key]):
-            out.append(f"{schema}: bad {key!r}: {body[key]!r}")
-    return out
+def violations_of(endpoint: str, body: Any) -> list[str]:
+    """The rules ``body`` breaks as ``endpoint: key: message`` lines (empty when it conforms)."""
+    answer = errors_of(endpoint, body)
+    if answer is None:
+        return []
+    return [f"{endpoint}: {key}: {message}" for key, message in answer["errors"].items()]
 
 
 class FakeMetabase:
@@ -117,6 +55,14 @@ class FakeMetabase:
     # -- request handling ---------------------------------------------------------------------
     def handle(self, method: str, path: str, query: dict, body: Any, session: str | None) -> tuple[int, Any]:
         self.requests.append((method, path, body))
+        route = re.sub(r"/\d+", "/:id", path)
+        endpoint = f"{method} {route}"
+        if endpoint in SCHEMAS:
+            # Metabase checks the body against the endpoint's schema before anything else
+            answer = errors_of(endpoint, body)
+            if answer is not None:
+                self.violations += violations_of(endpoint, body)
+                return 400, answer
         if path == "/api/health":
             return 200, {"status": "ok"}
         if path == "/api/session/properties" and method == "GET":
@@ -124,24 +70,16 @@ class FakeMetabase:
         if path == "/api/setup" and method == "POST":
             return self._setup(body)
         if path == "/api/session" and method == "POST":
-            errors = violations_of("POST /api/session", body)
-            if errors:
-                return self._bad(errors)
             if self.users.get(body["username"]) != body["password"]:
                 return 401, {"errors": {"password": "did not match stored password"}}
             return 200, {"id": self._session()}
         if session not in self.sessions:
             return 401, "Unauthenticated"
-        route = re.sub(r"/\d+", "/:id", path)
         ids = [int(x) for x in re.findall(r"/(\d+)", path)]
         handler = getattr(self, "_" + method.lower() + route.replace("/api", "").replace("/:id", "_id").replace("/", "_"), None)
         if handler is None:
             return 404, f"no fake for {method} {route}"
         return handler(*ids, query=query, body=body)
-
-    def _bad(self, errors: list[str]) -> tuple[int, Any]:
-        self.violations += errors
-        return 400, {"errors": errors}
 
     def _session(self) -> str:
         token = f"session-{len(self.sessions) + 1}"
@@ -149,13 +87,9 @@ class FakeMetabase:
         return token
 
     def _setup(self, body) -> tuple[int, Any]:
-        errors = violations_of("POST /api/setup", body)
-        if not errors:
-            errors += violations_of("setup.user", body["user"]) + violations_of("setup.prefs", body["prefs"])
-        if errors:
-            return self._bad(errors)
         if self.setup_token is None or body["token"] != self.setup_token:
-            return 403, "Token does not match the setup token."
+            # SetupToken: part of the endpoint's schema, so a 400 with its API error message
+            return 400, {"errors": {"token": "Token does not match the setup token."}}
         self.users[body["user"]["email"]] = body["user"]["password"]
         self.setup_token = None
         return 200, {"id": self._session()}
@@ -170,16 +104,7 @@ class FakeMetabase:
             details["password"] = "**MetabasePass**"  # Metabase never returns a stored secret
         return {**db, "details": details}
 
-    def _check_db(self, schema, body):
-        errors = violations_of(schema, body)
-        if not errors and "details" in body and body.get("engine", "postgres") == "postgres":
-            errors += violations_of("postgres.details", body["details"])
-        return errors
-
     def _post_database(self, query, body):
-        errors = self._check_db("POST /api/database", body)
-        if errors:
-            return self._bad(errors)
         db = {"id": self._id(), "name": body["name"], "engine": body["engine"], "details": body["details"],
               "is_full_sync": body.get("is_full_sync", True)}
         self.databases[db["id"]] = db
@@ -189,9 +114,6 @@ class FakeMetabase:
         return (200, self._public_db(self.databases[db_id])) if db_id in self.databases else (404, "Not found.")
 
     def _put_database_id(self, db_id, query, body):
-        errors = self._check_db("PUT /api/database/:id", body)
-        if errors:
-            return self._bad(errors)
         self.databases[db_id].update(body)
         return 200, self._public_db(self.databases[db_id])
 
@@ -217,16 +139,10 @@ class FakeMetabase:
         return 200, {"id": db_id, "tables": tables}
 
     def _put_table_id(self, tid, query, body):
-        errors = violations_of("PUT /api/table/:id", body)
-        if errors:
-            return self._bad(errors)
         self.tables[tid]["description"] = body["description"]
         return 200, self.tables[tid]
 
     def _put_field_id(self, fid, query, body):
-        errors = violations_of("PUT /api/field/:id", body)
-        if errors:
-            return self._bad(errors)
         self.fields[fid]["description"] = body["description"]
         return 200, self.fields[fid]
 
@@ -235,18 +151,12 @@ class FakeMetabase:
         return 200, [{"id": "root", "name": "Our analytics"}, *self.collections.values()]
 
     def _post_collection(self, query, body):
-        errors = violations_of("POST /api/collection", body)
-        if errors:
-            return self._bad(errors)
         c = {"id": self._id(), "name": body["name"], "description": body.get("description"), "location": "/",
              "archived": False}
         self.collections[c["id"]] = c
         return 200, c
 
     def _put_collection_id(self, cid, query, body):
-        errors = violations_of("PUT /api/collection/:id", body)
-        if errors:
-            return self._bad(errors)
         self.collections[cid].update(body)
         return 200, self.collections[cid]
 
@@ -259,16 +169,7 @@ class FakeMetabase:
         return 200, {"data": items, "total": len(items), "models": sorted(models)}
 
     # cards
-    def _check_card(self, schema, body):
-        errors = violations_of(schema, body)
-        if not errors and "dataset_query" in body:
-            errors += violations_of("native.dataset_query", body["dataset_query"])
-        return errors
-
     def _post_card(self, query, body):
-        errors = self._check_card("POST /api/card", body)
-        if errors:
-            return self._bad(errors)
         card = {"id": self._id(), **body, "archived": False}
         card["visualization_settings"] = {**body["visualization_settings"]}
         self.cards[card["id"]] = card
@@ -284,17 +185,11 @@ class FakeMetabase:
         return 200, card
 
     def _put_card_id(self, card_id, query, body):
-        errors = self._check_card("PUT /api/card/:id", body)
-        if errors:
-            return self._bad(errors)
         self.cards[card_id].update(body)
         return 200, self.cards[card_id]
 
     # dashboards
     def _post_dashboard(self, query, body):
-        errors = violations_of("POST /api/dashboard", body)
-        if errors:
-            return self._bad(errors)
         d = {"id": self._id(), "name": body["name"], "description": body.get("description"),
              "collection_id": body.get("collection_id"), "dashcards": [], "archived": False}
         self.dashboards[d["id"]] = d
@@ -304,18 +199,11 @@ class FakeMetabase:
         return 200, self.dashboards[dash_id]
 
     def _put_dashboard_id(self, dash_id, query, body):
-        errors = violations_of("PUT /api/dashboard/:id", body)
-        for dc in body.get("dashcards", []) if isinstance(body, dict) else []:
-            errors += violations_of("dashcard", dc)
-        if isinstance(body, dict) and "dashcards" in body:
-            ids = [dc.get("id") for dc in body["dashcards"]]
-            if len(ids) != len(set(ids)):
-                errors.append("PUT /api/dashboard/:id: dashcards ids are not unique")
-            unknown = [dc.get("card_id") for dc in body["dashcards"] if dc.get("card_id") not in self.cards]
-            if unknown:
-                errors.append(f"PUT /api/dashboard/:id: unknown card ids {unknown}")
-        if errors:
-            return self._bad(errors)
+        # the schema passed; Metabase then refuses dashboard cards whose card it cannot find
+        unknown = [dc["card_id"] for dc in body.get("dashcards") or [] if dc.get("card_id") not in self.cards]
+        if unknown:
+            self.violations.append(f"PUT /api/dashboard/:id: unknown card ids {unknown}")
+            return 404, "Not found."
         d = self.dashboards[dash_id]
         if "dashcards" in body:
             kept = {dc["id"]: dc for dc in d["dashcards"]}

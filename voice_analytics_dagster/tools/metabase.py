@@ -8,8 +8,9 @@ spec, so a second run against an unchanged Metabase writes nothing (a schema syn
 requested: it picks up tables certified since). Standard library HTTP only (urllib), so the
 provisioning container needs nothing beyond the project's own dependencies.
 
-Only ever run against a local fake of the API (tests/metabase_fake.py), never a real Metabase:
-see README, "Metabase"."""
+Only ever run against a local fake of the API (tests/metabase_fake.py) that holds every request
+body to Metabase's own request schemas of METABASE_RELEASE, never a real Metabase: see README,
+"Metabase"."""
 
 from __future__ import annotations
 
@@ -31,6 +32,11 @@ from voice_analytics_dagster.defs.bi.spec import (
     load_collection,
     tables_read,
 )
+
+# The Metabase release this client is checked against: docker-compose.yml's image and the fake's
+# schemas (tests/metabase_api_schemas.py) name the same one; tests/unit/test_metabase_provision.py
+# fails when they disagree.
+METABASE_RELEASE = "v0.56.9"
 
 
 class MetabaseError(RuntimeError):
@@ -191,7 +197,7 @@ def setup_and_login(mb: Metabase, opts: ProvisionOptions, report: Report) -> Non
         body = {
             "token": token,
             "user": {"first_name": "Voice", "last_name": "Analytics", "email": opts.admin_email,
-                     "password": opts.admin_password, "site_name": opts.site_name},
+                     "password": opts.admin_password},
             "prefs": {"site_name": opts.site_name, "site_locale": "en", "allow_tracking": False},
         }
         mb.post("/api/setup", body)
@@ -268,13 +274,15 @@ def ensure_collection(mb: Metabase, collection: Collection, report: Report) -> i
                if c.get("name") == collection.name and not c.get("archived")
                and isinstance(c.get("id"), int) and c.get("location", "/") == "/"]
     what = f"collection '{collection.name}'"
+    # Metabase takes a collection's description as a non-blank string or null
+    description = collection.description or None
     if not matches:
-        created = mb.post("/api/collection", {"name": collection.name, "description": collection.description})
+        created = mb.post("/api/collection", {"name": collection.name, "description": description})
         report.add(what, "created")
         return int(created["id"])
     coll = matches[0]
-    if coll.get("description") != collection.description:
-        mb.put(f"/api/collection/{coll['id']}", {"description": collection.description})
+    if coll.get("description") != description:
+        mb.put(f"/api/collection/{coll['id']}", {"description": description})
         report.add(what, "updated")
     else:
         report.add(what, "unchanged")

@@ -227,7 +227,8 @@ def card_payload(card: Card, database_id: int, collection_id: int) -> dict[str, 
     """Body of POST /api/card (and of PUT /api/card/:id)."""
     return {
         "name": card.name,
-        "description": card.description,
+        # POST /api/card takes a non-blank description or null
+        "description": card.description or None,
         "display": card.display,
         "collection_id": collection_id,
         "dataset_query": {"type": "native", "database": database_id,
