@@ -144,10 +144,10 @@ def test_the_daemon_runs_the_sensors_on_postgres_storage(ui, server):
 
     instance = ui.graphql("{ instance { info runQueuingSupported"
                           " runQueueConfig { maxConcurrentRuns tagConcurrencyLimitsYaml } } }")["instance"]
-    # dagster-postgres's storages with pooled connections (voice_analytics_dagster/lib/storage.py)
+    # dagster-postgres's storages with pooled connections (voice_analytics_dagster/lib/compat.py)
     for storage in ("PooledPostgresRunStorage", "PooledPostgresEventLogStorage", "PooledPostgresScheduleStorage"):
         assert f"class: {storage}" in instance["info"]
-    assert instance["info"].count("module: voice_analytics_dagster.lib.storage") == 3
+    assert instance["info"].count("module: voice_analytics_dagster.lib.compat") == 3
     assert instance["runQueuingSupported"]
     limits = instance["runQueueConfig"]["tagConcurrencyLimitsYaml"]
     assert "voice_analytics/warehouse" in limits and "limit: 1" in limits and "value: write" in limits

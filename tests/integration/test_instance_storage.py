@@ -25,13 +25,13 @@ def test_storage_calls_reuse_one_connection_and_dispose_closes_it(server):
 
     import psycopg
 
-    from voice_analytics_dagster.lib.instance import open_instance
-    from voice_analytics_dagster.lib.settings import get_settings
-    from voice_analytics_dagster.lib.storage import (
+    from voice_analytics_dagster.lib.compat import (
         PooledPostgresEventLogStorage,
         PooledPostgresRunStorage,
         PooledPostgresScheduleStorage,
     )
+    from voice_analytics_dagster.lib.instance import open_instance
+    from voice_analytics_dagster.lib.settings import get_settings
     from voice_analytics_dagster.lib.warehouse import Warehouse
 
     settings = get_settings()

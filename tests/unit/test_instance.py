@@ -18,7 +18,7 @@ def test_storage_is_postgres_through_psycopg2_in_its_own_database():
         config = yaml.safe_load(render_dagster_yaml(url))
         assert "storage" not in config
         for key in ("run_storage", "event_log_storage", "schedule_storage"):
-            assert config[key]["module"] == "voice_analytics_dagster.lib.storage"
+            assert config[key]["module"] == "voice_analytics_dagster.lib.compat"
             stored = config[key]["config"]["postgres_url"]
             # plain postgresql:// would let SQLAlchemy 2.1 pick psycopg 3 (TOOLCHAIN-NOTES.md)
             assert stored.startswith("postgresql+psycopg2://") and stored == url

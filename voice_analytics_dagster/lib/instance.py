@@ -18,7 +18,7 @@ WAREHOUSE_TAG = "voice_analytics/warehouse"
 
 def render_dagster_yaml(storage_url: str, max_concurrent_runs: int = 4) -> str:
     """dagster.yaml for this project. Pure."""
-    from voice_analytics_dagster.lib.storage import MODULE, STORAGE_CLASSES
+    from voice_analytics_dagster.lib.compat import MODULE, STORAGE_CLASSES
 
     config = {
         # dagster-postgres's three storages, with pooled connections (storage.py)

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
-from dagster._utils.schedules import is_valid_cron_string
 
 from voice_analytics_dagster.defs.automation.freshness import freshness_job
 from voice_analytics_dagster.defs.automation.jobs import pipeline_job
@@ -66,10 +65,12 @@ def scheduled_request(settings: Settings) -> dg.RunRequest | dg.SkipReason:
 
 def validated_schedule(settings: Settings) -> tuple[str, str]:
     """(cron, timezone) from the settings, or a SettingsError naming the variable."""
-    if not is_valid_cron_string(settings.schedule_cron):
+    try:  # Dagster's own validation of a schedule's cron string
+        dg.ScheduleDefinition(name="validate", cron_schedule=settings.schedule_cron, job_name="validate")
+    except dg.DagsterInvalidDefinitionError:
         raise SettingsError(
             f"{ENV_PREFIX}SCHEDULE_CRON is not a valid cron expression: {settings.schedule_cron!r}"
-        )
+        ) from None
     try:
         zoneinfo.ZoneInfo(settings.schedule_timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:

@@ -12,32 +12,8 @@ from voice_analytics_dagster.lib.settings import get_settings
 from voice_analytics_dagster.lib.warehouse import Warehouse
 
 
-class LeanDbtCliResource(DbtCliResource):
-    """dagster-dbt's DbtCliResource without two costs it pays on every ``cli()`` call that this
-    project has no use for (measured with cProfile on a run of the real sample, 30 Nov):
-
-    - an in-process dbt adapter (loads the profile, project and macros: 2.7 s per call), used only
-      by ``fetch_column_metadata`` / ``fetch_row_counts``, which no asset here calls;
-    - ``dbt --version`` in a subprocess (2.3 s, once per process) to learn the version of the dbt
-      it runs: that is the dbt-core installed with this package (``dbt_executable()``), whose
-      version the package metadata gives.
-
-    A run has two dbt steps: ~7.5 s less per run, whatever the data size."""
-
-    def _initialize_dbt_core_adapter(self, args):  # noqa: ARG002 - dagster-dbt's signature
-        return None
-
-    @property
-    def _cli_version(self):
-        from importlib.metadata import version as installed
-
-        from packaging import version
-
-        return version.parse(installed("dbt-core"))
-
-
 def dbt_resource() -> DbtCliResource:
-    return LeanDbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable())
+    return DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable())
 
 
 @contextlib.contextmanager
