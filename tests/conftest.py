@@ -29,11 +29,15 @@ os.environ.setdefault("XDG_RUNTIME_DIR", str(_SESSION_HOME / "runtime"))
 
 
 def pytest_sessionfinish(session, exitstatus):
+    from dataclasses import replace
+
     from voice_analytics_dagster.lib.settings import load_settings
     from voice_analytics_dagster.lib.warehouse import stop_embedded
 
     try:
-        stop_embedded(load_settings())
+        settings = load_settings()
+        stop_embedded(settings)
+        stop_embedded(replace(settings, home=settings.demo_home))  # `voice-analytics demo`'s own server
     finally:
         if os.environ.get("VA_KEEP_TEST_HOME") != "1":
             shutil.rmtree(_SESSION_HOME, ignore_errors=True)

@@ -339,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ps = sub.add_parser("psql", help="open psql (the one bundled with the embedded server) on the warehouse")
     ps.add_argument("--bi", action="store_true", help="as the read-only BI role")
-    ps.add_argument("psql_args", nargs=argparse.REMAINDER, help="arguments passed to psql, e.g. -c 'select 1'")
+    ps.epilog = "Every argument after --bi goes to psql, e.g. voice-analytics psql -At -c 'select 1'."
     ps.set_defaults(func=cmd_psql)
 
     stop = sub.add_parser("db-stop", help="stop the embedded PostgreSQL server")
@@ -392,7 +392,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `psql [--bi] ARGS...`: everything after psql's own option goes to psql, verbatim and in order
+    passed: list[str] = []
+    if "psql" in argv and all(a == "--demo" for a in argv[:argv.index("psql")]):
+        i = argv.index("psql") + 1
+        while i < len(argv) and argv[i] in ("--bi", "-h", "--help"):
+            i += 1
+        argv, passed = argv[:i], argv[i:]
     args = build_parser().parse_args(argv)
+    if args.command == "psql":
+        args.psql_args = passed
     from voice_analytics_dagster.defs.ingestion.loader import IngestionError
     from voice_analytics_dagster.lib.runlock import RunLockBusy
     from voice_analytics_dagster.lib.settings import SettingsError

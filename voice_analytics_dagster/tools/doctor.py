@@ -186,13 +186,29 @@ def check_warehouse(settings: Settings, report: DoctorReport) -> None:
             ).fetchone() if conn.execute("select to_regclass('analytics.publication_log') is not null").fetchone()[0] \
                 else None
             published = conn.execute(
-                "select run_id, logged_at from analytics.publication_log where status = 'published' "
-                "order by publication_id desc limit 1").fetchone() if last else None
+                "select run_id, logged_at, inputs, accepted_shrink from analytics.publication_log "
+                "where status = 'published' order by publication_id desc limit 1").fetchone() if last else None
             if published:
-                report.add(OK, topic, f"last publication: run {published[0]} at {published[1]:%Y-%m-%d %H:%M:%S %Z}")
+                from voice_analytics_dagster.lib.provenance import SYNTHETIC, Inputs
+
+                read = Inputs(published[2] or [])
+                details = [f"read: {read.summary()}"] if read.files else ["read: not recorded (published before "
+                                                                          "provenance was kept)"]
+                details += [f"{f['table']}: {f['path']} sha256 {f['sha256'][:16]}... rows {f['rows_loaded']:,}"
+                            for f in read.files[:10]]
+                if len(read.files) > 10:
+                    details.append(f"... and {len(read.files) - 10} more file(s) (analytics.publication_log.inputs)")
+                if published[3]:
+                    details.append("published with --accept-shrink (see analytics.publication_log.shrink)")
+                report.add(OK, topic, f"last publication: run {published[0]} at {published[1]:%Y-%m-%d %H:%M:%S %Z}",
+                           details=details)
+                if read.dataset == SYNTHETIC:
+                    report.add(WARN, topic, "the certified schema holds synthetic data: dashboards show no real figure",
+                               fix="run real exports in a warehouse of their own (VOICE_ANALYTICS_HOME or "
+                                   "VOICE_ANALYTICS_DATABASE); the demo has its own home (voice-analytics --demo ...)")
             if last and last[1] == "blocked":
                 report.add(WARN, topic, f"the latest run {last[0]} was blocked at {last[2]:%Y-%m-%d %H:%M:%S %Z}",
-                           fix='see why: psql "$(voice-analytics db-url)" -c "select blocked_by, message from '
+                           fix='see why: voice-analytics psql -c "select blocked_by, message from '
                                'analytics.publication_log order by publication_id desc limit 1"')
         attrs = conn.execute(
             "select rolcanlogin, rolsuper, rolcreatedb, rolcreaterole, rolbypassrls from pg_roles where rolname = %s",

@@ -151,7 +151,7 @@ class RunOutcome:
         if self.published:
             lines.append(f"run {self.run_id}: published {len(self.tables)} certified tables to schema analytics")
             if self.read:
-                lines.append(f"  from {self.read}")
+                lines.append(f"  read: {self.read}")
             width = max((len(t) for t in self.tables), default=10)
             for name, rows in sorted(self.tables.items()):
                 lines.append(f"  analytics.{name:<{width}} {rows:>12,} rows")
