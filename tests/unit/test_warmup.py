@@ -28,7 +28,7 @@ def _function_level_imports(path: Path) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize(("key", "module"), [(SCORES, "abandonment.py"), (REPORT_KEY, "report.py")])
+@pytest.mark.parametrize(("key", "module"), [(SCORES, "abandonment.py"), (REPORT_KEY, "report_sections.py")])
 def test_the_model_and_report_steps_register_every_library_they_import_lazily(key, module):
     registered = set(warmup.modules_for([key]))
     lazy = _function_level_imports(ANALYSIS / module)
