@@ -80,3 +80,27 @@ def exactly_one_suppressed_sets(published: pd.DataFrame, family: pd.Series) -> l
         if len(g) >= 2 and int(g["suppressed"].sum()) == 1:
             bad.append(str(set_id))
     return bad
+
+
+# -- the rounding rule of the published marts (dbt doc block "rounding"), restated with decimal --
+
+def rounded(x: float, digits: int = 4) -> float:
+    """Halves away from zero, from the 15 significant digits PostgreSQL keeps of a float8."""
+    from decimal import ROUND_HALF_UP, Decimal
+
+    return float(Decimal(f"{x:.15g}").quantize(Decimal(1).scaleb(-digits), ROUND_HALF_UP))
+
+
+def rounded_sig(x: float, digits: int = 4) -> float:
+    from decimal import ROUND_HALF_UP, Decimal
+
+    d = Decimal(f"{x:.15g}")
+    return float(d.quantize(Decimal(1).scaleb(d.adjusted() - digits + 1), ROUND_HALF_UP)) if x else 0.0
+
+
+def outward(low: float, high: float, exact_low: float, exact_high: float, digits: int = 4, slack: float = 1e-9) -> bool:
+    """A published interval is the exact one rounded outward to ``digits`` decimals (``slack``: how
+    far the independent computation may differ from the SQL one, e.g. a t quantile's series)."""
+    step = 10.0 ** -digits
+    return (exact_low - step - slack < low <= exact_low + slack and exact_high - slack <= high < exact_high + step + slack
+            and rounded(low, digits) == low and rounded(high, digits) == high)

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import math
 import re
+from decimal import Decimal
 
 import numpy as np
 import pandas as pd
 import psycopg
 import pytest
 from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.power import NormalIndPower
 from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
 
 from tests.e2e.analysis_reference import (
@@ -21,7 +23,10 @@ from tests.e2e.analysis_reference import (
     fact,
     frame,
     newcombe_by_hand,
+    outward,
     ratio_estimate,
+    rounded,
+    rounded_sig,
     segment_cells,
     wilson,
 )
@@ -85,40 +90,96 @@ def test_accessibility_rates_and_gaps_match_an_independent_computation(db):
         for outcome, k in (("completion", c.completed), ("abandonment", c.abandoned), ("transfer", c.transferred)):
             low, high = wilson(k, c.n)
             assert row[f"{outcome}_sessions"] == k
-            assert row[f"{outcome}_rate"] == pytest.approx(k / c.n, abs=1e-12)
-            assert row[f"{outcome}_rate_ci_low"] == pytest.approx(low, abs=1e-10)
-            assert row[f"{outcome}_rate_ci_high"] == pytest.approx(high, abs=1e-10)
+            assert row[f"{outcome}_rate"] == rounded(k / c.n)  # computed in full, rounded for reading
+            assert outward(row[f"{outcome}_rate_ci_low"], row[f"{outcome}_rate_ci_high"], low, high)
     # the gap of the disabled against the non-disabled, by hand and by statsmodels
     dis, ref = seg.loc["disability=true"], seg.loc["disability=false"]
     assert dis.reference_segment_key == "disability=false" and ref.is_reference
     k1, n1, k2, n2 = int(dis.abandonment_sessions), int(dis.n_sessions), int(ref.abandonment_sessions), int(ref.n_sessions)
-    assert dis.abandonment_gap == pytest.approx(k1 / n1 - k2 / n2, abs=1e-12)
+    assert dis.abandonment_gap == rounded(k1 / n1 - k2 / n2)
     low, high = newcombe_by_hand(k1, n1, k2, n2)
-    assert (dis.abandonment_gap_ci_low, dis.abandonment_gap_ci_high) == (pytest.approx(low, abs=1e-10), pytest.approx(high, abs=1e-10))
+    assert outward(dis.abandonment_gap_ci_low, dis.abandonment_gap_ci_high, low, high)
     sm_low, sm_high = confint_proportions_2indep(k1, n1, k2, n2, method="newcomb", compare="diff")
-    assert dis.abandonment_gap_ci_low == pytest.approx(sm_low, abs=1e-10)
+    assert outward(dis.abandonment_gap_ci_low, dis.abandonment_gap_ci_high, sm_low, sm_high)
     # mean ASR confidence of the rural segment with its t interval
     rural = f[f.region == "rural"].avg_asr_confidence
     from scipy import stats
 
     half = stats.t.ppf(0.975, len(rural) - 1) * rural.std(ddof=1) / math.sqrt(len(rural))
-    assert seg.loc["region=rural"].mean_asr_confidence == pytest.approx(rural.mean(), abs=1e-12)
-    assert seg.loc["region=rural"].mean_asr_confidence_ci_high == pytest.approx(rural.mean() + half, rel=1e-6)
+    assert seg.loc["region=rural"].mean_asr_confidence == rounded(rural.mean())
+    assert outward(seg.loc["region=rural"].mean_asr_confidence_ci_low, seg.loc["region=rural"].mean_asr_confidence_ci_high,
+                   rural.mean() - half, rural.mean() + half, slack=1e-6)
 
 
 def test_segment_tests_match_statsmodels_and_holm(db):
     tests = frame(db, "select * from analytics.fct_segment_outcome_tests")
     tested = tests[tests.tested]
     assert len(tested) == tested.family_size.iloc[0] == 57  # 19 non-reference segments x 3 outcomes
-    for r in tested.sample(12, random_state=0).itertuples():
+    exact = []
+    for r in tested.itertuples():
         z, p = proportions_ztest([r.events, r.reference_events], [r.n_sessions, r.reference_n_sessions])
-        assert r.z_statistic == pytest.approx(z, rel=1e-9) and r.p_value == pytest.approx(p, rel=1e-9)
-    expected = multipletests(tested.p_value.to_numpy(), method="holm")[1]
-    np.testing.assert_allclose(tested.p_value_holm.to_numpy(), expected, rtol=1e-9)
+        assert r.z_statistic == rounded(z, 2) and r.p_value == rounded_sig(p)
+        exact.append(p)
+    expected = multipletests(exact, method="holm")[1]
+    assert tested.p_value_holm.tolist() == [rounded_sig(p) for p in expected]
     assert (tested.is_significant == (expected < 0.05)).all()
     # on the real sample no segment differs after the correction (smallest raw p about 0.04)
     assert not tested.is_significant.any()
     assert tested.p_value.min() < 0.05  # ... although raw p-values under 5% exist: the correction matters
+
+
+def test_every_gap_carries_its_verdict_and_the_issue_case_is_not_a_finding(db):
+    """With disability, experienced digital user: completion +14.4 points (95% CI 0.5 to 25.7,
+    which excludes 0), p = 0.042, Holm-adjusted 1.0: in the same row, "not significant,
+    inconclusive" with the minimum detectable difference, never shown as a finding. The gap's
+    verdict columns are the tests table's, row for row (one family: the 57 comparisons)."""
+    seg = frame(db, "select * from analytics.fct_accessibility_by_segment").set_index("segment_key")
+    row = seg.loc["disability=true|first_time=false"]
+    assert (row.completion_gap, row.completion_gap_ci_low, row.completion_gap_ci_high) == (0.144, 0.0051, 0.2575)
+    assert row.completion_gap_p_value == 0.04223 and row.completion_gap_p_value_holm == 1.0
+    assert row.completion_gap_verdict == "not significant, inconclusive"
+    n1, n2 = int(row.n_sessions), int(seg.loc[row.reference_segment_key].n_sessions)
+    k = int(row.completion_sessions) + int(seg.loc[row.reference_segment_key].completion_sessions)
+    pooled = k / (n1 + n2)
+    effect = NormalIndPower().solve_power(nobs1=n1, ratio=n2 / n1, alpha=0.05 / 57, power=0.8)
+    mdd = effect * math.sqrt(pooled * (1 - pooled))
+    assert mdd <= row.completion_gap_mdd < mdd + 1e-4 + 1e-6  # rounded up to 4 decimals
+    assert row.completion_gap_verdict_text == (
+        "not significant after Holm's correction over 57 comparisons (p = 0.0422, adjusted = 1.0000); inconclusive: "
+        f"differences under {math.ceil(Decimal(str(float(row.completion_gap_mdd))) * 1000) / 10:.1f} points cannot be "
+        "detected with these n")
+    tests = frame(db, "select * from analytics.fct_segment_outcome_tests")
+    for t in tests.itertuples():
+        s = seg.loc[t.segment_key]
+        assert (t.difference, t.p_value, t.p_value_holm, t.verdict, t.verdict_text) == (
+            s[f"{t.outcome}_gap"], s[f"{t.outcome}_gap_p_value"], s[f"{t.outcome}_gap_p_value_holm"],
+            s[f"{t.outcome}_gap_verdict"], s[f"{t.outcome}_gap_verdict_text"]) or pd.isna(t.p_value)
+        assert t.minimum_detectable_difference == s[f"{t.outcome}_gap_mdd"] or pd.isna(t.minimum_detectable_difference)
+    assert tests.verdict.value_counts().to_dict() == {"not significant, inconclusive": 55, "no meaningful difference": 2}
+    assert (seg.holm_family_size == 57).all() and (seg.equivalence_margin == 0.05).all()
+    # a verdict only where a gap is compared: not on the references nor on all sessions
+    compared = ~seg.is_reference.fillna(False).astype(bool) & seg.reference_segment_key.notna()
+    assert seg.completion_gap_verdict.notna().eq(compared).all()
+
+
+def test_values_meant_for_reading_are_rounded(db):
+    """No float noise in a published mart (81.80000000000001 printed as the p90 of a week):
+    proportions have at most 4 decimals, seconds 1, p-values 4 significant digits."""
+    eff = frame(db, "select * from analytics.fct_efficiency_by_period")
+    for column in ("duration_sec_mean", "duration_sec_p90", "time_to_completion_sec_p90", "reported_duration_sec_p90"):
+        values = eff[column].dropna()
+        assert len(values) and (values == values.map(lambda v: rounded(v, 1))).all(), column
+    assert 81.80000000000001 not in set(eff.duration_sec_p90)
+    for table, columns in (("fct_voice_kpis", ["value", "ci_low", "ci_high"]),
+                           ("fct_accessibility_by_segment", ["completion_rate", "abandonment_gap_ci_high", "transfer_gap_mdd"]),
+                           ("fct_error_rate_comparisons", ["difference", "standardised_difference_ci_low"]),
+                           ("source_validation", ["agreement_rate", "agreement_ci_low"])):
+        published = frame(db, f"select {', '.join(columns)} from analytics.{table}")
+        for c in columns:
+            values = published[c].dropna()
+            assert len(values) and (values == values.map(rounded)).all(), (table, c)
+    p = frame(db, "select p_value from analytics.fct_segment_outcome_tests where p_value is not null").p_value
+    assert (p == p.map(rounded_sig)).all()
 
 
 def test_efficiency_percentiles_and_error_rate_match_pandas(db):
@@ -127,20 +188,21 @@ def test_efficiency_percentiles_and_error_rate_match_pandas(db):
     for r in eff.itertuples():
         g = f[f.session_week == r.period_start]
         assert r.n_sessions == len(g) and r.n_turns == g.turn_count.sum()
-        assert r.turns_per_session_median == pytest.approx(g.turn_count.median())
-        assert r.turns_per_session_p90 == pytest.approx(g.turn_count.quantile(0.9))  # linear = percentile_cont
-        assert r.duration_sec_p90 == pytest.approx(g.turn_duration_sec_total.quantile(0.9))
-        assert r.reported_duration_sec_median == pytest.approx(g.reported_duration_sec.median())
+        assert r.turns_per_session_median == rounded(g.turn_count.median(), 2)
+        assert r.turns_per_session_p90 == rounded(g.turn_count.quantile(0.9), 2)  # linear = percentile_cont
+        assert r.duration_sec_p90 == rounded(g.turn_duration_sec_total.quantile(0.9), 1)  # seconds: 1 decimal
+        assert r.reported_duration_sec_median == rounded(g.reported_duration_sec.median(), 1)
         rate, se = ratio_estimate(g.turn_count, g.error_turn_count)
-        assert r.error_turn_rate == pytest.approx(rate, abs=1e-12)
+        assert r.error_turn_rate == rounded(rate)
         from scipy import stats
 
-        assert r.error_turn_rate_ci_low == pytest.approx(rate - stats.t.ppf(0.975, len(g) - 1) * se, rel=1e-6)
+        half = stats.t.ppf(0.975, len(g) - 1) * se
+        assert outward(r.error_turn_rate_ci_low, r.error_turn_rate_ci_high, rate - half, rate + half, slack=1e-6)
         done = g[g.is_completed]
         if not r.time_to_completion_suppressed:
             assert r.n_completed_sessions == len(done)
-            assert r.time_to_completion_sec_median == pytest.approx(done.turn_duration_sec_total.median())
-            assert r.time_to_completion_sec_p90 == pytest.approx(done.turn_duration_sec_total.quantile(0.9))
+            assert r.time_to_completion_sec_median == rounded(done.turn_duration_sec_total.median(), 1)
+            assert r.time_to_completion_sec_p90 == rounded(done.turn_duration_sec_total.quantile(0.9), 1)
         else:  # weeks have no sibling family for completion times: suppressed only when small
             assert len(done) < 10 or r.suppressed
             assert pd.isna(r.time_to_completion_sec_median) and pd.isna(r.n_completed_sessions)
@@ -156,8 +218,26 @@ def test_adoption_matches_pandas(db):
         new = (first.loc[users.index] >= r.period_start).sum()
         repeat = ((first.loc[users.index] < r.period_start) | (users >= 2)).sum()
         assert (r.n_sessions, r.active_users, r.new_users, r.repeat_users) == (len(g), len(users), new, repeat)
-        assert r.repeat_usage_rate_ci_low == pytest.approx(wilson(repeat, len(users))[0], abs=1e-10)
-        assert r.sessions_per_user == pytest.approx(users.mean())
+        assert outward(r.repeat_usage_rate_ci_low, r.repeat_usage_rate_ci_high, *wilson(repeat, len(users)))
+        assert r.sessions_per_user == rounded(users.mean(), 2)
+
+
+def test_adoption_flags_the_periods_the_data_horizon_distorts(db):
+    """The rule restated in pandas: the 90th percentile (linear, as percentile_cont) of the days
+    between a user's consecutive days of use, rounded up; a period is affected when it starts
+    before the first day plus that many days. On the sample: January to March, not April."""
+    f = fact(db)
+    days = f[["user_key", "session_date"]].drop_duplicates().sort_values(["user_key", "session_date"])
+    gaps = pd.to_datetime(days.session_date).groupby(days.user_key).diff().dt.days.dropna()
+    horizon = math.ceil(gaps.quantile(0.9))
+    first = f.session_date.min()
+    adoption = frame(db, "select * from analytics.fct_adoption_by_period")
+    assert (adoption.horizon_days == horizon).all() and horizon == 61
+    expected = adoption.period_start.map(lambda d: (d - first).days < horizon)
+    assert (adoption.horizon_affected == expected).all()
+    assert (adoption.horizon_note.notna() == adoption.horizon_affected).all()
+    months = adoption[adoption.period_grain == "month"].sort_values("period_start").horizon_affected
+    assert months.tolist() == [True, True, True, False]
 
 
 def test_kpis_match_pandas(db):
@@ -165,7 +245,7 @@ def test_kpis_match_pandas(db):
     kpis = frame(db, "select * from analytics.fct_voice_kpis where period_grain = 'overall'").set_index("kpi")
     contained = int((~f.is_transferred).sum())
     assert kpis.loc["containment_rate", "numerator"] == contained
-    assert kpis.loc["containment_rate", "ci_low"] == pytest.approx(wilson(contained, len(f))[0], abs=1e-10)
+    assert outward(kpis.loc["containment_rate", "ci_low"], kpis.loc["containment_rate", "ci_high"], *wilson(contained, len(f)))
     transferred = f[f.is_transferred]
     unspecified = int(transferred.transfer_reason.isna().sum())
     assert kpis.loc["transfer_reason_share:unspecified", "numerator"] == unspecified
@@ -173,10 +253,10 @@ def test_kpis_match_pandas(db):
     for kpi, col in (("no_match_rate", "misunderstanding_turn_count"), ("no_input_rate", "silence_turn_count"),
                      ("low_asr_confidence_turn_share", "low_asr_confidence_turn_count")):
         rate, se = ratio_estimate(f.turn_count, f[col])
-        assert kpis.loc[kpi, "value"] == pytest.approx(rate, abs=1e-12)
-        assert kpis.loc[kpi, "ci_high"] - kpis.loc[kpi, "value"] == pytest.approx(1.9623 * se, rel=1e-3)
+        assert kpis.loc[kpi, "value"] == rounded(rate)
+        assert outward(kpis.loc[kpi, "ci_low"], kpis.loc[kpi, "ci_high"], rate - 1.9623 * se, rate + 1.9623 * se, slack=1e-5)
     detected = f.turn_count - f.unknown_intent_turn_count
-    assert kpis.loc["intent_detection_rate", "value"] == pytest.approx(detected.sum() / f.turn_count.sum())
+    assert kpis.loc["intent_detection_rate", "value"] == rounded(detected.sum() / f.turn_count.sum())
     assert set(kpis.kpi_group) == {"industry", "platform"} and kpis.definition.str.len().min() > 20
 
 
@@ -189,12 +269,21 @@ def test_error_comparisons_are_consistent_with_the_rates(db):
     b = f[f.session_month == pd.Timestamp("2025-02-01").date()]
     ra, sa = ratio_estimate(a.turn_count, a.misunderstanding_turn_count)
     rb, sb = ratio_estimate(b.turn_count, b.misunderstanding_turn_count)
-    assert r.difference == pytest.approx(rb - ra, abs=1e-12)
-    assert r.difference_ci_high == pytest.approx(rb - ra + 1.959963984540054 * math.hypot(sa, sb), rel=1e-9)
+    assert r.difference == rounded(rb - ra)
+    half = 1.959963984540054 * math.hypot(sa, sb)
+    assert outward(r.difference_ci_low, r.difference_ci_high, rb - ra - half, rb - ra + half)
     z, p = proportions_ztest([b.misunderstanding_turn_count.sum(), a.misunderstanding_turn_count.sum()],
                              [b.turn_count.sum(), a.turn_count.sum()])
-    assert r.p_value_turns_independent == pytest.approx(p, rel=1e-9)
+    assert r.p_value_turns_independent == rounded_sig(p)
     assert 0.5 < r.design_effect < 2 and 0 < r.standardisation_turn_coverage <= 1
+    # Holm over every tested row of the table (16 on the sample), and the verdicts: flat errors
+    every = frame(db, "select * from analytics.fct_error_rate_comparisons")
+    assert len(every) == 16 and (every.family_size == 16).all()
+    np.testing.assert_allclose(every.p_value_holm, multipletests(every.p_value, method="holm")[1], rtol=2e-3)
+    assert set(every.verdict) == {"no meaningful difference", "not significant, inconclusive"}
+    span = every[(every.comparison_type == "latest_month_vs_first") & (every.error_type == "error")].iloc[0]
+    assert span.verdict == "no meaningful difference" and span.difference_ci_low > -0.05 and span.difference_ci_high < 0.05
+    assert span.verdict_text.startswith("no meaningful difference: +0.7 points, and its 95% CI (-2.6 to +4.1) lies within")
 
 
 def test_small_days_are_suppressed_with_their_complements(db):
@@ -245,11 +334,31 @@ def test_the_report_is_written_and_linked(published, db):
     path = settings.report_dir / "voice_analytics_report.html"
     assert path.is_file() and settings.report_dir.is_relative_to(settings.home)
     text = path.read_text()
-    assert len(re.findall(r'<img src="data:image/png;base64,', text)) == 4
-    assert "No driver of abandonment is significant" in text
+    # the five questions, each a section with a plot and one sentence saying what the sample says
+    sections = dict(re.findall(r"<section id='(\w+)'>(.*?)</section>", text, flags=re.S))
+    assert list(sections) == ["accessibility", "efficiency", "adoption", "errors", "abandonment"]
+    answers = {}
+    for key, body in sections.items():
+        assert re.search(r'<img src="data:image/png;base64,', body), key
+        [answers[key]] = re.findall(r"<p class='answer'>(.*?)</p>", body)
+    assert answers["accessibility"].startswith("No segment differs significantly from its reference after Holm&#x27;s "
+                                               "correction over 57 comparisons (the smallest unadjusted p-value, 0.042, "
+                                               "is not a finding)")
+    assert "2 gaps are within ±5 points (no meaningful difference); 55 are inconclusive" in answers["accessibility"]
+    assert answers["efficiency"].endswith("none of them moved beyond the two weeks&#x27; 95% intervals.")
+    assert answers["adoption"].startswith("1,196 sessions from 447 users; in April 2025 90.9% of active users had used "
+                                          "the channel more than once")
+    assert "within 61 days of the data&#x27;s first day understate repeat usage" in answers["adoption"]
+    assert "voice carried 46.2%" in answers["adoption"] and "of 900 applications" in answers["adoption"]
+    assert answers["errors"].startswith("The error-turn rate went from 39.2% in January 2025 to 39.9% in April 2025: "
+                                        "no meaningful difference")
+    assert "none of the 16 comparisons" in answers["errors"]
+    assert answers["abandonment"].startswith("No driver of abandonment is significant")
+    assert answers["abandonment"].endswith("it ranks abandoned sessions no better than chance.")
     event = open_instance(settings).get_latest_materialization_event(AssetKey(["reports", "voice_analytics_report"]))
     assert event.run_id == published.run_id
     assert event.asset_materialization.metadata["path"].value == str(path)
+    assert event.asset_materialization.metadata["answer: errors"].value.startswith("The error-turn rate went from")
 
 
 def test_history_is_kept_across_trainings(published, db):

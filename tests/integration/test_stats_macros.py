@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.power import NormalIndPower
 from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint, proportions_ztest
 
 from voice_analytics_dagster.defs.model.privacy import suppress_small_cells
@@ -24,7 +25,8 @@ MACROS = Path(__file__).resolve().parents[2] / "dbt" / "macros"
 def render(template: str, **variables) -> str:
     """A macro call rendered as dbt would (the project's macro files, var() from ``variables``)."""
     env = jinja2.Environment(extensions=["jinja2.ext.do"])
-    source = "".join((MACROS / f).read_text() for f in ("wilson.sql", "stats.sql", "suppression.sql"))
+    source = "".join((MACROS / f).read_text()
+                     for f in ("wilson.sql", "stats.sql", "suppression.sql", "verdicts.sql", "rounding.sql"))
     return env.from_string(source + template).render(var=lambda name: variables[name]).strip()
 
 
@@ -105,6 +107,102 @@ def test_holm_window_matches_statsmodels(sql):
                               from unnest(%s::float8[]) with ordinality as t (p, i))
                    select i, {expr} from f order by i""", (p,))
     np.testing.assert_allclose([r[1] for r in rows], multipletests(p, method="holm")[1], rtol=1e-12)
+
+
+def test_normal_quantile_matches_scipy(sql):
+    ps = [1e-300, 1e-20, 1e-6, 0.0004386, 0.01, 0.025, 0.2, 0.5, 0.6, 0.8, 0.975, 0.999, 1 - 1e-10]
+    expr = render("{{ normal_quantile('p') }}")
+    for p, z in sql(f"select p, {expr} from unnest(%s::float8[]) as p", (ps,)):
+        assert math.isclose(z, stats.norm.ppf(p), rel_tol=1e-14, abs_tol=1e-15), p
+    assert sql(f"select {expr} from unnest(array[0, 1, null]::float8[]) as p") == [(None,)] * 3
+
+
+@pytest.mark.parametrize("k1,n1,k2,n2,m", [(37, 53, 353, 637, 57), (200, 718, 135, 478, 57), (5, 15, 60, 259, 1),
+                                           (300, 1101, 25, 95, 16), (0, 20, 3, 40, 3)])
+def test_minimum_detectable_difference_matches_statsmodels_power(sql, k1, n1, k2, n2, m):
+    """The MDD of two proportions at alpha / m and 80% power is statsmodels' NormalIndPower effect
+    size (in SDs of the pooled rate) for these n, times that SD."""
+    se = render("{{ two_proportion_null_se('k1', 'n1', 'k2', 'n2') }}")
+    mdd = render("{{ minimum_detectable_difference(two_proportion_null_se('k1', 'n1', 'k2', 'n2'), '0.05 / m') }}")
+    got_se, got = sql(f"select {se}, {mdd} from (select %s::int k1, %s::int n1, %s::int k2, %s::int n2, %s::int m) t",
+                      (k1, n1, k2, n2, m))[0]
+    p = (k1 + k2) / (n1 + n2)
+    assert got_se == pytest.approx(math.sqrt(p * (1 - p) * (1 / n1 + 1 / n2)), rel=1e-12)
+    effect = NormalIndPower().solve_power(effect_size=None, nobs1=n1, alpha=0.05 / m, power=0.8, ratio=n2 / n1)
+    # statsmodels also counts the opposite tail's power (below 1e-5 here): the same within 1e-5
+    assert got == pytest.approx(effect * math.sqrt(p * (1 - p)), rel=1e-5)
+    # ... and from any standard error: NormalIndPower with nobs1 = 2, ratio 1 is the effect per SE
+    generic = sql("select " + render("{{ minimum_detectable_difference('0.0123', '0.05') }}"))[0][0]
+    assert generic == pytest.approx(0.0123 * NormalIndPower().solve_power(nobs1=2, ratio=1, alpha=0.05, power=0.8), rel=1e-5)
+
+
+def _verdict_by_hand(p_holm, low, high, margin):
+    if p_holm is not None and p_holm < 0.05:
+        return "significant"
+    if low is not None and -margin <= low and high <= margin:
+        return "no meaningful difference"
+    return "not tested" if p_holm is None else "not significant, inconclusive"
+
+
+def test_verdicts_follow_holm_and_the_equivalence_margin(sql):
+    """The issue's case first: with disability, experienced digital user, completion 37/53 against
+    353/637: gap +14.4 points, 95% CI 0.5 to 25.7, p = 0.042, the smallest p of a family of 57,
+    Holm-adjusted 1.0: not significant (the interval that excludes 0 is not a finding),
+    inconclusive with its minimum detectable difference stated."""
+    k1, n1, k2, n2 = 37, 53, 353, 637
+    low, high = confint_proportions_2indep(k1, n1, k2, n2, method="newcomb", compare="diff")
+    _, p = proportions_ztest([k1, k2], [n1, n2])
+    family = np.concatenate([[p], np.linspace(0.05, 0.99, 56)])
+    p_holm = multipletests(family, method="holm")[1][0]
+    assert round(100 * (k1 / n1 - k2 / n2), 1) == 14.4 and round(100 * low, 1) == 0.5 and round(100 * high, 1) == 25.7
+    assert round(p, 3) == 0.042 and p_holm == 1.0
+    cases = [(p, p_holm, k1 / n1 - k2 / n2, low, high),
+             (0.0004, 0.011, 0.08, 0.03, 0.13),            # significant after the correction
+             (0.0004, 0.049999, 0.01, 0.004, 0.016),       # significant, and also within the margin
+             (0.6, 1.0, 0.007, -0.026, 0.041),             # no meaningful difference
+             (0.6, 1.0, 0.007, -0.05, 0.05),               # the margin's bounds are inside
+             (0.3, 0.9, 0.02, -0.0500001, 0.04),           # just outside: inconclusive
+             (None, None, 0.0, -0.02, 0.02),               # no variation, but a narrow interval
+             (None, None, 0.0, -0.2, 0.17),                # no variation, a wide interval
+             (None, None, None, None, None)]               # suppressed
+    verdict = render("{{ verdict('p_holm', 'low', 'high') }}", equivalence_margin=0.05)
+    text = render("{{ verdict_text('p', 'p_holm', 57, 'd', 'low', 'high', 0.2541, \"'not tested: why'\") }}",
+                  equivalence_margin=0.05).replace("%", "%%")  # '95% CI', beside query parameters
+    rows = sql(f"select {verdict}, {text} from unnest(%s::float8[], %s::float8[], %s::float8[], %s::float8[], %s::float8[])"
+               " as t (p, p_holm, d, low, high)", [list(c) for c in zip(*cases, strict=True)])
+    assert [v for v, _ in rows] == [_verdict_by_hand(c[1], c[3], c[4], 0.05) for c in cases]
+    assert rows[0] == ("not significant, inconclusive",
+                       "not significant after Holm's correction over 57 comparisons (p = 0.0422, adjusted = 1.0000); "
+                       "inconclusive: differences under 25.5 points cannot be detected with these n")
+    assert rows[1][1] == ("significant: +8.0 points (95% CI +3.0 to +13.0; p = 0.0004, Holm-adjusted = 0.0110 "
+                          "over 57 comparisons)")
+    assert rows[3][1] == ("no meaningful difference: +0.7 points, and its 95% CI (-2.6 to +4.1) lies within the "
+                          "equivalence margin of ±5 points (p = 0.6000, Holm-adjusted = 1.0000)")
+    assert rows[6][1].startswith("no meaningful difference") and rows[6][1].endswith("±5 points")
+    assert rows[7] == rows[8] == ("not tested", "not tested: why")
+
+
+def test_rounding_macros_match_decimal_rounding(sql):
+    """Halves away from zero at 15 significant digits (PostgreSQL's float8 -> numeric), bounds
+    outward, p-values to significant digits; the issue's 81.80000000000001 prints as 81.8."""
+    from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
+
+    xs = [81.80000000000001, 0.28448275862068967, -0.07036, 0.00005, -0.00005, 1.0, 0.0, 0.123449999, 0.99995]
+    expr = render("{{ rounded('x') }}, {{ rounded_down('x') }}, {{ rounded_up('x') }}, {{ rounded('x', 1) }}, "
+                  "{{ rounded_sig('x') }}")
+    for x, r4, down, up, r1, sig in sql(f"select x, {expr} from unnest(%s::float8[]) as x", (xs,)):
+        d = Decimal(f"{x:.15g}")
+        assert r4 == float(d.quantize(Decimal("1e-4"), ROUND_HALF_UP)), x
+        assert down == float(d.quantize(Decimal("1e-4"), ROUND_FLOOR)) and up == float(d.quantize(Decimal("1e-4"), ROUND_CEILING)), x
+        # outward at the 15 digits PostgreSQL keeps (81.80000000000001 is 81.8000000000000 there)
+        assert Decimal(repr(down)) <= d <= Decimal(repr(up)) and down <= r4 <= up
+        assert r1 == float(d.quantize(Decimal("1e-1"), ROUND_HALF_UP)), x
+        if x:
+            assert sig == float(d.quantize(Decimal(1).scaleb(d.adjusted() - 3), ROUND_HALF_UP)), x
+    assert sql("select " + render("{{ rounded('81.80000000000001::float8', 1) }}"))[0][0] == 81.8
+    sig = render("{{ rounded_sig('p') }}")
+    ps = sql(f"select {sig} from unnest(%s::float8[]) as p", ([0.04223113230932282, 3.21234e-11, 1.0, 0.0, None],))
+    assert [p for (p,) in ps] == [0.04223, 3.212e-11, 1.0, 0.0, None]
 
 
 def test_suppression_macro_matches_the_python_rule(sql):

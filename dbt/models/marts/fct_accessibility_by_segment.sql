@@ -1,6 +1,8 @@
 -- One row per user segment (a value of region, disability, first-time digital user, language, or
 -- a combination of them): outcome rates with Wilson 95% intervals, the gap against the
--- reference segment with Newcombe's 95% interval, and the mean ASR and intent confidence.
+-- reference segment with Newcombe's 95% interval, its test and verdict (Holm over every
+-- comparison of the table: the family fct_segment_outcome_tests shows, which reads them from
+-- here), and the mean ASR and intent confidence; rounded for reading in the last select.
 -- Segments built from fewer than var('min_cell_size') sessions are suppressed (with
 -- complementary suppression within each set of sibling segments).
 {%- set attributes = ['region', 'has_disability', 'is_first_time_digital_user', 'language'] %}
@@ -168,8 +170,10 @@ published as (
         case when not s.suppressed then c.intent_sd end as intent_sd
     from cells c
     join suppression s on s.cell_key = c.segment_key
-)
+),
 
+-- every figure at full precision; the tests, verdicts and rounding follow
+measured as (
 select
     p.segment_key::text as segment_key,
     p.segment_dimension::text as segment_dimension,
@@ -198,6 +202,12 @@ select
     case when p.segment_key <> p.reference_segment_key then
         {{ newcombe_high('p.' ~ name ~ '_sessions', 'p.n_sessions', 'r.' ~ name ~ '_sessions', 'r.n_sessions') }}
     end as {{ name }}_gap_ci_high,
+    case when p.segment_key <> p.reference_segment_key then
+        {{ two_proportion_z('p.' ~ name ~ '_sessions', 'p.n_sessions', 'r.' ~ name ~ '_sessions', 'r.n_sessions') }}
+    end as {{ name }}_z,
+    case when p.segment_key <> p.reference_segment_key then
+        {{ two_proportion_null_se('p.' ~ name ~ '_sessions', 'p.n_sessions', 'r.' ~ name ~ '_sessions', 'r.n_sessions') }}
+    end as {{ name }}_null_se,
     {%- endfor %}
     p.asr_mean::float8 as mean_asr_confidence,
     {{ mean_ci_low('p.asr_mean', 'p.asr_sd', 'p.n_sessions') }} as mean_asr_confidence_ci_low,
@@ -208,3 +218,91 @@ select
     {{ var('min_cell_size') }}::integer as min_cell_size
 from published p
 left join published r on r.segment_key = p.reference_segment_key
+),
+
+-- One family: every tested (segment, outcome) comparison of the build, so that "significant"
+-- holds for the whole table at 5% (Holm controls the family-wise error rate under any dependence;
+-- the segments overlap: a person is in several of them).
+tests as (
+    {%- for name, flag in outcomes %}
+    select segment_key, '{{ name }}'::text as outcome, {{ normal_two_sided_p(name ~ '_z') }} as p_value
+    from measured
+    where {{ name }}_z is not null
+    {% if not loop.last %}union all{% endif %}
+    {%- endfor %}
+),
+
+family as (
+    select segment_key, outcome, p_value,
+           count(*) over () as family_size,
+           row_number() over (order by p_value, segment_key, outcome) as holm_rank
+    from tests
+),
+
+adjusted as (
+    select segment_key, outcome, p_value, family_size,
+           {{ holm_adjusted('p_value', 'holm_rank', 'family_size') }} as p_value_holm
+    from family
+),
+
+family_size as (
+    select count(*)::integer as holm_family_size from tests
+)
+
+select
+    m.segment_key,
+    m.segment_dimension,
+    m.segment_label,
+    m.region,
+    m.has_disability,
+    m.is_first_time_digital_user,
+    m.language,
+    m.is_reference,
+    m.reference_segment_key,
+    m.suppressed,
+    m.suppression,
+    m.n_sessions,
+    m.n_users,
+    {%- for name, flag in outcomes %}
+    {%- set t = 't_' ~ name %}
+    m.{{ name }}_sessions,
+    {{ rounded('m.' ~ name ~ '_rate') }} as {{ name }}_rate,
+    {{ rounded_down('m.' ~ name ~ '_rate_ci_low') }} as {{ name }}_rate_ci_low,
+    {{ rounded_up('m.' ~ name ~ '_rate_ci_high') }} as {{ name }}_rate_ci_high,
+    {{ rounded('m.' ~ name ~ '_gap') }} as {{ name }}_gap,
+    {{ rounded_down('m.' ~ name ~ '_gap_ci_low') }} as {{ name }}_gap_ci_low,
+    {{ rounded_up('m.' ~ name ~ '_gap_ci_high') }} as {{ name }}_gap_ci_high,
+    {{ rounded_sig(t ~ '.p_value') }} as {{ name }}_gap_p_value,
+    {{ rounded_sig(t ~ '.p_value_holm') }} as {{ name }}_gap_p_value_holm,
+    {{ rounded_up(t ~ '.mdd') }} as {{ name }}_gap_mdd,
+    case when not m.is_reference and m.reference_segment_key is not null then
+        {{ verdict(t ~ '.p_value_holm', 'm.' ~ name ~ '_gap_ci_low', 'm.' ~ name ~ '_gap_ci_high') }}
+    end::text as {{ name }}_gap_verdict,
+    case when not m.is_reference and m.reference_segment_key is not null then
+        {{ verdict_text(t ~ '.p_value', t ~ '.p_value_holm', 'f.holm_family_size', 'm.' ~ name ~ '_gap',
+                        'm.' ~ name ~ '_gap_ci_low', 'm.' ~ name ~ '_gap_ci_high', rounded_up(t ~ '.mdd'),
+                        "case when m.suppressed then 'not tested: segment suppressed (small cell)'
+                              when m." ~ name ~ "_gap is null then 'not tested: reference segment suppressed (small cell)'
+                              else 'not tested: no variation (every session of both segments had the same outcome)' end") }}
+    end::text as {{ name }}_gap_verdict_text,
+    {%- endfor %}
+    f.holm_family_size,
+    {{ var('equivalence_margin') }}::float8 as equivalence_margin,
+    {{ rounded('m.mean_asr_confidence') }} as mean_asr_confidence,
+    {{ rounded_down('m.mean_asr_confidence_ci_low') }} as mean_asr_confidence_ci_low,
+    {{ rounded_up('m.mean_asr_confidence_ci_high') }} as mean_asr_confidence_ci_high,
+    {{ rounded('m.mean_intent_confidence') }} as mean_intent_confidence,
+    {{ rounded_down('m.mean_intent_confidence_ci_low') }} as mean_intent_confidence_ci_low,
+    {{ rounded_up('m.mean_intent_confidence_ci_high') }} as mean_intent_confidence_ci_high,
+    m.min_cell_size
+from measured m
+cross join family_size f
+{%- for name, flag in outcomes %}
+left join lateral (
+    select a.p_value, a.p_value_holm,
+           -- at Holm's first threshold, alpha / m: what a single true difference has to pass
+           {{ minimum_detectable_difference('m.' ~ name ~ '_null_se', '0.05 / a.family_size') }} as mdd
+    from adjusted a
+    where a.segment_key = m.segment_key and a.outcome = '{{ name }}'
+) t_{{ name }} on true
+{%- endfor %}

@@ -1,7 +1,8 @@
 -- One row per day, ISO week and month with sessions: sessions, distinct anonymised users, new
 -- and returning users, repeat usage and sessions per user. Also the one place where a period's
 -- small-cell suppression is decided: the other period marts take `suppressed` from here, so
--- every certified table withholds the same periods.
+-- every certified table withholds the same periods. Periods whose user-history measures the data
+-- horizon distorts are flagged (doc block adoption_horizon); rounded for reading at the end.
 with sessions as (
     select user_key, session_date, session_week, session_month
     from {{ ref('fact_voice_ai_sessions') }}
@@ -13,6 +14,17 @@ bounds as (
 
 first_seen as (
     select user_key, min(session_date) as first_date from sessions group by user_key
+),
+
+-- how far back returns reach: the 90th percentile of the days between a user's consecutive days
+-- of use (NULL when no user came back on another day)
+horizon as (
+    select ceil(percentile_cont(0.9) within group (order by gap_days))::integer as horizon_days
+    from (
+        select session_date - lag(session_date) over (partition by user_key order by session_date) as gap_days
+        from (select distinct user_key, session_date from sessions) d
+    ) g
+    where gap_days is not null
 ),
 
 in_periods as (
@@ -56,8 +68,10 @@ cells as (
 
 suppression as (
     {{ small_cell_suppression('cells', 'cell_key', 'n_sessions', ['in_week', 'in_month', 'in_whole']) }}
-)
+),
 
+-- every figure at full precision; the horizon flag and rounding follow
+published as (
 select
     c.period_grain::text as period_grain,
     c.period_start::date as period_start,
@@ -85,3 +99,41 @@ select
 from cells c
 join suppression s on s.cell_key = c.cell_key
 cross join bounds b
+)
+
+select
+    p.period_grain,
+    p.period_start,
+    p.period_end,
+    p.is_partial_period,
+    -- users first seen in the period may have used the service before the data start
+    (h.horizon_days is null or p.period_start < b.first_day + h.horizon_days) as horizon_affected,
+    h.horizon_days,
+    case when h.horizon_days is null then
+        'No user used the service on two different days in the data, so how far back returns reach is unknown: '
+        || 'new users may be overstated and returning users and repeat usage understated in every period.'
+    when p.period_start < b.first_day + h.horizon_days then
+        'Starts within ' || h.horizon_days || ' days of the data''s first day (' || b.first_day::text
+        || '; 90% of returns come back within ' || h.horizon_days || ' days): some users counted as new had used the service '
+        || 'before the data start, so new users are overstated and returning users and repeat usage understated.'
+    end::text as horizon_note,
+    p.suppressed,
+    p.suppression,
+    p.n_sessions,
+    p.active_users,
+    p.new_users,
+    p.returning_users,
+    p.repeat_users,
+    {{ rounded('p.repeat_usage_rate') }} as repeat_usage_rate,
+    {{ rounded_down('p.repeat_usage_rate_ci_low') }} as repeat_usage_rate_ci_low,
+    {{ rounded_up('p.repeat_usage_rate_ci_high') }} as repeat_usage_rate_ci_high,
+    {{ rounded('p.returning_user_share') }} as returning_user_share,
+    {{ rounded_down('p.returning_user_share_ci_low') }} as returning_user_share_ci_low,
+    {{ rounded_up('p.returning_user_share_ci_high') }} as returning_user_share_ci_high,
+    {{ rounded('p.sessions_per_user', 2) }} as sessions_per_user,
+    {{ rounded_down('p.sessions_per_user_ci_low', 2) }} as sessions_per_user_ci_low,
+    {{ rounded_up('p.sessions_per_user_ci_high', 2) }} as sessions_per_user_ci_high,
+    p.min_cell_size
+from published p
+cross join bounds b
+cross join horizon h

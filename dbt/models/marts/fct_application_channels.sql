@@ -1,6 +1,7 @@
 -- One row per period (every month and the whole span) and application channel (voice, web,
 -- ussd, and all channels): the channel mix and the completion of applications by channel, from
--- the applications alone (their links to sessions and users are not trustworthy: see docs).
+-- the applications alone (their links to sessions and users are not trustworthy: see docs);
+-- rounded for reading (doc block rounding).
 with applications as (
     select channel, status, submitted_date, date_trunc('month', submitted_date)::date as submitted_month
     from {{ ref('stg_voice_export__applications') }}
@@ -60,17 +61,17 @@ select
     suppression::text as suppression,
     case when not suppressed then n_applications end::bigint as n_applications,
     case when not suppressed and not period_suppressed then period_applications end::bigint as period_applications,
-    case when not suppressed and not period_suppressed then {{ ratio('n_applications', 'period_applications') }} end
+    case when not suppressed and not period_suppressed then {{ rounded(ratio('n_applications', 'period_applications')) }} end
         as channel_share,
-    case when not suppressed and not period_suppressed then {{ wilson_low('n_applications', 'period_applications') }} end
+    case when not suppressed and not period_suppressed then {{ rounded_down(wilson_low('n_applications', 'period_applications')) }} end
         as channel_share_ci_low,
-    case when not suppressed and not period_suppressed then {{ wilson_high('n_applications', 'period_applications') }} end
+    case when not suppressed and not period_suppressed then {{ rounded_up(wilson_high('n_applications', 'period_applications')) }} end
         as channel_share_ci_high,
     case when not suppressed then completed_applications end::bigint as completed_applications,
     case when not suppressed then abandoned_applications end::bigint as abandoned_applications,
     case when not suppressed then failed_applications end::bigint as failed_applications,
-    case when not suppressed then {{ ratio('completed_applications', 'n_applications') }} end as completion_rate,
-    case when not suppressed then {{ wilson_low('completed_applications', 'n_applications') }} end as completion_rate_ci_low,
-    case when not suppressed then {{ wilson_high('completed_applications', 'n_applications') }} end as completion_rate_ci_high,
+    case when not suppressed then {{ rounded(ratio('completed_applications', 'n_applications')) }} end as completion_rate,
+    case when not suppressed then {{ rounded_down(wilson_low('completed_applications', 'n_applications')) }} end as completion_rate_ci_low,
+    case when not suppressed then {{ rounded_up(wilson_high('completed_applications', 'n_applications')) }} end as completion_rate_ci_high,
     {{ var('min_cell_size') }}::integer as min_cell_size
 from published

@@ -1,5 +1,6 @@
 -- One row per day and ISO week with sessions: turns per session, session duration, error-turn
--- rate and time to completion, as means with intervals and as medians and 90th percentiles.
+-- rate and time to completion, as means with intervals and as medians and 90th percentiles,
+-- rounded for reading in the last select (doc block rounding).
 with sessions as (
     select session_date, session_week, is_completed, turn_count, error_turn_count,
            turn_duration_sec_total, reported_duration_sec
@@ -71,30 +72,30 @@ select
     suppression::text as suppression,
     case when not suppressed then n_sessions end::bigint as n_sessions,
     case when not suppressed then n_turns end::bigint as n_turns,
-    case when not suppressed then turns_mean end::float8 as turns_per_session_mean,
-    case when not suppressed then {{ mean_ci_low('turns_mean', 'turns_sd', 'n_sessions') }} end as turns_per_session_ci_low,
-    case when not suppressed then {{ mean_ci_high('turns_mean', 'turns_sd', 'n_sessions') }} end as turns_per_session_ci_high,
-    case when not suppressed then turns_median end::float8 as turns_per_session_median,
-    case when not suppressed then turns_p90 end::float8 as turns_per_session_p90,
-    case when not suppressed then duration_mean end::float8 as duration_sec_mean,
-    case when not suppressed then {{ mean_ci_low('duration_mean', 'duration_sd', 'n_sessions') }} end as duration_sec_ci_low,
-    case when not suppressed then {{ mean_ci_high('duration_mean', 'duration_sd', 'n_sessions') }} end as duration_sec_ci_high,
-    case when not suppressed then duration_median end::float8 as duration_sec_median,
-    case when not suppressed then duration_p90 end::float8 as duration_sec_p90,
-    case when not suppressed then reported_duration_median end::float8 as reported_duration_sec_median,
-    case when not suppressed then reported_duration_p90 end::float8 as reported_duration_sec_p90,
+    case when not suppressed then {{ rounded('turns_mean', 2) }} end as turns_per_session_mean,
+    case when not suppressed then {{ rounded_down(mean_ci_low('turns_mean', 'turns_sd', 'n_sessions'), 2) }} end as turns_per_session_ci_low,
+    case when not suppressed then {{ rounded_up(mean_ci_high('turns_mean', 'turns_sd', 'n_sessions'), 2) }} end as turns_per_session_ci_high,
+    case when not suppressed then {{ rounded('turns_median', 2) }} end as turns_per_session_median,
+    case when not suppressed then {{ rounded('turns_p90', 2) }} end as turns_per_session_p90,
+    case when not suppressed then {{ rounded('duration_mean', 1) }} end as duration_sec_mean,
+    case when not suppressed then {{ rounded_down(mean_ci_low('duration_mean', 'duration_sd', 'n_sessions'), 1) }} end as duration_sec_ci_low,
+    case when not suppressed then {{ rounded_up(mean_ci_high('duration_mean', 'duration_sd', 'n_sessions'), 1) }} end as duration_sec_ci_high,
+    case when not suppressed then {{ rounded('duration_median', 1) }} end as duration_sec_median,
+    case when not suppressed then {{ rounded('duration_p90', 1) }} end as duration_sec_p90,
+    case when not suppressed then {{ rounded('reported_duration_median', 1) }} end as reported_duration_sec_median,
+    case when not suppressed then {{ rounded('reported_duration_p90', 1) }} end as reported_duration_sec_p90,
     case when not suppressed then error_turns end::bigint as error_turns,
-    case when not suppressed then {{ ratio('error_turns', 'n_turns') }} end as error_turn_rate,
+    case when not suppressed then {{ rounded(ratio('error_turns', 'n_turns')) }} end as error_turn_rate,
     case when not suppressed then
-        {{ ratio_ci_low('n_sessions', 'n_turns', 'error_turns', 'sxx', 'sxy', 'syy') }} end as error_turn_rate_ci_low,
+        {{ rounded_down(ratio_ci_low('n_sessions', 'n_turns', 'error_turns', 'sxx', 'sxy', 'syy')) }} end as error_turn_rate_ci_low,
     case when not suppressed then
-        {{ ratio_ci_high('n_sessions', 'n_turns', 'error_turns', 'sxx', 'sxy', 'syy') }} end as error_turn_rate_ci_high,
+        {{ rounded_up(ratio_ci_high('n_sessions', 'n_turns', 'error_turns', 'sxx', 'sxy', 'syy')) }} end as error_turn_rate_ci_high,
     ttc_suppressed as time_to_completion_suppressed,
     case when not ttc_suppressed then n_completed end::bigint as n_completed_sessions,
-    case when not ttc_suppressed then ttc_mean end::float8 as time_to_completion_sec_mean,
-    case when not ttc_suppressed then {{ mean_ci_low('ttc_mean', 'ttc_sd', 'n_completed') }} end as time_to_completion_sec_ci_low,
-    case when not ttc_suppressed then {{ mean_ci_high('ttc_mean', 'ttc_sd', 'n_completed') }} end as time_to_completion_sec_ci_high,
-    case when not ttc_suppressed then ttc_median end::float8 as time_to_completion_sec_median,
-    case when not ttc_suppressed then ttc_p90 end::float8 as time_to_completion_sec_p90,
+    case when not ttc_suppressed then {{ rounded('ttc_mean', 1) }} end as time_to_completion_sec_mean,
+    case when not ttc_suppressed then {{ rounded_down(mean_ci_low('ttc_mean', 'ttc_sd', 'n_completed'), 1) }} end as time_to_completion_sec_ci_low,
+    case when not ttc_suppressed then {{ rounded_up(mean_ci_high('ttc_mean', 'ttc_sd', 'n_completed'), 1) }} end as time_to_completion_sec_ci_high,
+    case when not ttc_suppressed then {{ rounded('ttc_median', 1) }} end as time_to_completion_sec_median,
+    case when not ttc_suppressed then {{ rounded('ttc_p90', 1) }} end as time_to_completion_sec_p90,
     {{ var('min_cell_size') }}::integer as min_cell_size
 from published

@@ -1,7 +1,8 @@
 -- One row per comparison of two groups of sessions (a month against the month before, the latest
 -- month against the first, an ASR model version against the first version) and error type:
 -- the difference of the error rates with its 95% interval and tests, crude and standardised to
--- a common user mix (region x disability x first-time digital user x language).
+-- a common user mix (region x disability x first-time digital user x language), and each
+-- difference's verdict (Holm over every tested row of the table); rounded for reading at the end.
 {%- set types = [('error', 'error_turn_count'), ('misunderstanding', 'misunderstanding_turn_count'),
                  ('silence', 'silence_turn_count'), ('noise', 'noise_turn_count')] %}
 
@@ -159,8 +160,10 @@ results as (
         difference / nullif(difference_se, 0) as z,
         std_difference / nullif(std_se, 0) as std_z
     from joined j
-)
+),
 
+-- every figure at full precision; the tests' family, verdicts and rounding follow
+published as (
 select
     comparison_key::text as comparison_key,
     error_type::text as error_type,
@@ -196,14 +199,82 @@ select
     case when not suppressed then {{ normal_two_sided_p('std_z') }} end::float8 as standardised_p_value,
     case when not suppressed then n_strata end::integer as standardisation_strata,
     case when not suppressed then coverage end::float8 as standardisation_turn_coverage,
-    case
-        when suppressed then 'not compared: a group is suppressed (small cell)'
-        when {{ normal_two_sided_p('z') }} < 0.05 then
-            case when difference < 0 then 'lower' else 'higher' end || ' in ' || compared_group || ' than in ' || baseline_group
-            || ' by ' || to_char(100 * abs(difference), 'FM990.00') || ' points (p = ' || to_char({{ normal_two_sided_p('z') }}, 'FM0.0000')
-            || ', sessions as the unit)'
-            || case when {{ normal_two_sided_p('std_z') }} < 0.05 then '; also after standardising the user mix'
-                    else '; not significant after standardising the user mix' end
-        else 'no significant difference (p = ' || to_char({{ normal_two_sided_p('z') }}, 'FM0.0000') || ', sessions as the unit)'
-    end::text as conclusion
+    case when not suppressed then difference_se end::float8 as difference_se
 from results
+),
+
+-- One family: every tested row of this table (each month against the one before, the latest
+-- against the first, each model version against the first, for every error type), so that a
+-- "significant" change holds for the whole table at 5%, as in fct_segment_outcome_tests.
+family as (
+    select comparison_key, error_type, p_value,
+           count(*) over () as family_size,
+           row_number() over (order by p_value, comparison_key, error_type) as holm_rank
+    from published
+    where p_value is not null
+),
+
+adjusted as (
+    select comparison_key, error_type, family_size,
+           {{ holm_adjusted('p_value', 'holm_rank', 'family_size') }} as p_value_holm
+    from family
+),
+
+judged as (
+    select
+        p.*, a.family_size, a.p_value_holm,
+        -- at Holm's first threshold, alpha / m: what a single true difference has to pass
+        {{ minimum_detectable_difference('p.difference_se', '0.05 / a.family_size') }} as mdd
+    from published p
+    left join adjusted a using (comparison_key, error_type)
+)
+
+select
+    comparison_key,
+    error_type,
+    comparison_type,
+    breakdown,
+    baseline_group,
+    compared_group,
+    suppressed,
+    baseline_n_sessions,
+    baseline_n_turns,
+    baseline_error_turns,
+    {{ rounded('baseline_rate') }} as baseline_rate,
+    {{ rounded_down('baseline_rate_ci_low') }} as baseline_rate_ci_low,
+    {{ rounded_up('baseline_rate_ci_high') }} as baseline_rate_ci_high,
+    compared_n_sessions,
+    compared_n_turns,
+    compared_error_turns,
+    {{ rounded('compared_rate') }} as compared_rate,
+    {{ rounded_down('compared_rate_ci_low') }} as compared_rate_ci_low,
+    {{ rounded_up('compared_rate_ci_high') }} as compared_rate_ci_high,
+    {{ rounded('difference') }} as difference,
+    {{ rounded_down('difference_ci_low') }} as difference_ci_low,
+    {{ rounded_up('difference_ci_high') }} as difference_ci_high,
+    {{ rounded('z_statistic', 2) }} as z_statistic,
+    {{ rounded_sig('p_value') }} as p_value,
+    family_size::integer as family_size,
+    {{ rounded_sig('p_value_holm') }} as p_value_holm,
+    {{ rounded_up('mdd') }} as minimum_detectable_difference,
+    {{ verdict('p_value_holm', 'difference_ci_low', 'difference_ci_high') }}::text as verdict,
+    ({{ verdict_text('p_value', 'p_value_holm', 'family_size', 'difference', 'difference_ci_low', 'difference_ci_high',
+                     rounded_up('mdd'), "case when suppressed then 'not tested: a group is suppressed (small cell)'
+                                                else 'not tested: no variation between sessions' end") }}
+     || case when p_value_holm < 0.05 then
+            case when standardised_difference_ci_low > 0 or standardised_difference_ci_high < 0
+                 then '; the standardised difference (same caller mix) excludes 0 too'
+                 else '; the standardised difference (same caller mix) does not exclude 0: a change of callers may explain it' end
+        else '' end)::text as verdict_text,
+    {{ var('equivalence_margin') }}::float8 as equivalence_margin,
+    {{ rounded_sig('p_value_turns_independent') }} as p_value_turns_independent,
+    {{ rounded('design_effect', 2) }} as design_effect,
+    {{ rounded('standardised_baseline_rate') }} as standardised_baseline_rate,
+    {{ rounded('standardised_compared_rate') }} as standardised_compared_rate,
+    {{ rounded('standardised_difference') }} as standardised_difference,
+    {{ rounded_down('standardised_difference_ci_low') }} as standardised_difference_ci_low,
+    {{ rounded_up('standardised_difference_ci_high') }} as standardised_difference_ci_high,
+    {{ rounded_sig('standardised_p_value') }} as standardised_p_value,
+    standardisation_strata,
+    {{ rounded('standardisation_turn_coverage') }} as standardisation_turn_coverage
+from judged

@@ -1,6 +1,6 @@
 -- One row per ISO week, month and ASR model version: the error-turn rate and the rate of each
 -- error type (no-match, no-input, noise), each with n and a 95% interval that takes the session
--- as the unit (turns of a session are not independent).
+-- as the unit (turns of a session are not independent); rounded for reading (doc block rounding).
 {%- set types = [('error', 'error_turn_count'), ('misunderstanding', 'misunderstanding_turn_count'),
                  ('silence', 'silence_turn_count'), ('noise', 'noise_turn_count')] %}
 
@@ -76,12 +76,12 @@ select
     {%- for name, col in types %}
     {%- set rate = 'error_turn_rate' if name == 'error' else name ~ '_rate' %}
     case when not s.suppressed then c.{{ name }}_turns end::bigint as {{ name }}_turns,
-    case when not s.suppressed then {{ ratio('c.' ~ name ~ '_turns', 'c.n_turns') }} end as {{ rate }},
+    case when not s.suppressed then {{ rounded(ratio('c.' ~ name ~ '_turns', 'c.n_turns')) }} end as {{ rate }},
     case when not s.suppressed then
-        {{ ratio_ci_low('c.n_sessions', 'c.n_turns', 'c.' ~ name ~ '_turns', 'c.sxx', 'c.' ~ name ~ '_sxy', 'c.' ~ name ~ '_syy') }}
+        {{ rounded_down(ratio_ci_low('c.n_sessions', 'c.n_turns', 'c.' ~ name ~ '_turns', 'c.sxx', 'c.' ~ name ~ '_sxy', 'c.' ~ name ~ '_syy')) }}
     end as {{ rate }}_ci_low,
     case when not s.suppressed then
-        {{ ratio_ci_high('c.n_sessions', 'c.n_turns', 'c.' ~ name ~ '_turns', 'c.sxx', 'c.' ~ name ~ '_sxy', 'c.' ~ name ~ '_syy') }}
+        {{ rounded_up(ratio_ci_high('c.n_sessions', 'c.n_turns', 'c.' ~ name ~ '_turns', 'c.sxx', 'c.' ~ name ~ '_sxy', 'c.' ~ name ~ '_syy')) }}
     end as {{ rate }}_ci_high,
     {%- endfor %}
     {{ var('min_cell_size') }}::integer as min_cell_size

@@ -1,6 +1,8 @@
 -- One row per segment and outcome: does the segment's rate differ from its reference segment's?
 -- A two-proportion z-test per comparison, with Holm's correction over every comparison of the
--- build (the family), so that "significant" holds for the whole table at 5%.
+-- build (the family), so that "significant" holds for the whole table at 5%. The tests and
+-- verdicts are computed in fct_accessibility_by_segment (each gap carries its own) and listed
+-- here one per row, so the two tables cannot disagree.
 {%- set outcomes = ['completion', 'abandonment', 'transfer'] %}
 
 with segments as (
@@ -20,35 +22,19 @@ comparisons as (
         s.{{ outcome }}_gap_ci_low as difference_ci_low,
         s.{{ outcome }}_gap_ci_high as difference_ci_high,
         {{ two_proportion_z('s.' ~ outcome ~ '_sessions', 's.n_sessions', 'r.' ~ outcome ~ '_sessions', 'r.n_sessions') }}
-            as z_statistic
+            as z_statistic,
+        s.{{ outcome }}_gap_p_value as p_value,
+        s.{{ outcome }}_gap_p_value_holm as p_value_holm,
+        s.holm_family_size as family_size,
+        s.{{ outcome }}_gap_mdd as minimum_detectable_difference,
+        s.{{ outcome }}_gap_verdict as verdict,
+        s.{{ outcome }}_gap_verdict_text as verdict_text,
+        s.equivalence_margin
     from segments s
     join segments r on r.segment_key = s.reference_segment_key
     where not s.is_reference
     {% if not loop.last %}union all{% endif %}
     {%- endfor %}
-),
-
-tested as (
-    select
-        c.*,
-        {{ normal_two_sided_p('z_statistic') }} as p_value
-    from comparisons c
-),
-
-family as (
-    select
-        segment_key, outcome,
-        count(*) over () as family_size,
-        row_number() over (order by p_value, segment_key, outcome) as holm_rank,
-        p_value
-    from tested
-    where p_value is not null
-),
-
-adjusted as (
-    select segment_key, outcome, family_size,
-           {{ holm_adjusted('p_value', 'holm_rank', 'family_size') }} as p_value_holm
-    from family
 )
 
 select
@@ -68,20 +54,13 @@ select
     t.difference::float8 as difference,
     t.difference_ci_low::float8 as difference_ci_low,
     t.difference_ci_high::float8 as difference_ci_high,
-    t.z_statistic::float8 as z_statistic,
+    {{ rounded('t.z_statistic', 2) }} as z_statistic,
     t.p_value::float8 as p_value,
-    a.family_size::integer as family_size,
-    a.p_value_holm::float8 as p_value_holm,
-    coalesce(a.p_value_holm < 0.05, false) as is_significant,
-    case
-        when t.suppressed then 'not tested: segment suppressed (small cell)'
-        when t.p_value is null then 'not tested: reference suppressed or no variation'
-        when a.p_value_holm < 0.05 then
-            t.segment_label || ': ' || t.outcome || ' rate differs from the reference by '
-            || to_char(100 * t.difference, 'FM990.0') || ' points (95% CI '
-            || to_char(100 * t.difference_ci_low, 'FM990.0') || ' to ' || to_char(100 * t.difference_ci_high, 'FM990.0')
-            || '), significant after Holm correction over ' || a.family_size || ' comparisons'
-        else 'no significant difference after Holm correction over ' || a.family_size || ' comparisons'
-    end::text as conclusion
-from tested t
-left join adjusted a using (segment_key, outcome)
+    case when t.p_value is not null then t.family_size end::integer as family_size,
+    t.p_value_holm::float8 as p_value_holm,
+    (t.verdict = 'significant') as is_significant,
+    t.minimum_detectable_difference::float8 as minimum_detectable_difference,
+    t.verdict::text as verdict,
+    t.verdict_text::text as verdict_text,
+    t.equivalence_margin::float8 as equivalence_margin
+from comparisons t

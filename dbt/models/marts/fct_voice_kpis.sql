@@ -1,5 +1,6 @@
 -- One row per period (the whole span, every month, every ISO week) and KPI: the voice industry's
--- standard KPIs beside the platform's own, each with its numerator, denominator, n and 95% interval.
+-- standard KPIs beside the platform's own, each with its numerator, denominator, n and 95% interval,
+-- rounded for reading (doc block rounding).
 {%- set threshold = var('asr_low_confidence_threshold') %}
 {%- set session_kpis = [
     ('containment_rate', 'industry', 'contained', 'Containment rate: sessions handled without transfer to a human agent / sessions.'),
@@ -130,14 +131,14 @@ select
     case when not is_suppressed then base_sessions end::bigint as n_sessions,
     case when not is_suppressed then numerator end::bigint as numerator,
     case when not is_suppressed then denominator end::bigint as denominator,
-    case when not is_suppressed then {{ ratio('numerator', 'denominator') }} end as value,
+    case when not is_suppressed then {{ rounded(ratio('numerator', 'denominator')) }} end as value,
     case when not is_suppressed then
-        case when unit = 'turns' then {{ ratio_ci_low('base_sessions', 'denominator', 'numerator', 'sxx', 'sxy', 'syy') }}
-             else {{ wilson_low('numerator', 'denominator') }} end
+        {{ rounded_down("case when unit = 'turns' then " ~ ratio_ci_low('base_sessions', 'denominator', 'numerator', 'sxx', 'sxy', 'syy')
+                        ~ " else " ~ wilson_low('numerator', 'denominator') ~ " end") }}
     end as ci_low,
     case when not is_suppressed then
-        case when unit = 'turns' then {{ ratio_ci_high('base_sessions', 'denominator', 'numerator', 'sxx', 'sxy', 'syy') }}
-             else {{ wilson_high('numerator', 'denominator') }} end
+        {{ rounded_up("case when unit = 'turns' then " ~ ratio_ci_high('base_sessions', 'denominator', 'numerator', 'sxx', 'sxy', 'syy')
+                      ~ " else " ~ wilson_high('numerator', 'denominator') ~ " end") }}
     end as ci_high,
     case when unit = 'turns' then 'ratio estimator, sessions as the unit (linearised variance, t)'
          else 'Wilson score' end::text as ci_method,

@@ -180,9 +180,10 @@ select
     n_checked,
     n_agree,
     n_checked - n_agree as n_disagree,
-    {{ ratio('n_agree', 'n_checked') }} as agreement_rate,
-    {{ wilson_low('n_agree', 'n_checked') }} as agreement_ci_low,
-    {{ wilson_high('n_agree', 'n_checked') }} as agreement_ci_high,
+    {{ rounded(ratio('n_agree', 'n_checked')) }} as agreement_rate,
+    {{ rounded_down(wilson_low('n_agree', 'n_checked')) }} as agreement_ci_low,
+    {{ rounded_up(wilson_high('n_agree', 'n_checked')) }} as agreement_ci_high,
+    -- the gate decides on the full-precision rate (rounding 0.99995 up must not open a gate at 1)
     threshold,
     coalesce({{ ratio('n_agree', 'n_checked') }} >= threshold, false) as passed,
     case

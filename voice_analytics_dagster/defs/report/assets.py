@@ -14,15 +14,15 @@ import dagster as dg
 import pandas as pd
 
 from voice_analytics_dagster.defs.publish.assets import published_key
-from voice_analytics_dagster.defs.report.render import ReportData, asr_bin_sql, build_report
+from voice_analytics_dagster.defs.report.render import ReportData, asr_bin_sql, build_report, sections
 from voice_analytics_dagster.lib.resources import WarehouseResource
 from voice_analytics_dagster.lib.settings import get_settings
 
 REPORT_FILE = "voice_analytics_report.html"
 REPORT_KEY = dg.AssetKey(["reports", "voice_analytics_report"])
-READS = ("fct_accessibility_by_segment", "fct_segment_outcome_tests", "fct_error_rates",
-         "fct_error_rate_comparisons", "fct_voice_kpis", "fact_voice_ai_sessions", "abandonment_drivers",
-         "abandonment_model_metrics")
+READS = ("fct_accessibility_by_segment", "fct_efficiency_by_period", "fct_adoption_by_period",
+         "fct_application_channels", "fct_error_rates", "fct_error_rate_comparisons", "fct_voice_kpis",
+         "fact_voice_ai_sessions", "abandonment_drivers", "abandonment_model_metrics")
 
 
 def report_path(settings) -> Path:
@@ -39,7 +39,9 @@ def _frame(conn, query: str) -> pd.DataFrame:
     deps=[published_key(t) for t in READS],
     group_name="reports",
     kinds={"html", "matplotlib"},
-    description="HTML report (plots and tables) of the certified schema, in VOICE_ANALYTICS_HOME/reports.",
+    description="HTML report of the certified schema in VOICE_ANALYTICS_HOME/reports: the five questions "
+                "(accessibility, efficiency, adoption and channels, error reduction, abandonment), each a plot "
+                "with 95% intervals and a sentence computed from the data.",
 )
 def voice_analytics_report(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     settings = get_settings()
@@ -47,7 +49,9 @@ def voice_analytics_report(context: dg.AssetExecutionContext, warehouse: Warehou
         data = ReportData(
             generated_at=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC") + f" (run {context.run_id[:8]})",
             segments=_frame(conn, "select * from analytics.fct_accessibility_by_segment"),
-            segment_tests=_frame(conn, "select * from analytics.fct_segment_outcome_tests order by p_value_holm nulls last"),
+            efficiency=_frame(conn, "select * from analytics.fct_efficiency_by_period where period_grain = 'week'"),
+            adoption=_frame(conn, "select * from analytics.fct_adoption_by_period where period_grain in ('week', 'month')"),
+            channels=_frame(conn, "select * from analytics.fct_application_channels"),
             error_rates=_frame(conn, "select * from analytics.fct_error_rates"),
             error_comparisons=_frame(conn, "select * from analytics.fct_error_rate_comparisons order by comparison_key, error_type"),
             kpis=_frame(conn, "select * from analytics.fct_voice_kpis where period_grain = 'overall' order by kpi_group, kpi"),
@@ -56,7 +60,8 @@ def voice_analytics_report(context: dg.AssetExecutionContext, warehouse: Warehou
             metrics=_frame(conn, "select * from analytics.abandonment_model_metrics"),
             min_cell_size=settings.min_cell_size,
         )
-    text = build_report(data)
+    answers = sections(data)
+    text = build_report(data, answers)
     settings.report_dir.mkdir(parents=True, exist_ok=True)
     path = report_path(settings)
     tmp = path.with_suffix(".tmp")
@@ -68,4 +73,5 @@ def voice_analytics_report(context: dg.AssetExecutionContext, warehouse: Warehou
         "url": dg.MetadataValue.url(path.as_uri()),
         "bytes": len(text.encode()),
         "summary": summary,
+        **{f"answer: {s.key}": s.answer for s in answers},
     })

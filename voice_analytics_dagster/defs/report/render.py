@@ -1,25 +1,33 @@
 """The HTML report: what the certified tables say, as plots a person can look at.
 
-One self-contained HTML file (plots embedded as PNG data URIs, no network, no JavaScript):
-outcome rates by segment with their 95% intervals, the error rate over time, abandonment against
-ASR confidence, a forest plot of the abandonment model's drivers, and the tables behind them.
+One self-contained HTML file (plots embedded as PNG data URIs, no network, no JavaScript) that
+answers the five questions, each in a section with a plot with 95% intervals and one plain
+sentence computed from the data (defs/report/sections.py): accessibility (the segments' gaps
+with their verdicts), efficiency, adoption with the application channels, error reduction and
+abandonment; then the tables behind them.
 Pure: it takes data frames (read from ``analytics`` by assets/report.py) and returns HTML.
 Matplotlib's object API (Figure, no pyplot): no global state, no display backend.
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+from voice_analytics_dagster.defs.report.sections import (
+    Section,
+    abandonment_section,
+    accessibility_section,
+    adoption_section,
+    efficiency_section,
+    errors_section,
+    figure,
+    png,
+    segment_gaps,
+)
 
 OUTCOME_COLOURS = {"completion": "#2b8a3e", "abandonment": "#c92a2a", "transfer": "#1864ab"}
 
@@ -28,7 +36,9 @@ OUTCOME_COLOURS = {"completion": "#2b8a3e", "abandonment": "#c92a2a", "transfer"
 class ReportData:
     generated_at: str
     segments: pd.DataFrame  # fct_accessibility_by_segment
-    segment_tests: pd.DataFrame  # fct_segment_outcome_tests
+    efficiency: pd.DataFrame  # fct_efficiency_by_period, weeks
+    adoption: pd.DataFrame  # fct_adoption_by_period, weeks and months
+    channels: pd.DataFrame  # fct_application_channels
     error_rates: pd.DataFrame  # fct_error_rates
     error_comparisons: pd.DataFrame  # fct_error_rate_comparisons
     kpis: pd.DataFrame  # fct_voice_kpis, overall rows
@@ -52,19 +62,6 @@ def asr_bin_sql(bins: int = 10) -> str:
     """
 
 
-def _figure(**kwargs) -> Figure:
-    # imported when a report is drawn, not when the code location loads (a third of a second)
-    from matplotlib.figure import Figure
-
-    return Figure(**kwargs)
-
-
-def _png(fig: Figure) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
 def plot_outcomes_by_segment(segments: pd.DataFrame) -> str | None:
     """Dot plot with 95% Wilson intervals of the three outcome rates, one-attribute segments."""
     rows = segments[(~segments["suppressed"]) & (segments["segment_dimension"].isin(
@@ -74,7 +71,7 @@ def plot_outcomes_by_segment(segments: pd.DataFrame) -> str | None:
     order = {"all": 0, "region": 1, "disability": 2, "first_time_digital_user": 3, "language": 4}
     rows["o"] = rows["segment_dimension"].map(order)
     rows = rows.sort_values(["o", "segment_label"], ascending=[False, False]).reset_index(drop=True)
-    fig = _figure(figsize=(9, 0.45 * len(rows) + 1.2))
+    fig = figure(figsize=(9, 0.45 * len(rows) + 1.2))
     axes = fig.subplots(1, 3, sharey=True)
     y = np.arange(len(rows))
     for ax, outcome in zip(axes, ("completion", "abandonment", "transfer"), strict=True):
@@ -91,29 +88,7 @@ def plot_outcomes_by_segment(segments: pd.DataFrame) -> str | None:
     labels = [f"{label} (n={int(n)})" for label, n in zip(rows["segment_label"], rows["n_sessions"], strict=True)]
     axes[0].set_yticks(y, labels)
     fig.suptitle("Outcome by segment")
-    return _png(fig)
-
-
-def plot_error_rates(error_rates: pd.DataFrame) -> str | None:
-    weeks = error_rates[(error_rates["breakdown"] == "week") & (~error_rates["suppressed"])].sort_values("period_start")
-    if weeks.empty:
-        return None
-    fig = _figure(figsize=(9, 4))
-    ax = fig.subplots()
-    x = pd.to_datetime(weeks["period_start"])
-    for col, label, colour in (("error_turn_rate", "any error", "#212529"),
-                               ("misunderstanding_rate", "no-match (misunderstanding)", "#e8590c"),
-                               ("silence_rate", "no-input (silence)", "#1971c2"),
-                               ("noise_rate", "noise", "#868e96")):
-        ax.plot(x, weeks[col].astype(float), marker="o", label=label, color=colour)
-        ax.fill_between(x, weeks[f"{col}_ci_low"].astype(float), weeks[f"{col}_ci_high"].astype(float),
-                        color=colour, alpha=0.12)
-    ax.set_ylabel("share of turns (95% CI, sessions as unit)")
-    ax.set_title("Error rate by ISO week")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.autofmt_xdate()
-    return _png(fig)
+    return png(fig)
 
 
 def wilson(k: np.ndarray, n: np.ndarray, z: float = 1.959963984540054) -> tuple[np.ndarray, np.ndarray]:
@@ -131,34 +106,14 @@ def plot_asr_vs_abandonment(bins: pd.DataFrame, min_cell_size: int) -> str | Non
     k = bins["abandoned"].to_numpy(float)
     lo, hi = wilson(k, n)
     rate = k / n
-    fig = _figure(figsize=(7, 4))
+    fig = figure(figsize=(7, 4))
     ax = fig.subplots()
     ax.errorbar(bins["mean_asr"].astype(float), rate, yerr=[rate - lo, hi - rate], fmt="o-", color="#c92a2a", capsize=3)
     ax.set_xlabel("mean ASR confidence of the session (bin mean; equal-count bins)")
     ax.set_ylabel("abandonment rate (95% Wilson CI)")
     ax.set_title("Abandonment against ASR confidence")
     ax.grid(alpha=0.3)
-    return _png(fig)
-
-
-def plot_forest(drivers: pd.DataFrame) -> str | None:
-    if drivers.empty:
-        return None
-    d = drivers.sort_values("rank", ascending=False).reset_index(drop=True)
-    fig = _figure(figsize=(7, 0.4 * len(d) + 1.2))
-    ax = fig.subplots()
-    y = np.arange(len(d))
-    colour = np.where(d["is_significant"].astype(bool), "#c92a2a", "#868e96")
-    coef = d["coefficient"].astype(float)
-    for i in range(len(d)):
-        ax.plot([d["ci_low"].iloc[i], d["ci_high"].iloc[i]], [y[i], y[i]], color=colour[i])
-        ax.plot(coef.iloc[i], y[i], "o", color=colour[i])
-    ax.axvline(0, color="#212529", linewidth=1)
-    ax.set_yticks(y, d["feature"])
-    ax.set_xlabel("log-odds of abandonment per SD (95% CI); red = significant after Holm")
-    ax.set_title("Drivers of abandonment")
-    ax.grid(axis="x", alpha=0.3)
-    return _png(fig)
+    return png(fig)
 
 
 def _table(frame: pd.DataFrame, columns: list[str], digits: int = 3) -> str:
@@ -182,51 +137,62 @@ def _img(uri: str | None, alt: str) -> str:
     return f'<img src="{uri}" alt="{html.escape(alt)}">' if uri else f"<p><em>{html.escape(alt)}: no published data</em></p>"
 
 
-def build_report(data: ReportData) -> str:
-    m = data.metrics.iloc[0] if len(data.metrics) else None
-    significant = data.segment_tests[data.segment_tests["is_significant"].astype(bool)] if len(data.segment_tests) else data.segment_tests
-    family = int(data.segment_tests["family_size"].dropna().max()) if data.segment_tests["family_size"].notna().any() else 0
-    seg_text = (f"{len(significant)} of {family} segment comparisons differ significantly after Holm's correction."
-                if family else "No segment comparison could be tested.")
-    model_text = html.escape(m["conclusion"]) if m is not None else "No model."
-    auc_text = (f"Cross-validated AUC {m['auc']:.3f} (95% CI {m['auc_ci_low']:.3f}-{m['auc_ci_high']:.3f}) on "
-                f"{int(m['n_sessions']):,} sessions; gradient boosting {m['gbm_auc']:.3f} on {int(m['gbm_sessions']):,}."
-                if m is not None and pd.notna(m["auc"]) else "")
-    versions = data.error_comparisons[data.error_comparisons["comparison_type"] == "asr_model_version"]
+def sections(data: ReportData) -> list[Section]:
+    return [
+        accessibility_section(data.segments),
+        efficiency_section(data.efficiency[data.efficiency["period_grain"] == "week"]),
+        adoption_section(data.segments, data.adoption, data.channels),
+        errors_section(data.error_rates, data.error_comparisons),
+        abandonment_section(data.drivers, data.metrics, plot_asr_vs_abandonment(data.asr_bins, data.min_cell_size)),
+    ]
+
+
+def _details(section: Section, data: ReportData) -> str:
+    """The table behind a section's sentence, where one helps to read it."""
+    if section.key == "accessibility":
+        gaps = segment_gaps(data.segments)
+        return ("<h3>Every gap with its verdict</h3>"
+                + _table(gaps[~gaps["suppressed"]], ["segment_label", "outcome", "gap", "ci_low", "ci_high", "p_value",
+                                                     "p_value_holm", "mdd", "verdict"], digits=4)
+                + _img(plot_outcomes_by_segment(data.segments), "outcome rates by segment"))
+    if section.key == "errors":
+        return ("<h3>Comparisons with their verdicts</h3>"
+                + _table(data.error_comparisons, ["comparison_type", "baseline_group", "compared_group", "error_type",
+                                                  "difference", "difference_ci_low", "difference_ci_high", "p_value_holm",
+                                                  "verdict"], digits=4))
+    if section.key == "abandonment":
+        return _table(data.drivers, ["rank", "feature", "coefficient", "ci_low", "ci_high", "odds_ratio", "p_value",
+                                     "p_value_adjusted", "is_significant"])
+    return ""
+
+
+def build_report(data: ReportData, answers: list[Section] | None = None) -> str:
+    """The report's HTML; ``answers``: the sections, when the caller has drawn them already."""
+    answers = sections(data) if answers is None else answers
     css = ("body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;color:#212529}"
            "table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #dee2e6;padding:3px 6px}"
-           "th{background:#f1f3f5}img{max-width:100%}h2{border-bottom:1px solid #dee2e6}.note{color:#495057;font-size:14px}")
+           "th{background:#f1f3f5}img{max-width:100%}h2{border-bottom:1px solid #dee2e6}.note{color:#495057;font-size:14px}"
+           ".answer{font-size:16px;background:#f8f9fa;border-left:4px solid #1864ab;padding:0.5em 1em}")
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>Voice AI analytics report</title><style>{css}</style></head><body>",
         "<h1>Voice AI analytics: what the certified data say</h1>",
         f"<p class='note'>Generated {html.escape(data.generated_at)} from the certified schema <code>analytics</code>. "
-        f"Every rate has its n and a 95% interval; segments built from fewer than {data.min_cell_size} sessions are "
-        "suppressed.</p>",
-        "<h2>Summary</h2><ul>",
-        f"<li>{html.escape(seg_text)}</li>",
-        f"<li>{model_text}</li>",
-        f"<li>{html.escape(auc_text)}</li>" if auc_text else "",
-        "</ul>",
+        f"Every rate has its n and a 95% interval; cells built from fewer than {data.min_cell_size} sessions are "
+        "withheld and appear as gaps. A difference is called significant only after Holm's correction for the number "
+        "of comparisons.</p>",
+        "<h2>The five questions</h2><ol>",
+        *(f"<li><a href='#{s.key}'>{html.escape(s.question)}</a> {html.escape(s.answer)}</li>" for s in answers),
+        "</ol>",
         "<h2>Industry KPIs (whole period)</h2>",
-        _table(data.kpis, ["kpi", "kpi_group", "numerator", "denominator", "value", "ci_low", "ci_high"]),
-        "<h2>Outcome by segment</h2>",
-        _img(plot_outcomes_by_segment(data.segments), "outcome rates by segment"),
-        "<h3>Segments that differ significantly (Holm)</h3>",
-        _table(significant, ["segment_label", "outcome", "n_sessions", "rate", "reference_rate", "difference",
-                             "difference_ci_low", "difference_ci_high", "p_value_holm"]) if len(significant)
-        else f"<p>None of the {family} comparisons is significant after Holm's correction.</p>",
-        "<h2>Errors over time</h2>",
-        _img(plot_error_rates(data.error_rates), "error rate by week"),
-        "<h3>ASR model versions</h3>",
-        _table(versions, ["compared_group", "baseline_group", "error_type", "baseline_rate", "compared_rate",
-                          "difference", "difference_ci_low", "difference_ci_high", "p_value", "standardised_difference",
-                          "standardised_p_value"]) if len(versions) else "<p>The export does not carry asr_model_version.</p>",
-        "<h2>Abandonment and ASR confidence</h2>",
-        _img(plot_asr_vs_abandonment(data.asr_bins, data.min_cell_size), "abandonment by ASR confidence"),
-        "<h2>The abandonment model</h2>",
-        _img(plot_forest(data.drivers), "forest plot of the drivers"),
-        _table(data.drivers, ["rank", "feature", "coefficient", "ci_low", "ci_high", "odds_ratio", "p_value",
-                              "p_value_adjusted", "is_significant"]),
-        "</body></html>",
+        _table(data.kpis, ["kpi", "kpi_group", "numerator", "denominator", "value", "ci_low", "ci_high"], digits=4),
     ]
+    for number, section in enumerate(answers, start=1):
+        parts += [
+            f"<section id='{section.key}'><h2>{number}. {html.escape(section.question)}</h2>",
+            f"<p class='answer'>{html.escape(section.answer)}</p>",
+            *(_img(uri, alt) for uri, alt in section.images),
+            _details(section, data),
+            "</section>",
+        ]
+    parts.append("</body></html>")
     return "\n".join(p for p in parts if p)
