@@ -10,7 +10,8 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 import pytest
-from voice_analytics_dagster.analysis import report_sections as rs
+
+from voice_analytics_dagster.defs.report import sections as rs
 
 
 def segment_row(key, label, dimension, reference, suppressed=False, **gaps):
