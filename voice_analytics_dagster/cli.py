@@ -214,6 +214,19 @@ def cmd_metabase(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dbt_evaluate(args: argparse.Namespace) -> int:
+    from voice_analytics_dagster.tools.dbt_evaluate import EvaluateError, render, run_evaluate
+
+    try:
+        report = run_evaluate(Path(args.evaluator), Path(args.dbt_utils), keep=args.keep,
+                              say=lambda m: print(f"dbt-evaluate: {m}", file=sys.stderr, flush=True))
+    except EvaluateError as exc:
+        print(f"voice-analytics dbt-evaluate: {exc}", file=sys.stderr)
+        return 2
+    _print(render(report))
+    return 0
+
+
 SOURCES_HEADER = (
     "# Generated from voice_analytics_dagster/contract.py (voice-analytics contract --write-dbt-sources)."
     " Do not edit by hand.\n"
@@ -299,6 +312,13 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("contract", help="print (or write) the dbt sources derived from the export contract")
     c.add_argument("--write-dbt-sources", action="store_true")
     c.set_defaults(func=cmd_contract)
+
+    ev = sub.add_parser("dbt-evaluate", help="run dbt Labs' dbt-project-evaluator on a temporary copy of dbt/ "
+                                             "and print the rules that warn (docs/DBT_CONVENTIONS.md)")
+    ev.add_argument("--evaluator", required=True, help="folder of the dbt-project-evaluator package")
+    ev.add_argument("--dbt-utils", required=True, help="folder of the dbt-utils package")
+    ev.add_argument("--keep", action="store_true", help="keep the temporary project (its target/ and logs/)")
+    ev.set_defaults(func=cmd_dbt_evaluate)
 
     mb = sub.add_parser("metabase", help="provision Metabase from metabase/ (REST API), or write its dbt exposures")
     mb_sub = mb.add_subparsers(dest="metabase_command", required=True)
