@@ -137,12 +137,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_contract(args: argparse.Namespace) -> int:
     import yaml
 
-    from .contract import dbt_sources
+    from .contract import SOURCES_FILE, dbt_sources
     from .settings import DBT_PROJECT_DIR
 
     text = SOURCES_HEADER + yaml.safe_dump(dbt_sources(), sort_keys=False, width=110)
     if args.write_dbt_sources:
-        path = DBT_PROJECT_DIR / "models" / "staging" / "_voice_export__sources.yml"
+        path = DBT_PROJECT_DIR / SOURCES_FILE
         path.write_text(text)
         _print(f"wrote {path}")
     else:
