@@ -99,7 +99,7 @@
     select
         coalesce(bool_and(passed) filter (where gate = 'ai_metrics'), false) as join_ai_metrics,
         coalesce(bool_and(passed) filter (where gate = 'applications'), false) as join_applications
-    from {{ ref('source_validation') }}
+    from {{ ref('dq_source_validation') }}
 {%- endmacro %}
 
 {#-
