@@ -25,7 +25,6 @@ from ..resources import WarehouseLockResource, WarehouseResource
 from ..retry import MAX_RETRIES, backoff_seconds, is_transient_db_error
 from ..runlock import RunLockError
 from ..settings import get_settings
-from .abandonment import certified_tables as abandonment_certified_tables
 from .dbt import dbt_model_key
 
 GROUP = "publish"
@@ -42,12 +41,10 @@ def certified_dbt_tables() -> list[CertifiedTable]:
     return sorted(out, key=lambda t: t.name)
 
 
-# Tables written by Python assets that are certified too: (table, working schema, asset key).
-PYTHON_CERTIFIED: list[tuple[CertifiedTable, dg.AssetKey]] = [*abandonment_certified_tables()]
-
-
 def certified_tables() -> list[tuple[CertifiedTable, dg.AssetKey]]:
-    return [(t, dbt_model_key(t.name)) for t in certified_dbt_tables()] + list(PYTHON_CERTIFIED)
+    """Every certified table with the asset that builds it. Python outputs reach BI through dbt
+    models too (dbt/models/staging/analysis -> marts/fct_abandonment_*)."""
+    return [(t, dbt_model_key(t.name)) for t in certified_dbt_tables()]
 
 
 def published_key(name: str) -> dg.AssetKey:

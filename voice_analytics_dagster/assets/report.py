@@ -23,8 +23,8 @@ REPORT_KEY = dg.AssetKey(["reports", "voice_analytics_report"])
 # matplotlib (imported by analysis/report.py when it draws): imported while dbt runs (warmup.py)
 warmup.register(REPORT_KEY, ("matplotlib.figure", "matplotlib.backends.backend_agg"))
 READS = ("fct_accessibility_by_segment", "fct_segment_outcome_tests", "fct_error_rates",
-         "fct_error_rate_comparisons", "fct_voice_kpis", "fact_voice_ai_sessions", "abandonment_drivers",
-         "abandonment_model_metrics")
+         "fct_error_rate_comparisons", "fct_voice_kpis", "fact_voice_ai_sessions", "fct_abandonment_drivers",
+         "fct_abandonment_model_metrics")
 
 
 def _frame(conn, query: str) -> pd.DataFrame:
@@ -50,8 +50,8 @@ def voice_analytics_report(context: dg.AssetExecutionContext, warehouse: Warehou
             error_comparisons=_frame(conn, "select * from analytics.fct_error_rate_comparisons order by comparison_key, error_type"),
             kpis=_frame(conn, "select * from analytics.fct_voice_kpis where period_grain = 'overall' order by kpi_group, kpi"),
             asr_bins=_frame(conn, asr_bin_sql()),
-            drivers=_frame(conn, "select * from analytics.abandonment_drivers order by rank"),
-            metrics=_frame(conn, "select * from analytics.abandonment_model_metrics"),
+            drivers=_frame(conn, "select * from analytics.fct_abandonment_drivers order by rank"),
+            metrics=_frame(conn, "select * from analytics.fct_abandonment_model_metrics"),
             min_cell_size=settings.min_cell_size,
         )
     text = build_report(data)
