@@ -1,6 +1,7 @@
 -- One row per valid voice session: outcome flags, turn aggregates, the AI metrics and the
 -- user's attributes (int_sessions_joined_to_users). Sessions breaking a business rule are in
--- dq_session_exclusions instead.
+-- dq_session_exclusions instead. The name is fixed by the design (not fct_), and the KPI marts
+-- all read it: two deliberate exceptions to dbt Labs' rules (docs/DBT_CONVENTIONS.md).
 --
 -- Incremental by session day (macros/incremental.sql): an incremental run rebuilds the affected
 -- days' sessions only. The join gates below are decided on all the data at every build; the
