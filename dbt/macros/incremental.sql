@@ -93,13 +93,13 @@
     where {{ session_days_predicate('created_at') }}
 {%- endmacro %}
 
-{#- The fact's join decisions, from this build's measurements (a gate opens only if all its
-    measurements pass; no measurement at all keeps it closed). -#}
+{#- The fact's join decisions, from this build's measurements, in one row (int_join_gates: a
+    gate opens only if all its measurements pass; no measurement at all keeps it closed). -#}
 {% macro fact_join_gates() -%}
     select
-        coalesce(bool_and(passed) filter (where gate = 'ai_metrics'), false) as join_ai_metrics,
-        coalesce(bool_and(passed) filter (where gate = 'applications'), false) as join_applications
-    from {{ ref('source_validation') }}
+        coalesce(bool_or(is_open) filter (where gate = 'ai_metrics'), false) as join_ai_metrics,
+        coalesce(bool_or(is_open) filter (where gate = 'applications'), false) as join_applications
+    from {{ ref('int_join_gates') }}
 {%- endmacro %}
 
 {#-

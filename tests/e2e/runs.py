@@ -90,7 +90,7 @@ def wait_for_backend(db, where: str, run: Run, timeout: float = 240) -> list[tup
 
 def fingerprint(db, lineage: bool = True) -> dict[str, str]:
     """Content fingerprint of every certified table (the logs aside) and the publication log's
-    row count. The logs grow by design: publication_log, abandonment_model_history (one row
+    row count. The logs grow by design: publication_log, fct_abandonment_model_history (one row
     per training) and fct_session_outcome_history (one row per version of a session's outcome,
     with the build times that saw it); the training's own identity and clock (training_id, trained_at, fit_seconds)
     are left out of the model tables, whose figures are deterministic for the same data.
@@ -98,7 +98,7 @@ def fingerprint(db, lineage: bool = True) -> dict[str, str]:
     rows delivered in another file have other batch ids and the same content otherwise."""
     tables = [r[0] for r in db.rows(
         "select table_name from information_schema.tables where table_schema = 'analytics' "
-        "and table_name not in ('publication_log', 'abandonment_model_history', 'fct_session_outcome_history') "
+        "and table_name not in ('publication_log', 'fct_abandonment_model_history', 'fct_session_outcome_history') "
         "order by 1")]
     out = {}
     for t in tables:

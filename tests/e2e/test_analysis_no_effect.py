@@ -39,8 +39,8 @@ def db(no_effect, use_db):
 
 
 def test_no_driver_is_named_when_none_is_planted(db):
-    metrics = frame(db, "select * from analytics.abandonment_model_metrics").iloc[0]
-    drivers = frame(db, "select * from analytics.abandonment_drivers")
+    metrics = frame(db, "select * from analytics.fct_abandonment_model_metrics").iloc[0]
+    drivers = frame(db, "select * from analytics.fct_abandonment_drivers")
     assert metrics.status == "fitted" and metrics.n_sessions == SESSIONS
     assert pd.isna(metrics.strongest_driver) and metrics.n_significant_drivers == 0
     assert not drivers.is_significant.any()

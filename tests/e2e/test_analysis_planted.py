@@ -39,8 +39,8 @@ def db(planted, use_db):
 def test_the_model_names_the_planted_driver_and_covers_its_coefficient(db):
     from voice_analytics_dagster.tools.generator import PLANTED
 
-    metrics = frame(db, "select * from analytics.abandonment_model_metrics").iloc[0]
-    drivers = frame(db, "select * from analytics.abandonment_drivers order by rank").set_index("feature")
+    metrics = frame(db, "select * from analytics.fct_abandonment_model_metrics").iloc[0]
+    drivers = frame(db, "select * from analytics.fct_abandonment_drivers order by rank").set_index("feature")
     sd = frame(db, "select stddev_samp(avg_asr_confidence) sd from analytics.fact_voice_ai_sessions").sd.iloc[0]
     assert metrics.n_sessions == SESSIONS and metrics.status == "fitted"
     assert metrics.strongest_driver == "avg_asr_confidence"
@@ -53,7 +53,7 @@ def test_the_model_names_the_planted_driver_and_covers_its_coefficient(db):
     assert not drivers.loc[["region=urban", "avg_intent_confidence", "misunderstanding_rate"], "is_significant"].any()
     assert 0.65 < metrics.auc < 0.76 and metrics.auc_ci_low < metrics.auc < metrics.auc_ci_high
     assert metrics.gbm_auc is not None and metrics.gbm_sessions == SESSIONS
-    history = frame(db, "select strongest_driver from analytics.abandonment_model_history")
+    history = frame(db, "select strongest_driver from analytics.fct_abandonment_model_history")
     assert history.strongest_driver.tolist() == ["avg_asr_confidence"]
 
 
@@ -89,7 +89,7 @@ def test_the_bi_export_carries_an_out_of_fold_score_for_every_session(db):
     assert merged.cv_fold.value_counts().between(SESSIONS / 5 - 5, SESSIONS / 5 + 5).all()
     by_decile = export.groupby("abandonment_risk_decile").is_abandoned.mean()
     assert list(by_decile.index) == list(range(1, 11)) and by_decile.iloc[-1] > 2 * by_decile.iloc[0]
-    calibration = frame(db, "select * from analytics.abandonment_calibration order by bin")
+    calibration = frame(db, "select * from analytics.fct_abandonment_calibration order by bin")
     assert (~calibration.suppressed).all() and calibration.n_sessions.sum() == SESSIONS
     assert (calibration.observed_ci_low <= calibration.observed_rate).all()
     assert pd.Series(calibration.mean_predicted).is_monotonic_increasing

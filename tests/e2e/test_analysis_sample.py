@@ -37,8 +37,8 @@ pytestmark = [pytest.mark.e2e]
 NEW_CERTIFIED = [
     "fct_accessibility_by_segment", "fct_segment_outcome_tests", "fct_efficiency_by_period", "fct_adoption_by_period",
     "fct_application_channels", "fct_error_rates", "fct_error_rate_comparisons", "fct_voice_kpis",
-    "fct_voice_session_export", "abandonment_drivers", "abandonment_model_metrics", "abandonment_model_history",
-    "abandonment_calibration",
+    "fct_voice_session_export", "fct_abandonment_drivers", "fct_abandonment_model_metrics",
+    "fct_abandonment_model_history", "fct_abandonment_calibration",
 ]
 
 
@@ -309,8 +309,8 @@ def test_small_days_are_suppressed_with_their_complements(db):
 
 
 def test_the_model_claims_no_driver_on_the_sample(db):
-    metrics = frame(db, "select * from analytics.abandonment_model_metrics").iloc[0]
-    drivers = frame(db, "select * from analytics.abandonment_drivers order by rank")
+    metrics = frame(db, "select * from analytics.fct_abandonment_model_metrics").iloc[0]
+    drivers = frame(db, "select * from analytics.fct_abandonment_drivers order by rank")
     assert metrics.status == "fitted" and metrics.n_sessions == 1196 and metrics.n_sessions_dropped == 0
     assert pd.isna(metrics.strongest_driver) and metrics.n_significant_drivers == 0
     assert metrics.conclusion.startswith("No driver of abandonment is significant")

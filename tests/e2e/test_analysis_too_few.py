@@ -28,11 +28,11 @@ def too_few(module_db, tmp_path_factory, dbt_manifest):
 
 def test_too_few_sessions_claim_nothing_and_every_session_has_a_null_score(too_few, use_db):
     db = use_db(too_few)
-    metrics = frame(db, "select * from analytics.abandonment_model_metrics").iloc[0]
+    metrics = frame(db, "select * from analytics.fct_abandonment_model_metrics").iloc[0]
     assert metrics.status == "insufficient_data" and metrics.strongest_driver is None
-    assert frame(db, "select * from analytics.abandonment_drivers").empty
+    assert frame(db, "select * from analytics.fct_abandonment_drivers").empty
     scores = frame(db, "select s.session_id, s.abandonment_risk from analysis.abandonment_session_scores s "
                        "join marts.fact_voice_ai_sessions f using (session_id)")
     fact_sessions = db.scalar("select count(*) from marts.fact_voice_ai_sessions")
     assert len(scores) == fact_sessions > 0 and scores.abandonment_risk.isna().all()
-    assert db.scalar("select count(*) from analytics.abandonment_model_history") == 1
+    assert db.scalar("select count(*) from analytics.fct_abandonment_model_history") == 1

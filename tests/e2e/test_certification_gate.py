@@ -15,7 +15,7 @@ WORKING_TABLES = [
     "raw.voice_sessions", "raw.users", "raw.load_batches", "raw.quarantine",
     "staging.stg_voice_export__sessions", "staging.stg_voice_export__users", "staging.stg_voice_export__turns",
     "intermediate.int_turns_aggregated_to_sessions", "intermediate.int_session_exclusions",
-    "marts.fact_voice_ai_sessions", "marts.source_validation",
+    "marts.fact_voice_ai_sessions", "marts.dq_source_validation",
 ]
 
 
@@ -42,7 +42,7 @@ def certified_tables(db) -> list[str]:
 def test_bi_role_reads_every_certified_table(published, use_db):
     db = use_db(published)
     tables = certified_tables(db)
-    assert {"fact_voice_ai_sessions", "source_validation", "dq_session_exclusions", "publication_log"} <= set(tables)
+    assert {"fact_voice_ai_sessions", "dq_source_validation", "dq_session_exclusions", "publication_log"} <= set(tables)
     with bi_connect(db) as conn:
         for t in tables:
             assert conn.execute(f"select count(*) from analytics.{t}").fetchone()[0] >= 1
@@ -79,7 +79,7 @@ def test_bi_role_is_denied_every_table_outside_analytics(published, use_db):
     "create table analytics.x (a int)",
     "create table public.x (a int)",
     "create temporary table x (a int)",
-    "insert into analytics.source_validation (measurement) values ('x')",
+    "insert into analytics.dq_source_validation (measurement) values ('x')",
     "update analytics.fact_voice_ai_sessions set is_completed = true",
     "delete from analytics.publication_log",
     "drop table analytics.fact_voice_ai_sessions",

@@ -30,9 +30,9 @@ def every_certified_table(db) -> dict[str, str]:
     out["fct_session_outcome_history"] = db.scalar(
         "select md5(string_agg(r, '|' order by r)) from (select (to_jsonb(h) - array['valid_from', 'valid_to'])::text "
         "|| (valid_to is null)::text as r from analytics.fct_session_outcome_history h) s")
-    out["abandonment_model_history"] = db.scalar(
+    out["fct_abandonment_model_history"] = db.scalar(
         "select md5(string_agg(r, '|' order by r)) from (select (to_jsonb(h) - array['training_id', 'trained_at', "
-        "'fit_seconds'])::text as r from analytics.abandonment_model_history h) s")
+        "'fit_seconds'])::text as r from analytics.fct_abandonment_model_history h) s")
     out["publication_log"] = str(db.rows(
         "select status, tables, sources, dataset, generator_seeds from analytics.publication_log order by publication_id"))
     return out

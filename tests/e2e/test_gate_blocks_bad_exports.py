@@ -12,7 +12,7 @@ from tests.conftest import copy_export
 
 pytestmark = [pytest.mark.e2e]
 
-CERTIFIED = ("fact_voice_ai_sessions", "source_validation", "dq_session_exclusions")
+CERTIFIED = ("fact_voice_ai_sessions", "dq_source_validation", "dq_session_exclusions")
 
 
 def fingerprint(db) -> dict[str, str]:

@@ -52,7 +52,7 @@ def test_fact_matches_an_independent_computation(published, sample_dir, use_db):
 def test_source_validation_measures_the_real_disagreements(published, use_db):
     db = use_db(published)
     v = {r[0]: r[1:] for r in db.rows(
-        "select measurement, n_checked, n_agree, agreement_rate, passed, decision from analytics.source_validation")}
+        "select measurement, n_checked, n_agree, agreement_rate, passed, decision from analytics.dq_source_validation")}
     assert v["session_user_exists"][2] == 1.0
     # applications name sessions whose user is someone else: the gate stays closed
     assert v["application_user_matches_session_user"][2] < 0.01
@@ -88,7 +88,7 @@ def test_no_raw_user_id_outside_raw(published, sample_dir, use_db):
 
 def test_published_tables_are_the_tested_working_tables(published, use_db):
     db = use_db(published)
-    for table in ("fact_voice_ai_sessions", "source_validation", "dq_session_exclusions"):
+    for table in ("fact_voice_ai_sessions", "dq_source_validation", "dq_session_exclusions"):
         assert db.scalar(f"select count(*) from analytics.{table}") == db.scalar(f"select count(*) from marts.{table}")
     log = db.rows("select status, tables from analytics.publication_log")
     assert [r[0] for r in log] == ["published"]

@@ -39,7 +39,7 @@ def test_every_synthetic_session_is_certified(first_run, use_db):
     assert db.scalar("select count(*) from analytics.fact_voice_ai_sessions") == SESSIONS
     assert db.scalar("select count(*) from analytics.dq_session_exclusions") == 0
     # the clean export's links validate, so this time the fact joins the applications
-    assert db.scalar("select bool_and(passed) from analytics.source_validation where gate is not null")
+    assert db.scalar("select bool_and(passed) from analytics.dq_source_validation where gate is not null")
     assert db.scalar("select count(*) from analytics.fact_voice_ai_sessions where application_count > 0") > 0
 
 

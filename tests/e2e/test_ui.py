@@ -265,7 +265,7 @@ def test_the_browser_shows_the_asset_graph(ui):
     for group in every_group:
         assert group in text
     for name in ("voice_turns", "voice_sessions", "stg_voice_export__turns", "fact_voice_ai_sessions",
-                 "source_validation", "int_session_exclusions"):
+                 "dq_source_validation", "int_session_exclusions"):
         assert shown(name, text), name
     # every asset is a node of the graph
     missing = [a for a in expected_assets if not shown(a, text)]

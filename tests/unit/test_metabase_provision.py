@@ -24,7 +24,7 @@ TABLES = {t: sorted({col for c in COLLECTION.cards() if t in {x for _, x in tabl
           for t in {t for c in COLLECTION.cards() for _, t in tables_read(c.sql)}}
 WAREHOUSE = client.WarehouseConnection("warehouse.internal", 5432, "voice_analytics", "metabase", "bi-pass")
 DESCRIPTIONS = {"fct_voice_kpis": ("The voice KPIs.", {"kpi": "The KPI's name."}),
-                "abandonment_drivers": ("The model's drivers.", {})}
+                "fct_abandonment_drivers": ("The model's drivers.", {})}
 
 
 def options(url: str, **kw) -> client.ProvisionOptions:

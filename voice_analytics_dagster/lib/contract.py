@@ -1,8 +1,8 @@
 """The export contract: one declaration of the five source files, their columns, types and rules.
 
 Used by the generator (what to write), the loader (how to parse, validate and cast), the raw
-DDL (typed tables) and the dbt sources (``dbt/models/staging/_sources.yml``; a test checks that
-the two agree). Change a rule here and every consumer follows.
+DDL (typed tables) and the dbt sources (``dbt/models/staging/voice_export/_voice_export__sources.yml``;
+a test checks that the two agree). Change a rule here and every consumer follows.
 
 Normalisation applied before validation: surrounding whitespace is trimmed; an empty field is
 missing (NULL); enum and yes/no values are compared case-insensitively.
@@ -251,11 +251,24 @@ def raw_table_ddl(t: Table, schema: str = "raw") -> str:
     return f"create table if not exists {schema}.{t.name} (\n" + ",\n".join(cols) + "\n)"
 
 
+# Deliveries are daily: a table whose latest load is older than this missed one (as the Dagster
+# check raw_load_fresh says for the sessions).
+SOURCE_FRESHNESS_HOURS = 36
+SOURCES_FILE = "models/staging/voice_export/_voice_export__sources.yml"
+
+
+def loaded_at_query(t: Table) -> str:
+    """When ``t`` was last loaded: the load log's time of its latest loaded file. The raw rows
+    carry their batch, not a time; the batch's row in raw.load_batches has it."""
+    return (f"select max(loaded_at) from raw.load_batches where table_name = '{t.name}' "
+            "and status = 'loaded'")
+
+
 def dbt_sources() -> dict:
     """The dbt sources declaration for the raw tables, derived from the contract.
 
-    ``dbt/models/staging/_voice_export__sources.yml`` is this, written out; a unit test keeps
-    the two in agreement (regenerate with ``voice-analytics contract --write-dbt-sources``)."""
+    ``dbt/`` + SOURCES_FILE is this, written out; a unit test keeps the two in agreement
+    (regenerate with ``voice-analytics contract --write-dbt-sources``)."""
     tables = []
     for t in TABLES:
         columns = [{"name": c.name, "description": c.description, "data_type": c.pg_type} for c in t.columns]
@@ -269,6 +282,7 @@ def dbt_sources() -> dict:
             "name": t.name,
             "description": f"{t.file} as loaded by the pipeline: {t.grain} per delivery (all deliveries kept).",
             "meta": {"source_file": t.file, "grain": t.grain, "key": list(t.key)},
+            "config": {"loaded_at_query": loaded_at_query(t)},
             "columns": columns,
         })
     return {
@@ -278,6 +292,7 @@ def dbt_sources() -> dict:
             "description": "Typed raw tables loaded by COPY from the voice assistant's CSV export "
                            "(voice_analytics_dagster/defs/ingestion/loader.py). Every row keeps its load batch and source line.",
             "schema": "raw",
+            "config": {"freshness": {"warn_after": {"count": SOURCE_FRESHNESS_HOURS, "period": "hour"}}},
             "tables": tables,
         }],
     }

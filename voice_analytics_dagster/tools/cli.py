@@ -191,12 +191,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_contract(args: argparse.Namespace) -> int:
     import yaml
 
-    from voice_analytics_dagster.lib.contract import dbt_sources
+    from voice_analytics_dagster.lib.contract import SOURCES_FILE, dbt_sources
     from voice_analytics_dagster.lib.settings import DBT_PROJECT_DIR
 
     text = SOURCES_HEADER + yaml.safe_dump(dbt_sources(), sort_keys=False, width=110)
     if args.write_dbt_sources:
-        path = DBT_PROJECT_DIR / "models" / "staging" / "_voice_export__sources.yml"
+        path = DBT_PROJECT_DIR / SOURCES_FILE
         path.write_text(text)
         _print(f"wrote {path}")
     else:
@@ -266,6 +266,19 @@ def cmd_metabase(args: argparse.Namespace) -> int:
         print(f"voice-analytics: Metabase: {exc}", file=sys.stderr)
         return 1
     _print(report.render())
+    return 0
+
+
+def cmd_dbt_evaluate(args: argparse.Namespace) -> int:
+    from voice_analytics_dagster.tools.dbt_evaluate import EvaluateError, render, run_evaluate
+
+    try:
+        report = run_evaluate(Path(args.evaluator), Path(args.dbt_utils), keep=args.keep,
+                              say=lambda m: print(f"dbt-evaluate: {m}", file=sys.stderr, flush=True))
+    except EvaluateError as exc:
+        print(f"voice-analytics dbt-evaluate: {exc}", file=sys.stderr)
+        return 2
+    _print(render(report))
     return 0
 
 
@@ -364,6 +377,13 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("contract", help="print (or write) the dbt sources derived from the export contract")
     c.add_argument("--write-dbt-sources", action="store_true")
     c.set_defaults(func=cmd_contract)
+
+    ev = sub.add_parser("dbt-evaluate", help="run dbt Labs' dbt-project-evaluator on a temporary copy of dbt/ "
+                                             "and print the rules that warn (docs/DBT_CONVENTIONS.md)")
+    ev.add_argument("--evaluator", required=True, help="folder of the dbt-project-evaluator package")
+    ev.add_argument("--dbt-utils", required=True, help="folder of the dbt-utils package")
+    ev.add_argument("--keep", action="store_true", help="keep the temporary project (its target/ and logs/)")
+    ev.set_defaults(func=cmd_dbt_evaluate)
 
     mb = sub.add_parser("metabase", help="provision Metabase from metabase/ (REST API), or write its dbt exposures")
     mb_sub = mb.add_subparsers(dest="metabase_command", required=True)

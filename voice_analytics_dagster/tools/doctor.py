@@ -34,7 +34,7 @@ OK, WARN, FAIL, INFO = "ok", "warn", "FAIL", "info"
 CONNECT_TIMEOUT = 5  # seconds; a server that does not answer in 5 s is reported, not waited for
 
 # Foreign keys of the contract and how the dbt relationships test on them blocks publication
-# (dbt/models/staging/*.yml; tests/unit/test_doctor_unit.py keeps the two in agreement).
+# (dbt/models/staging/voice_export/*.yml; tests/unit/test_reliability_units.py keeps the two in agreement).
 ORPHAN_SEVERITY = {
     ("voice_sessions", "user_id"): FAIL,
     ("voice_turns", "session_id"): FAIL,

@@ -1,5 +1,7 @@
 -- One row per valid voice session: outcome flags, turn aggregates, the AI metrics and the
--- user's attributes. Sessions breaking a business rule are in dq_session_exclusions instead.
+-- user's attributes (int_sessions_joined_to_users). Sessions breaking a business rule are in
+-- dq_session_exclusions instead. The name is fixed by the design (not fct_), and the KPI marts
+-- all read it: two deliberate exceptions to dbt Labs' rules (docs/DBT_CONVENTIONS.md).
 --
 -- Incremental by session day (macros/incremental.sql): an incremental run rebuilds the affected
 -- days' sessions only. The join gates below are decided on all the data at every build; the
@@ -27,7 +29,7 @@ gates_changed as (
 ),
 {%- endif %}
 sessions as (
-    select * from {{ ref('stg_voice_export__sessions') }}
+    select * from {{ ref('int_sessions_joined_to_users') }}
     {%- if is_incremental() %}
     where {{ session_days_predicate('session_date') }} or (select changed from gates_changed)
     {%- endif %}
@@ -43,9 +45,6 @@ turns as (
     {%- if is_incremental() %}
     where session_id in (select session_id from sessions)
     {%- endif %}
-),
-users as (
-    select * from {{ ref('stg_voice_export__users') }}
 ),
 metrics as (
     select * from {{ ref('stg_voice_export__ai_metrics') }}
@@ -81,9 +80,9 @@ select
     (s.final_outcome <> 'transferred') as is_contained,
     s.transfer_reason::text as transfer_reason,
 
-    u.region::text as region,
-    u.has_disability as has_disability,
-    u.is_first_time_digital_user as is_first_time_digital_user,
+    s.region::text as region,
+    s.has_disability as has_disability,
+    s.is_first_time_digital_user as is_first_time_digital_user,
 
     t.turn_count::integer as turn_count,
     t.user_turn_count::integer as user_turn_count,
@@ -119,7 +118,6 @@ select
     greatest(s.source_batch_id, t.last_turn_batch_id)::bigint as last_source_batch_id
 from sessions s
 join turns t using (session_id)
-join users u using (user_key)
 left join metrics m using (session_id)
 left join applications a using (session_id)
 cross join gates g

@@ -11,7 +11,7 @@ with scores as (
         case when s.abandonment_risk is not null then
             ntile(10) over (partition by s.abandonment_risk is not null order by s.abandonment_risk, s.session_id)
         end as abandonment_risk_decile
-    from {{ source('analysis', 'abandonment_session_scores') }} s
+    from {{ ref('stg_analysis__abandonment_session_scores') }} s
     -- ranked among the sessions of the fact only, as the export's rows are
     where s.session_id in (select session_id from {{ ref('fact_voice_ai_sessions') }})
 )

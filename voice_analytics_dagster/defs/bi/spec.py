@@ -247,15 +247,14 @@ EXPOSURES_HEADER = (
 
 
 def dbt_reference(table: str, manifest: dict) -> str:
-    """ref() of the certified dbt model, or source() of the Python table, published as ``table``."""
+    """ref() of the public dbt model published as ``table``: BI reads only models declared
+    ``access: public`` (certified, contracted; dbt/dbt_project.yml)."""
     for node in manifest["nodes"].values():
         if node["resource_type"] == "model" and node["name"] == table:
+            if node.get("access") != "public":
+                raise SpecError(f"analytics.{table} is read by BI but the dbt model is not declared access: public")
             return f"ref('{table}')"
-    for source in manifest["sources"].values():
-        if source["name"] == table:
-            return f"source('{source['source_name']}', '{table}')"
-    raise SpecError(f"analytics.{table} is neither a dbt model nor a dbt source: add it to "
-                    "dbt/models/exposures/_certified_python_tables.yml")
+    raise SpecError(f"analytics.{table} is not a dbt model: BI reads only the certified dbt models")
 
 
 def exposures(collection: Collection, manifest: dict) -> dict:

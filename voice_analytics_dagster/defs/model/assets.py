@@ -1,9 +1,9 @@
 """The abandonment model as Dagster assets, downstream of the fact.
 
 One step reads the fact's model columns with COPY, fits the model (analysis/abandonment.py) and
-writes five tables into the working schema ``analysis`` in one transaction. Three are certified
-(copied to ``analytics`` by publication: drivers, metrics, history, calibration); the session
-scores reach BI through dbt's fct_voice_session_export (a dbt source mapped to this asset's key).
+writes five tables into the working schema ``analysis`` in one transaction. They reach BI through
+dbt (dbt sources mapped to these assets' keys): drivers, metrics, history and calibration as the
+certified marts fct_abandonment_*, the session scores in fct_voice_session_export.
 
 A blocking check (``abandonment_model_is_sound``) verifies what the tables claim before
 publication: intervals contain their estimates, the Holm adjustment and the significance flags
@@ -30,7 +30,6 @@ from voice_analytics_dagster.defs.model.fit import (
     markdown_metrics,
 )
 from voice_analytics_dagster.defs.model.privacy import suppress_small_cells
-from voice_analytics_dagster.defs.publish.swap import CertifiedTable
 from voice_analytics_dagster.defs.transform.assets import dbt_model_key
 from voice_analytics_dagster.lib.resources import WarehouseResource
 from voice_analytics_dagster.lib.settings import get_settings
@@ -49,14 +48,6 @@ METRICS = analysis_key("abandonment_model_metrics")
 HISTORY = analysis_key("abandonment_model_history")
 CALIBRATION = analysis_key("abandonment_calibration")
 SCORES = analysis_key("abandonment_session_scores")
-
-CERTIFIED = ("abandonment_drivers", "abandonment_model_metrics", "abandonment_model_history",
-             "abandonment_calibration")
-
-
-def certified_tables() -> list[tuple[CertifiedTable, dg.AssetKey]]:
-    """The model's certified tables, for PYTHON_CERTIFIED in assets/publish.py."""
-    return [(CertifiedTable(name, store.SCHEMA, store.TABLES[name][1]), analysis_key(name)) for name in CERTIFIED]
 
 
 def metric_row(result: ModelResult, training_id: str, trained_at: dt.datetime, fit_seconds: float) -> list:

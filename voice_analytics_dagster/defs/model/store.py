@@ -1,14 +1,16 @@
 """The abandonment model's tables in the warehouse: reading its input with COPY (only the needed
 columns, streamed), and writing its outputs into the working schema ``analysis`` (BI cannot
-read it; publication copies the certified ones into ``analytics``).
+read it; dbt reads them through staging models, and publishes its certified marts built on them).
 
 Tables (DDL below, one place):
 - analysis.abandonment_drivers        one row per feature of the current model (replaced)
 - analysis.abandonment_model_metrics  one row: the current model (replaced)
 - analysis.abandonment_model_history  one row per training, appended and kept across runs
 - analysis.abandonment_calibration    one row per decile of out-of-fold risk (replaced)
-- analysis.abandonment_session_scores one row per scored session (replaced; read by dbt's
-                                      fct_voice_session_export, not published by itself)
+- analysis.abandonment_session_scores one row per scored session (replaced)
+
+dbt declares them as sources (dbt/models/staging/analysis; tests/unit/test_dbt_layout.py keeps
+the columns there in agreement with these).
 SQL is built by pure functions (tested without a database).
 """
 

@@ -19,7 +19,6 @@ import json
 import dagster as dg
 from pydantic import Field
 
-from voice_analytics_dagster.defs.model.assets import certified_tables as abandonment_certified_tables
 from voice_analytics_dagster.defs.publish.swap import (
     CERTIFIED_SCHEMA,
     FACT_TABLE,
@@ -54,12 +53,10 @@ def certified_dbt_tables() -> list[CertifiedTable]:
     return sorted(out, key=lambda t: t.name)
 
 
-# Tables written by Python assets that are certified too: (table, working schema, asset key).
-PYTHON_CERTIFIED: list[tuple[CertifiedTable, dg.AssetKey]] = [*abandonment_certified_tables()]
-
-
 def certified_tables() -> list[tuple[CertifiedTable, dg.AssetKey]]:
-    return [(t, dbt_model_key(t.name)) for t in certified_dbt_tables()] + list(PYTHON_CERTIFIED)
+    """Every certified table with the asset that builds it. Python outputs reach BI through dbt
+    models too (dbt/models/staging/analysis -> marts/fct_abandonment_*)."""
+    return [(t, dbt_model_key(t.name)) for t in certified_dbt_tables()]
 
 
 def published_key(name: str) -> dg.AssetKey:

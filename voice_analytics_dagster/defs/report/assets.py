@@ -22,7 +22,7 @@ REPORT_FILE = "voice_analytics_report.html"
 REPORT_KEY = dg.AssetKey(["reports", "voice_analytics_report"])
 READS = ("fct_accessibility_by_segment", "fct_efficiency_by_period", "fct_adoption_by_period",
          "fct_application_channels", "fct_error_rates", "fct_error_rate_comparisons", "fct_voice_kpis",
-         "fact_voice_ai_sessions", "abandonment_drivers", "abandonment_model_metrics")
+         "fact_voice_ai_sessions", "fct_abandonment_drivers", "fct_abandonment_model_metrics")
 
 
 def report_path(settings) -> Path:
@@ -56,8 +56,8 @@ def voice_analytics_report(context: dg.AssetExecutionContext, warehouse: Warehou
             error_comparisons=_frame(conn, "select * from analytics.fct_error_rate_comparisons order by comparison_key, error_type"),
             kpis=_frame(conn, "select * from analytics.fct_voice_kpis where period_grain = 'overall' order by kpi_group, kpi"),
             asr_bins=_frame(conn, asr_bin_sql()),
-            drivers=_frame(conn, "select * from analytics.abandonment_drivers order by rank"),
-            metrics=_frame(conn, "select * from analytics.abandonment_model_metrics"),
+            drivers=_frame(conn, "select * from analytics.fct_abandonment_drivers order by rank"),
+            metrics=_frame(conn, "select * from analytics.fct_abandonment_model_metrics"),
             min_cell_size=settings.min_cell_size,
         )
     answers = sections(data)

@@ -37,10 +37,10 @@ def _markdown_table(columns: list[str], rows: list[tuple]) -> str:
 
 def _enrich(event, key: dg.AssetKey, warehouse) -> Any:
     """Measurements and exclusion counts as materialization metadata of the models that own them."""
-    if key == dg.AssetKey(["marts", "source_validation"]):
+    if key == dg.AssetKey(["marts", "dq_source_validation"]):
         rows = warehouse.fetchall(
             "select measurement, n_checked, n_agree, agreement_rate, threshold, decision "
-            "from marts.source_validation order by gate nulls last, measurement"
+            "from marts.dq_source_validation order by gate nulls last, measurement"
         )
         return event.with_metadata({
             **event.metadata,

@@ -1,6 +1,8 @@
 -- One row per session: the platform's own per-session AI metrics, latest delivered version
 -- (SQL in macros/staged_rows.sql), with the session's day (NULL for an orphan).
--- A table, incremental by session day, for the reasons given in stg_voice_export__turns.
+-- A table, incremental by session day, for the reasons given in stg_voice_export__turns; like it,
+-- it reads the staged sessions for their days (an exception to the staging rules,
+-- docs/DBT_CONVENTIONS.md).
 {{ config(materialized='incremental', incremental_strategy='replace_days', unique_key='session_id',
           on_schema_change='fail') }}
 

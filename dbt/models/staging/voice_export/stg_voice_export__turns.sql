@@ -6,6 +6,8 @@
 -- sessions / 1.1 M turns: 10-17 s per test, most of a daily build). An incremental run reads the
 -- raw versions of the affected days' turns, of the turns delivered since the last build, and of
 -- the orphans (never many: they block publication).
+-- It reads the staged sessions for their days: a deliberate exception to dbt Labs' staging rules
+-- (docs/DBT_CONVENTIONS.md).
 {{ config(materialized='incremental', incremental_strategy='replace_days', unique_key='turn_id',
           on_schema_change='fail') }}
 

@@ -1,0 +1,38 @@
+-- One row per training of the abandonment model: the Python model's table, the one way dbt reads it.
+-- A table, not a view: the model step drops and recreates its tables on every run, which a view
+-- on them would forbid.
+select
+    training_id,
+    model_version,
+    trained_at,
+    status,
+    message,
+    n_sessions_read,
+    n_sessions,
+    n_sessions_dropped,
+    dropped_by_feature,
+    unused_features,
+    n_features,
+    n_events,
+    event_rate,
+    cv_folds,
+    auc,
+    auc_ci_low,
+    auc_ci_high,
+    bootstrap_replicates,
+    bootstrap_sessions,
+    gbm_auc,
+    gbm_auc_ci_low,
+    gbm_auc_ci_high,
+    gbm_sessions,
+    logit_auc_on_gbm_sessions,
+    gbm_minus_logit_auc_ci_low,
+    gbm_minus_logit_auc_ci_high,
+    brier_score,
+    calibration_intercept,
+    calibration_slope,
+    n_significant_drivers,
+    strongest_driver,
+    conclusion,
+    fit_seconds
+from {{ source('analysis', 'abandonment_model_history') }}
