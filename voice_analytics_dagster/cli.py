@@ -88,7 +88,9 @@ def cmd_db_url(args: argparse.Namespace) -> int:
     settings = get_settings()
     wh = Warehouse(settings)
     wh.ensure_databases()
-    if args.bi:
+    if args.tcp:
+        _print(wh.bi_tcp_conninfo().url())
+    elif args.bi:
         info = wh.conninfo()
         from .warehouse import ConnInfo
 
@@ -275,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     db = sub.add_parser("db-url", help="print a libpq connection URL of the warehouse")
     db.add_argument("--bi", action="store_true", help="the read-only BI role's URL instead of the pipeline's")
+    db.add_argument("--tcp", action="store_true",
+                    help="the BI role's URL over TCP (the embedded server's 127.0.0.1 listener, "
+                         "VOICE_ANALYTICS_EMBEDDED_TCP_PORT); implies --bi")
     db.set_defaults(func=cmd_db_url)
 
     stop = sub.add_parser("db-stop", help="stop the embedded PostgreSQL server")
