@@ -216,6 +216,38 @@ def cmd_metabase(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_superset(args: argparse.Namespace) -> int:
+    """`superset install | up | down | status` (voice_analytics_dagster/tools/superset/)."""
+    from voice_analytics_dagster.settings import get_settings
+    from voice_analytics_dagster.tools.superset import commands
+
+    settings = get_settings()
+    if args.superset_command == "install":
+        commands.do_install(settings, _print)
+        return 0
+    if args.superset_command == "down":
+        _print(commands.down(settings))
+        return 0
+    if args.superset_command == "status":
+        running, text = commands.status(settings)
+        _print(text)
+        return 0 if running else 1
+    from voice_analytics_dagster.tools.superset.api import SupersetError
+    from voice_analytics_dagster.tools.superset.install import InstallError
+    from voice_analytics_dagster.tools.superset.server import SupersetServerError
+    from voice_analytics_dagster.warehouse_tcp import TcpListenerError
+
+    try:
+        result = commands.up(settings, _print)
+    except (SupersetError, InstallError, SupersetServerError, TcpListenerError) as exc:
+        print(f"voice-analytics superset up: {exc}", file=sys.stderr)
+        return 1
+    from voice_analytics_dagster.settings import load_superset_settings
+
+    _print(result.render(load_superset_settings(settings), settings))
+    return 0
+
+
 SOURCES_HEADER = (
     "# Generated from voice_analytics_dagster/contract.py (voice-analytics contract --write-dbt-sources)."
     " Do not edit by hand.\n"
@@ -328,6 +360,16 @@ def build_parser() -> argparse.ArgumentParser:
     exp = mb_sub.add_parser("exposures", help="check (or --write) dbt/models/exposures/ against metabase/")
     exp.add_argument("--write", action="store_true")
     exp.set_defaults(func=cmd_metabase)
+
+    ss = sub.add_parser("superset", help="serve the dashboards of metabase/ with Apache Superset on 127.0.0.1")
+    ss_sub = ss.add_subparsers(dest="superset_command", required=True)
+    ss_sub.add_parser("install", help="install the pinned Superset into its virtualenv "
+                                      "(VOICE_ANALYTICS_SUPERSET_VENV) if missing").set_defaults(func=cmd_superset)
+    ss_sub.add_parser("up", help="install if missing, initialise, start in the background, open the warehouse "
+                                 "to the BI role over TCP and provision the dashboards").set_defaults(func=cmd_superset)
+    ss_sub.add_parser("down", help="stop the Superset started by `up`").set_defaults(func=cmd_superset)
+    ss_sub.add_parser("status", help="whether Superset runs, and where (exit 1 when it does not)"
+                      ).set_defaults(func=cmd_superset)
     return p
 
 
