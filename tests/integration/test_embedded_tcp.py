@@ -7,9 +7,12 @@ pipeline's role are refused, and the pipeline keeps using the socket."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -38,12 +41,15 @@ def _refused(url: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory):
+def home():
     from voice_analytics_dagster.warehouse import stop_embedded
 
-    path = tmp_path_factory.mktemp("tcp-home")
+    # not under pytest's temporary folder, which another pytest session (as root) makes 0700 when it
+    # starts: the server runs as another system user and must keep reaching its data folder
+    path = Path(tempfile.mkdtemp(prefix="va-tcp-"))
     yield path
     stop_embedded(_settings(path))
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -117,7 +117,8 @@ def metric(column: str) -> dict[str, Any]:
 
 def _conditional_formatting(columns: list[str]) -> list[dict[str, Any]]:
     return [{"column": flag, "operator": "is true", "targetValue": True, "colorScheme": SUPPRESSED_COLOR,
-             "toAllRow": True, "useGradient": False}
+             "toAllRow": True, "columnFormatting": "ENTIRE_ROW", "objectFormatting": "BACKGROUND_COLOR",
+             "useGradient": False}
             for flag in columns if flag == "suppressed" or flag.endswith("_suppressed")]
 
 

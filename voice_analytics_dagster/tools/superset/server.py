@@ -4,7 +4,6 @@ database (SQLite: one local user, no workers), the admin, and the web server in 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -38,7 +37,8 @@ def config_text(home: Path) -> str:
         f"DATA_DIR = {str(home)!r}\n"
         # one user on 127.0.0.1: no examples, no telemetry, no async queries
         "SUPERSET_LOAD_EXAMPLES = False\n"
-        "FEATURE_FLAGS = {}\n"
+        # every chart of a dashboard renders, not only those scrolled into view (screenshots, tests)
+        "FEATURE_FLAGS = {'DASHBOARD_VIRTUALIZATION': False}\n"
         "ROW_LIMIT = 10000\n"
         "SQL_MAX_ROW = 10000\n"
     )
