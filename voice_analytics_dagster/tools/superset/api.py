@@ -7,7 +7,6 @@ updated when it differs from the specs, and left alone otherwise."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -218,8 +217,7 @@ def _place_charts(client: SupersetClient, collection: Collection, created: set[i
             report.count("dashboard", "unchanged")
 
 
-def provision(client: SupersetClient, collection: Collection, warehouse: ConnInfo,
-              say: Callable[[str], None] = print) -> ProvisionReport:
+def provision(client: SupersetClient, collection: Collection, warehouse: ConnInfo) -> ProvisionReport:
     """Create or update everything the specs describe; a second call with the same specs changes nothing."""
     report = ProvisionReport()
     db_id = _ensure_database(client, warehouse, report)

