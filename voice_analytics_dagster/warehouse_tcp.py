@@ -23,6 +23,7 @@ from pathlib import Path
 import psycopg
 
 from voice_analytics_dagster.runlock import LOCK_KEYS
+from voice_analytics_dagster.settings import SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,9 @@ RUN_LOCK_SQL = ("select count(*) from pg_locks where locktype = 'advisory' and g
                 "and classid = %s and objid = %s and objsubid = 2")
 
 
-class TcpListenerError(RuntimeError):
-    """The embedded server cannot listen on the requested port now (the message says why)."""
+class TcpListenerError(SettingsError):
+    """The embedded server cannot listen on the requested port now (the message says why); a
+    settings error to the command line (exit 2, the message alone)."""
 
 
 def hba_rules(database: str, bi_role: str) -> str:
