@@ -111,6 +111,9 @@ class Settings:
     # refused unless accepted (--accept-shrink). Daily deliveries only add sessions and a corrected
     # export removes a few; losing a fifth of them means a partial or wrong export.
     max_session_drop: float = 0.2
+    # The embedded server also listens on 127.0.0.1:PORT for the BI role (warehouse_tcp.py); unset:
+    # unix socket only. `voice-analytics superset up` turns it on by itself.
+    embedded_tcp_port: int | None = None
 
     @property
     def is_embedded(self) -> bool:
@@ -205,6 +208,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         alerts=alerts,
         run_lock_wait_seconds=_env_float(env, "RUN_LOCK_WAIT", 3600.0),
         max_session_drop=_env_float(env, "MAX_SESSION_DROP", 0.2),
+        embedded_tcp_port=_env_int(env, "EMBEDDED_TCP_PORT", 0) or None,
     )
     if settings.min_cell_size < 1:
         raise SettingsError(f"{ENV_PREFIX}MIN_CELL_SIZE must be >= 1")
@@ -214,6 +218,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(f"{ENV_PREFIX}MAX_SESSION_DROP must be between 0 and 1 (a share of the sessions)")
     if settings.run_lock_wait_seconds < 0:
         raise SettingsError(f"{ENV_PREFIX}RUN_LOCK_WAIT must be >= 0 (seconds; 0 refuses at once)")
+    if settings.embedded_tcp_port is not None and not 1024 <= settings.embedded_tcp_port <= 65535:
+        raise SettingsError(f"{ENV_PREFIX}EMBEDDED_TCP_PORT must be a port between 1024 and 65535")
     if not _is_identifier(settings.bi_role):
         raise SettingsError(f"{ENV_PREFIX}BI_ROLE must be a plain SQL identifier, got {settings.bi_role!r}")
     if not _is_identifier(settings.database_name):
@@ -239,3 +245,50 @@ def get_settings() -> Settings:
 def reset_settings_cache() -> None:
     global _cached
     _cached = None
+
+
+@dataclass(frozen=True)
+class SupersetSettings:
+    """Where and how `voice-analytics superset` installs and serves Apache Superset
+    (voice_analytics_dagster/tools/superset/). Read only by the superset commands: the pipeline
+    never needs these, so production mode asks for their secrets only there."""
+
+    venv: Path
+    home: Path
+    host: str
+    port: int
+    admin_user: str
+    admin_password: str = field(repr=False)
+    secret_key: str = field(repr=False)
+    # the port the embedded warehouse opens on 127.0.0.1 for Superset when EMBEDDED_TCP_PORT is unset
+    warehouse_tcp_port: int = 55432
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+def load_superset_settings(settings: Settings, environ: Mapping[str, str] | None = None) -> SupersetSettings:
+    env = os.environ if environ is None else environ
+    password = _env(env, "SUPERSET_ADMIN_PASSWORD")
+    secret_key = _env(env, "SUPERSET_SECRET_KEY")
+    if settings.mode == "production":
+        missing = [n for n, v in (("SUPERSET_ADMIN_PASSWORD", password), ("SUPERSET_SECRET_KEY", secret_key)) if not v]
+        if missing:
+            raise SettingsError("production mode needs secrets from the environment: "
+                                + ", ".join(ENV_PREFIX + m for m in missing))
+    home = Path(_env(env, "SUPERSET_HOME", str(settings.home / "superset")) or "").expanduser().resolve()
+    venv = Path(_env(env, "SUPERSET_VENV", str(home / "venv")) or "").expanduser().resolve()
+    port = _env_int(env, "SUPERSET_PORT", 8088)
+    if not 1 <= port <= 65535:
+        raise SettingsError(f"{ENV_PREFIX}SUPERSET_PORT must be a port number, got {port}")
+    return SupersetSettings(
+        venv=venv,
+        home=home,
+        host=_env(env, "SUPERSET_HOST", "127.0.0.1") or "127.0.0.1",
+        port=port,
+        admin_user=_env(env, "SUPERSET_ADMIN_USER", "admin") or "admin",
+        admin_password=password or _dev_secret(settings.home, "superset_admin_password"),
+        secret_key=secret_key or _dev_secret(settings.home, "superset_secret_key"),
+        warehouse_tcp_port=settings.embedded_tcp_port or 55432,
+    )

