@@ -173,7 +173,7 @@ def test_values_meant_for_reading_are_rounded(db):
     for table, columns in (("fct_voice_kpis", ["value", "ci_low", "ci_high"]),
                            ("fct_accessibility_by_segment", ["completion_rate", "abandonment_gap_ci_high", "transfer_gap_mdd"]),
                            ("fct_error_rate_comparisons", ["difference", "standardised_difference_ci_low"]),
-                           ("source_validation", ["agreement_rate", "agreement_ci_low"])):
+                           ("dq_source_validation", ["agreement_rate", "agreement_ci_low"])):
         published = frame(db, f"select {', '.join(columns)} from analytics.{table}")
         for c in columns:
             values = published[c].dropna()
