@@ -17,12 +17,10 @@ from voice_analytics_dagster.defs.ingestion.loader import (
     duplicate_candidates_sql,
     has_date_words,
     padding_check_sql,
-    part_table,
     quarantine_duplicates_sql,
     quarantine_rules_sql,
     reason_expr,
     recent_days_sql,
-    split_batch_ddl,
 )
 from voice_analytics_dagster.lib.contract import USERS, VOICE_SESSIONS, VOICE_TURNS
 
@@ -176,14 +174,3 @@ def test_duplicate_candidates_are_found_by_a_read_only_query_over_key_hashes():
     assert sql.startswith("select array_agg(h)") and 'from raw."voice_turns__b7" group by 1 having count(*) > 1' in sql
     assert "delete" not in sql and "insert" not in sql
 
-
-def test_a_part_of_a_file_loaded_in_parts_holds_its_line_range():
-    first = batch_table_ddl(VOICE_TURNS, 7, constrained=True, table=part_table(VOICE_TURNS, 7, 1), lines_below=1001)
-    second = batch_table_ddl(VOICE_TURNS, 7, constrained=True, table=part_table(VOICE_TURNS, 7, 2),
-                             first_line=1001, lines_from=1001)
-    assert first.startswith('create table raw."voice_turns__b7_1"') and "start with 2 cache" in first
-    assert "constraint line_range check (_source_line < 1001)" in first
-    assert "start with 1001 cache" in second and "constraint line_range check (_source_line >= 1001)" in second
-    assert split_batch_ddl(VOICE_TURNS, 7).endswith("partition by range (_source_line)")
-    assert "header false" in copy_sql(VOICE_TURNS, 7, ("turn_id",), True, table=part_table(VOICE_TURNS, 7, 2),
-                                      header=False)

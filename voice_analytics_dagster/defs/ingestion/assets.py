@@ -255,9 +255,7 @@ def _load_table(context: dg.AssetExecutionContext, t: Table, wh: Warehouse, deli
         for delivery in deliveries:
             path = delivery.file(t)
             try:
-                # a second connection lets a big file load in two parts at once (loader.plan_split)
-                result = load_file(conn, t, path, delivery.name, context.run_id,
-                                   connect=lambda: wh.connect(application_name=f"voice-analytics raw/{t.name} part 2"))
+                result = load_file(conn, t, path, delivery.name, context.run_id)
             except IngestionError as exc:
                 if path.exists():
                     record_rejection(conn, t, path, delivery.name, context.run_id, exc)

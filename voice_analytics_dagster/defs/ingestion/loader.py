@@ -1,6 +1,6 @@
 """Raw ingestion: one CSV file -> one typed raw table, with COPY, validated while it streams.
 
-How a file is loaded (in one transaction, so a killed load leaves nothing behind; a big file in two, see below):
+How a file is loaded (in one transaction, so a killed load leaves nothing behind):
 1. The header is read in Python and compared with the export contract (missing, extra, renamed,
    duplicated columns, or a changed date format, are schema drift: a clear error naming the
    file, the line and the column).
@@ -21,28 +21,19 @@ How a file is loaded (in one transaction, so a killed load leaves nothing behind
 4. The table is attached as the batch's partition of ``raw.<table>`` (no second copy of the
    rows). loaded + quarantined = read, asserted.
 
-A big file (SPLIT_MIN_BYTES) loads in two parts at once when the caller can open more connections
-(``connect``): each part in a transaction of its own that commits a table, which the load's
-transaction attaches (the batch table is then partitioned by line). The result is the file loaded
-whole: rows, line numbers, quarantine, errors (tests/integration/test_loader_parts.py). A load
-killed between those commits and its own leaves the tables unattached, where dbt never reads; the
-next load of the table drops them.
-
 The SQL is built by pure functions (``batch_table_ddl``, ``column_rule``, ``quarantine_rules_sql``,
 ``duplicate_candidates_sql``, ``quarantine_duplicates_sql``) so that it can be unit-tested without a database.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import datetime as _dt
 import hashlib
 import json
 import re
-import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -292,72 +283,6 @@ class _Padding:
             self.seen = any(b in data for b in self.SUSPECT)
 
 
-# A file at least this big loads in two parts at once, on connections of their own, when the
-# caller can open them (ingestion can): the COPY of one file into its CHECK-constrained table, and
-# the search for repeated keys after it, each use one core. Measured at 1M sessions on 2 cores
-# (2026-12-01): the 363 MB turns file alone 11.6 s whole, 7.2 s in two parts; the five files as
-# ingestion loads them (two workers, largest first) 13.3-13.8 s -> 10.3-10.8 s. Below ~100 MB a
-# file is not the load's critical path.
-SPLIT_MIN_BYTES = 128 << 20
-
-
-@dataclass(frozen=True)
-class Split:
-    """Where a file is cut into two parts that load at once (see plan_split)."""
-
-    cut: int  # byte offset of the second part's first line
-    lines_before: int  # physical lines before the cut, the header's included
-
-    @property
-    def first_line(self) -> int:
-        """The file line of the second part's first record."""
-        return self.lines_before + 1
-
-
-def plan_split(path: Path, header: Header, size: int, min_bytes: int = SPLIT_MIN_BYTES) -> Split | None:
-    """Where to cut ``path`` into two parts that load at once, or None: it loads whole.
-
-    The cut is the start of a line near the middle whose line and previous line are not blank
-    (a part's blank last lines would be dropped as the end of a file; blank lines elsewhere are
-    an error). The first part must hold no double quote: then no field before the cut spans
-    lines, so the cut falls between records and the second part's records are numbered on from
-    the lines before it. Reads the first half of the file (memchr speed; error-free files only
-    pay it, measured below 0.1 s for 180 MB from the page cache)."""
-    body = size - header.size
-    if size < min_bytes or body < 4:
-        return None
-    mid = header.size + body // 2
-    with open(path, "rb") as fh:
-        fh.seek(mid - 2)
-        window = fh.read(CHUNK)
-    at = 2  # the window's index of byte ``mid``
-    cut = None
-    while (i := window.find(b"\n", at)) != -1 and i + 1 < len(window):
-        before = window[:i].rstrip(b"\r")
-        if before and before[-1:] not in (b"\n", b"\r") and window[i + 1:i + 2] not in (b"\n", b"\r"):
-            cut = mid - 2 + i + 1
-            break
-        at = i + 1
-    if cut is None:
-        return None
-    lines = 0
-    with open(path, "rb") as fh:
-        left = cut
-        while left and (chunk := fh.read(min(CHUNK, left))):
-            if b'"' in chunk:
-                return None
-            lines += chunk.count(b"\n")
-            left -= len(chunk)
-    return Split(cut, lines)
-
-
-def file_bytes(path: Path, skip: int = 0) -> Iterator[bytes]:
-    with open(path, "rb") as fh:
-        fh.seek(skip)
-        while chunk := fh.read(CHUNK):
-            yield chunk
-
-
 def has_date_words(path: Path) -> bool:
     """Whether the file holds one of DATE_WORDS anywhere (any case). A word split across two
     reads is found: each read is searched with the tail of the previous one in front."""
@@ -372,19 +297,19 @@ def has_date_words(path: Path) -> bool:
     return False
 
 
-def recent_days_sql(t: Table, batch_id: int, table: str | None = None) -> str | None:
-    """Whether a date column of the batch (or of ``table``, a part of it) holds a day that a
-    relative date word would give (see DATE_WORDS); None when the table has no date column."""
+def recent_days_sql(t: Table, batch_id: int) -> str | None:
+    """Whether a date column of the batch holds a day that a relative date word would give (see
+    DATE_WORDS); None when the table has no date column."""
     dates = [c for c in t.columns if c.type == "date"]
     if not dates:
         return None
     near = " or ".join(f"{_q(c.name)} >= current_date - {RELATIVE_DAYS_BACK}" for c in dates)
-    return f"select exists (select 1 from {table or batch_table(t, batch_id)} where {near})"
+    return f"select exists (select 1 from {batch_table(t, batch_id)} where {near})"
 
 
 def data_chunks(path: Path, skip: int = 0, chunk_size: int = CHUNK, seen: _Streamed | None = None,
-                stop: int | None = None, padding: _Padding | None = None) -> Iterator[bytes]:
-    """The file's bytes from ``skip`` on (up to ``stop``, when given), in chunks, with CRLF turned
+                padding: _Padding | None = None) -> Iterator[bytes]:
+    """The file's bytes from ``skip`` on, in chunks, with CRLF turned
     into LF (COPY refuses a file that mixes the two), blank lines at the very end removed and a
     final LF added when missing (so a last line without newline loads). ``seen`` (when given)
     hashes the original bytes, the skipped head included; ``padding`` (when given) looks at the
@@ -404,10 +329,7 @@ def data_chunks(path: Path, skip: int = 0, chunk_size: int = CHUNK, seen: _Strea
                 fh.seek(skip)
         held = b""
         sent = False
-        left = None if stop is None else stop - skip
-        while chunk := fh.read(chunk_size if left is None else min(chunk_size, left)):
-            if left is not None:
-                left -= len(chunk)
+        while chunk := fh.read(chunk_size):
             if seen is not None:
                 seen.see(chunk)
             data = held + chunk
@@ -505,22 +427,11 @@ def column_rule(c: Column, text_dates: bool = False, trim: bool = True) -> str:
     return rule if c.required else f"({n} is null or ({rule}))"
 
 
-def part_table(t: Table, batch_id: int, part: int) -> str:
-    """The table holding one part of a file loaded in parts (see plan_split)."""
-    return f"{RAW_SCHEMA}.{_q(f'{t.name}__b{batch_id}_{part}')}"
-
-
-def batch_table_ddl(t: Table, batch_id: int, constrained: bool, text_dates: bool = False,
-                    table: str | None = None, first_line: int = 2,
-                    lines_from: int | None = None, lines_below: int | None = None, trim: bool = True) -> str:
+def batch_table_ddl(t: Table, batch_id: int, constrained: bool, text_dates: bool = False, trim: bool = True) -> str:
     """The typed table that one file is COPYed into, attached afterwards as the batch's
     partition of ``raw.<table>``. With ``constrained``, every contract rule is a CHECK constraint
     evaluated during COPY (the fast path for clean files: no second pass over the rows).
     ``text_dates`` (careful path) keeps date columns as text until they are checked.
-
-    A file loaded in parts has one such table per part (``table``, see part_table): its records
-    are numbered from ``first_line``, and its lines' range [``lines_from``, ``lines_below``) is a
-    CHECK constraint, so that attaching it as a range partition of the batch needs no scan.
     ``trim=False``: the rules leave out trim_rule (see padding_check_sql)."""
     def pg_type(c: Column) -> str:
         return "text" if text_dates and c.type == "date" else c.pg_type
@@ -529,25 +440,13 @@ def batch_table_ddl(t: Table, batch_id: int, constrained: bool, text_dates: bool
     cols.append(f"    _batch_id bigint not null default {int(batch_id)} check (_batch_id = {int(batch_id)})")
     # identity from 2: the n-th record of a file is on line n + 1 (line 1 is the header),
     # corrected afterwards only when a quoted field spans lines
-    cols.append(f"    _source_line bigint generated by default as identity (start with {int(first_line)} cache 10000)")
-    if lines_from is not None or lines_below is not None:
-        bounds = [f"_source_line >= {int(lines_from)}" if lines_from is not None else None,
-                  f"_source_line < {int(lines_below)}" if lines_below is not None else None]
-        cols.append("    constraint line_range check (" + " and ".join(b for b in bounds if b) + ")")
+    cols.append("    _source_line bigint generated by default as identity (start with 2 cache 10000)")
     if constrained:
         for c in t.columns:
             rule = column_rule(c, text_dates, trim)
             if rule != "true":
                 cols.append(f"    constraint {_q('rule_' + c.name)} check ({rule})")
-    return f"create table {table or batch_table(t, batch_id)} (\n" + ",\n".join(cols) + "\n)"
-
-
-def split_batch_ddl(t: Table, batch_id: int) -> str:
-    """The batch table of a file loaded in parts: partitioned by line, one partition per part."""
-    cols = [f"    {_q(c.name)} {c.pg_type}" for c in t.columns]
-    cols += ["    _batch_id bigint not null", "    _source_line bigint not null"]
-    return (f"create table {batch_table(t, batch_id)} (\n" + ",\n".join(cols)
-            + "\n) partition by range (_source_line)")
+    return f"create table {batch_table(t, batch_id)} (\n" + ",\n".join(cols) + "\n)"
 
 
 def padding_check_sql(t: Table, table: str) -> str | None:
@@ -561,8 +460,7 @@ def padding_check_sql(t: Table, table: str) -> str | None:
     return f"alter table {table} add constraint rule_trimmed check ({' and '.join(rules)})"
 
 
-def copy_sql(t: Table, batch_id: int, file_columns: tuple[str, ...], soft_errors: bool,
-             table: str | None = None, header: bool = True) -> str:
+def copy_sql(t: Table, batch_id: int, file_columns: tuple[str, ...], soft_errors: bool) -> str:
     cols = ", ".join(_q(c.lower()) for c in file_columns)
     # PostgreSQL 18: a value that does not parse skips its row with a NOTICE naming line,
     # column and value (quarantined below); older servers stop at the first such value
@@ -572,9 +470,8 @@ def copy_sql(t: Table, batch_id: int, file_columns: tuple[str, ...], soft_errors
     # freeze: the batch table is created in the same (sub)transaction, so its rows can be written
     # frozen: their first reader does not rewrite every page to set hint bits, and vacuum has
     # nothing to do. First scan of the 5.4 M turns after COPY: 2.0 s without, 0.4 s with.
-    return (f"copy {table or batch_table(t, batch_id)} ({cols}) from stdin "
-            f"with (format csv, header {'true' if header else 'false'}, encoding 'UTF8', "
-            f"force_null ({cols}), freeze true{opts})")
+    return (f"copy {batch_table(t, batch_id)} ({cols}) from stdin "
+            f"with (format csv, header true, encoding 'UTF8', force_null ({cols}), freeze true{opts})")
 
 
 def normalise_sql(t: Table, batch_id: int, text_dates: bool = False) -> str | None:
@@ -654,20 +551,12 @@ def _key_hash(t: Table) -> str:
     return " # ".join(f"hashtextextended(coalesce({_q(k)}, ''), {i})" for i, k in enumerate(t.key))
 
 
-def duplicate_candidates_sql(t: Table, batch_id: int, parts: tuple[str, ...] | None = None,
-                             parity: int = 0) -> str:
+def duplicate_candidates_sql(t: Table, batch_id: int) -> str:
     """The 64-bit hashes of the keys that occur more than once in the file (NULL: none), a
     read-only query. Grouping fixed-width hashes keeps it cheap on millions of rows; in a clean
     file there are none and quarantine_duplicates_sql, a second scan, is not run (measured on
-    the 5.4 M turns of 1M sessions: the two in one statement 2.45 s, this query alone 1.9 s).
-    ``parts`` (a file loaded in parts, see _Parts): over every part table, the hashes of one
-    ``parity`` only, so that each part's thread searches half of them."""
-    hashed = _key_hash(t)
-    if parts is None:
-        rows = f"select {hashed} as h from {batch_table(t, batch_id)}"
-    else:
-        union = " union all ".join(f"select {hashed} as h from {tb}" for tb in parts)
-        rows = f"select h from ({union}) u where h & 1 = {int(parity)}"
+    the 5.4 M turns of 1M sessions: the two in one statement 2.45 s, this query alone 1.9 s)."""
+    rows = f"select {_key_hash(t)} as h from {batch_table(t, batch_id)}"
     return f"select array_agg(h) from ({rows} group by 1 having count(*) > 1) c"
 
 
@@ -814,17 +703,16 @@ _COPY_CONTEXT = re.compile(r"COPY \S+, line (\d+)(?:, column (\w+))?(: \"(.*)\")
 _SKIPPED = re.compile(r'at line (\d+) for column "(\w+)": (.*)$', re.S)
 
 
-def _copy_error(path: Path, header: Header, exc: psycopg.Error, t: Table, line_offset: int = 0) -> IngestionError:
+def _copy_error(path: Path, header: Header, exc: psycopg.Error, t: Table) -> IngestionError:
     """Turn a COPY failure into an error naming the file, the line, the column and what was expected.
 
     COPY reads the header too, so its line numbers are the file's (CRLF became LF, which keeps
     the count; a quoted field spanning lines counts each of its lines). For an encoding error its
     count is off by one after a multi-line field (measured, PostgreSQL 18.4): the bad byte is
-    located by a scan of the file instead (error path only). ``line_offset``: the lines before
-    the part of the file that this COPY read (see plan_split)."""
+    located by a scan of the file instead (error path only)."""
     context = (exc.diag.context or "") if exc.diag else ""
     m = _COPY_CONTEXT.search(context)
-    line = int(m.group(1)) + line_offset if m else None
+    line = int(m.group(1)) if m else None
     column = m.group(2) if m and m.group(2) else None
     shown = m.group(4) if m and m.group(3) else None
     problem = (exc.diag.message_primary if exc.diag and exc.diag.message_primary else str(exc)).strip()
@@ -1009,7 +897,7 @@ def _skipped_rows(t: Table, path: Path, header: Header, notices: list) -> tuple[
             continue
         mm = re.match(r"(\d+) rows? (?:was|were) skipped", message)
         if mm:
-            total += int(mm.group(1))  # one such notice per COPY (two for a file loaded in parts)
+            total += int(mm.group(1))  # one such notice per COPY
     total = max(total, len(found))
     if not found:
         return total, [], []
@@ -1096,163 +984,6 @@ def _check_padding(conn: psycopg.Connection, t: Table, table: str, padding: _Pad
         conn.execute(check)
 
 
-def _shift_line(message: str, offset: int) -> str:
-    """A skipped-row notice of a part's COPY, its line counted from the top of the file."""
-    return re.sub(r"at line (\d+)", lambda m: f"at line {int(m.group(1)) + offset}", message, count=1)
-
-
-class _Parts:
-    """The two parts of a file loaded in parts (see plan_split). Each is COPYed by a thread on a
-    connection of its own into a table of its own, in a transaction that it commits so that the
-    load's transaction can attach the table (a load that fails afterwards drops them; one killed
-    in between leaves them unattached, where dbt never reads, and the next load of the table
-    drops them: ORPHAN_PARTS_SQL).
-
-    Once both are committed, each thread also does half of the work that follows a COPY and
-    would otherwise run alone on one core: the search for repeated keys (over both parts, for
-    the key hashes of its parity) and the search for recent days (over its own part)."""
-
-    def __init__(self, connect: Callable[[], psycopg.Connection], t: Table, batch_id: int, path: Path,
-                 header: Header, split: Split, soft: bool):
-        self.connect, self.t, self.batch_id, self.path, self.header, self.split, self.soft = (
-            connect, t, batch_id, path, header, split, soft)
-        self.tables = (part_table(t, batch_id, 1), part_table(t, batch_id, 2))
-        self.loaded = [0, 0]
-        self.notices: list[str] = []
-        self.hashes: list[int] = []
-        self.recent = False
-        self.errors: list[tuple[int, BaseException]] = []  # (part index, error)
-        self.committed = [False, False]
-        self._conns: list[psycopg.Connection | None] = [None, None]
-        self._barrier = threading.Barrier(2)
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, args=(i,), name=f"load-{t.name}-part-{i + 1}", daemon=True)
-                         for i in (0, 1)]
-
-    def start(self) -> None:
-        for thread in self._threads:
-            thread.start()
-
-    def _copy(self, i: int, conn: psycopg.Connection) -> None:
-        t, split, table = self.t, self.split, self.tables[i]
-        first = i == 0
-        with conn.transaction():
-            conn.execute("set local datestyle = 'ISO, DMY'")  # as the load's transaction
-            conn.execute(batch_table_ddl(
-                t, self.batch_id, constrained=True, table=table, first_line=2 if first else split.first_line,
-                lines_below=split.first_line if first else None, lines_from=None if first else split.first_line,
-                trim=False))
-            # committed before the load attaches it: autovacuum could take the table meanwhile,
-            # and the attach would wait for it (deadlock_timeout, 1 s, seen on the 1M turns)
-            conn.execute(f"alter table {table} set (autovacuum_enabled = off)")
-            padding = _Padding()
-            with conn.cursor() as cur:
-                with cur.copy(copy_sql(t, self.batch_id, self.header.columns, self.soft, table=table,
-                                       header=first)) as copy:
-                    chunks = (data_chunks(self.path, 0, stop=split.cut, padding=padding) if first
-                              else data_chunks(self.path, split.cut, padding=padding))
-                    for chunk in chunks:
-                        copy.write(chunk)
-                self.loaded[i] = cur.rowcount
-            _check_padding(conn, t, table, padding)
-            conn.execute(f"alter table {table} alter column _source_line drop identity")
-            recent = recent_days_sql(t, self.batch_id, table)
-            found = bool(recent) and conn.execute(recent).fetchone()[0]
-        self.committed[i] = True
-        with self._lock:
-            self.recent = self.recent or found
-
-    def _run(self, i: int) -> None:
-        notices: list[str] = []
-        try:
-            with self.connect() as conn:
-                self._conns[i] = conn
-                conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
-                try:
-                    self._copy(i, conn)
-                except BaseException:
-                    self._barrier.abort()
-                    raise
-                self._barrier.wait()
-                # the same work_mem and no parallel workers, as the load's own search (see _load)
-                conn.execute("set work_mem = '4MB'")
-                conn.execute("set max_parallel_workers_per_gather = 0")
-                found = conn.execute(duplicate_candidates_sql(self.t, self.batch_id, self.tables, i)).fetchone()[0]
-                conn.rollback()
-            with self._lock:
-                self.hashes += found or []
-                shift = 0 if i == 0 else self.split.lines_before
-                self.notices += [_shift_line(m, shift) for m in notices]
-        except threading.BrokenBarrierError:
-            pass  # the other part failed: its error is the one to report
-        except BaseException as exc:  # noqa: BLE001 - handed to the load's thread by join()
-            with self._lock:
-                self.errors.append((i, exc))
-        finally:
-            self._conns[i] = None
-
-    def join(self, cancel: bool = False) -> None:
-        if cancel:
-            self._barrier.abort()
-            for conn in list(self._conns):
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        conn.cancel_safe()
-        for thread in self._threads:
-            thread.join()
-
-    def drop(self) -> None:
-        """Drop the committed tables of a load that did not attach them (best effort: the next
-        load of the table drops what is left)."""
-        committed = [tb for tb, done in zip(self.tables, self.committed, strict=True) if done]
-        if not committed:
-            return
-        with contextlib.suppress(Exception), self.connect() as conn:
-            conn.execute("set lock_timeout = '10s'")
-            for table in committed:
-                conn.execute(f"drop table if exists {table}")
-            conn.commit()
-
-
-ORPHAN_PARTS_SQL = """
-select format('%%I.%%I', n.nspname, c.relname)
-from pg_class c join pg_namespace n on n.oid = c.relnamespace
-where n.nspname = 'raw' and c.relkind = 'r' and not c.relispartition and c.relname ~ %s
-"""
-
-
-def _copy_in_parts(conn: psycopg.Connection, parts: _Parts, notices: list) -> tuple[int, _Streamed]:
-    """Load the file's two parts at once (see _Parts) and attach them as the line-range
-    partitions of the batch table (each part's line_range constraint spares the attach a scan).
-    The checksum is the whole file's, computed here meanwhile."""
-    t, batch_id, split, path, header = parts.t, parts.batch_id, parts.split, parts.path, parts.header
-    conn.execute(split_batch_ddl(t, batch_id))
-    parts.start()
-    seen = _Streamed()
-    notices.clear()
-    try:
-        for chunk in file_bytes(path):
-            seen.see(chunk)
-    except BaseException:
-        parts.join(cancel=True)
-        raise
-    parts.join()
-    if parts.errors:
-        i, exc = min(parts.errors, key=lambda e: e[0])  # the first part's error is the file's first
-        if isinstance(exc, _COPY_ERRORS):
-            raise _copy_error(path, header, exc, t, line_offset=0 if i == 0 else split.lines_before) from None
-        raise exc  # a broken rule (CheckViolation): the careful path loads the file whole
-    notices.extend(parts.notices)
-    parent = batch_table(t, batch_id)
-    conn.execute(f"alter table {parent} attach partition {parts.tables[0]} "
-                 f"for values from (minvalue) to ({split.first_line})")
-    conn.execute(f"alter table {parent} attach partition {parts.tables[1]} "
-                 f"for values from ({split.first_line}) to (maxvalue)")
-    for table in parts.tables:  # attached: autovacuum as for any table (see _Parts._copy)
-        conn.execute(f"alter table {table} reset (autovacuum_enabled)")
-    return sum(parts.loaded), seen
-
-
 _COPY_ERRORS = (
     psycopg.errors.DataError,
     psycopg.errors.BadCopyFileFormat,
@@ -1269,8 +1000,6 @@ def load_file(
     path: Path,
     delivery: str | None = None,
     run_id: str | None = None,
-    connect: Callable[[], psycopg.Connection] | None = None,
-    split_min_bytes: int = SPLIT_MIN_BYTES,
 ) -> LoadResult:
     """Load one file into ``raw.<t.name>`` in one transaction. Idempotent by checksum.
 
@@ -1282,18 +1011,12 @@ def load_file(
 
     The batch row, the typed rows and the quarantine rows are written in that one transaction:
     a load that is killed, loses its connection or fails leaves no batch behind (tested by
-    tests/e2e/test_faults.py::test_kill_during_ingestion_leaves_no_half_loaded_batch).
-
-    ``connect`` (a factory of connections to the same database) lets a file of at least
-    ``split_min_bytes`` load in two parts at once (see plan_split and _SecondPart); the result
-    is the same as a load in one piece, rows, line numbers, quarantine and errors alike."""
-    return _load(conn, t, Path(path), delivery, run_id, dry_run=False, connect=connect,
-                 split_min_bytes=split_min_bytes)
+    tests/e2e/test_faults.py::test_kill_during_ingestion_leaves_no_half_loaded_batch)."""
+    return _load(conn, t, Path(path), delivery, run_id, dry_run=False)
 
 
 def _load(conn: psycopg.Connection, t: Table, path: Path, delivery: str | None, run_id: str | None,
-          dry_run: bool, connect: Callable[[], psycopg.Connection] | None = None,
-          split_min_bytes: int = SPLIT_MIN_BYTES) -> LoadResult:
+          dry_run: bool) -> LoadResult:
     if not path.exists():
         raise IngestionError(path, None, None, f"missing file: the export must contain {t.file}")
     header, report = check_header(t, path)
@@ -1304,9 +1027,6 @@ def _load(conn: psycopg.Connection, t: Table, path: Path, delivery: str | None, 
     def on_notice(diag) -> None:
         notices.append(diag.message_primary or "")
 
-    split = plan_split(path, header, stat.st_size, split_min_bytes) if connect is not None and not dry_run else None
-    parts: _Parts | None = None
-    done = False
     conn.add_notice_handler(on_notice)
     try:
         with conn.transaction():
@@ -1316,10 +1036,7 @@ def _load(conn: psycopg.Connection, t: Table, path: Path, delivery: str | None, 
             # writes 01/02/2025 for 1 February); a file in another format is refused above
             conn.execute("set local datestyle = 'ISO, DMY'")
             # no parallel workers for the load's queries (duplicate keys, recent days, counts):
-            # ingestion already runs two loads at once, and a big file's two parts, on two cores,
-            # where workers only add CPU. The five files of 1M sessions as ingestion loads them:
-            # 21.7 s of server CPU with workers, 19.2-20.4 s without; wall 12.0 -> 10.8-11.6 s
-            # (measured 2026-12-01)
+            # ingestion already runs two loads at once on two cores, where workers only add CPU
             conn.execute("set local max_parallel_workers_per_gather = 0")
             if not dry_run:
                 # a file seen before at this path with this size: confirm by checksum, skip the load
@@ -1332,9 +1049,6 @@ def _load(conn: psycopg.Connection, t: Table, path: Path, delivery: str | None, 
                     checksum, size = file_checksum(path)
                     if checksum == row[1]:
                         raise _AlreadyLoaded(row[0], checksum, size)
-                # parts of loads in parts that were killed before they attached them
-                for (orphan,) in conn.execute(ORPHAN_PARTS_SQL, (f"^{t.name}__b[0-9]+_[0-9]+$",)).fetchall():
-                    conn.execute(f"drop table {orphan}")
             batch_id = conn.execute(
                 """insert into raw.load_batches (table_name, file_name, file_path, delivery, file_checksum,
                        file_bytes, file_mtime, header, status, dagster_run_id, started_at)
@@ -1346,24 +1060,16 @@ def _load(conn: psycopg.Connection, t: Table, path: Path, delivery: str | None, 
             careful = False
             try:
                 with conn.transaction():  # savepoint: a broken rule falls back, a broken file errors
-                    if split is not None:
-                        parts = _Parts(connect, t, batch_id, path, header, split, soft)
-                        loaded, seen = _copy_in_parts(conn, parts, notices)
-                        recent_found = parts.recent
-                    else:
-                        conn.execute(batch_table_ddl(t, batch_id, constrained=True, trim=False))
-                        padding = _Padding()
-                        loaded, seen = _copy(conn, t, batch_id, path, header, soft, notices, padding)
-                        _check_padding(conn, t, table, padding)
-                        recent = recent_days_sql(t, batch_id)
-                        recent_found = bool(recent) and conn.execute(recent).fetchone()[0]
+                    conn.execute(batch_table_ddl(t, batch_id, constrained=True, trim=False))
+                    padding = _Padding()
+                    loaded, seen = _copy(conn, t, batch_id, path, header, soft, notices, padding)
+                    _check_padding(conn, t, table, padding)
+                    recent = recent_days_sql(t, batch_id)
+                    recent_found = bool(recent) and conn.execute(recent).fetchone()[0]
                     if recent_found and has_date_words(path):
                         raise _Careful()
             except (psycopg.errors.CheckViolation, _Careful):
                 careful = True
-                if parts is not None:  # the careful path loads the file whole
-                    parts.drop()
-                    parts = None
                 try:
                     with conn.transaction():
                         conn.execute(batch_table_ddl(t, batch_id, constrained=False, text_dates=True))
@@ -1413,10 +1119,7 @@ def _load(conn: psycopg.Connection, t: Table, path: Path, delivery: str | None, 
             # turns: 2.2 s at 4MB, 3.0 s at 16MB, 4.6 s at 64MB): a bigger hash table misses the
             # caches more than spilling costs, so a server-wide larger setting is not inherited
             conn.execute("set local work_mem = '4MB'")
-            # a file loaded in parts: the parts found the candidates (a superset of the keys
-            # repeated now: the statement compares them exactly)
-            hashes = parts.hashes if parts is not None else conn.execute(
-                duplicate_candidates_sql(t, batch_id)).fetchone()[0]
+            hashes = conn.execute(duplicate_candidates_sql(t, batch_id)).fetchone()[0]
             if hashes:
                 conn.execute(quarantine_duplicates_sql(t, batch_id), {"hashes": hashes})
                 moved = True
@@ -1433,8 +1136,7 @@ def _load(conn: psycopg.Connection, t: Table, path: Path, delivery: str | None, 
             read = loaded + skipped_count
             if read != final + quarantined:  # pragma: no cover - guards the SQL above
                 raise RuntimeError(f"{path}: read {read} rows but loaded {final} + quarantined {quarantined}")
-            if parts is None:  # the parts dropped theirs before they were attached
-                conn.execute(f"alter table {table} alter column _source_line drop identity")
+            conn.execute(f"alter table {table} alter column _source_line drop identity")
             conn.execute(f"alter table raw.{_q(t.name)} attach partition {table} for values in ({int(batch_id)})")
             load_path = "validated after COPY" if careful else "checked during COPY"
             conn.execute(
@@ -1444,14 +1146,11 @@ def _load(conn: psycopg.Connection, t: Table, path: Path, delivery: str | None, 
                 # batch's checksum (unique): its batch is rolled back anyway
                 (f"dry-run:{seen.checksum}" if dry_run else seen.checksum, seen.size, read, final, quarantined, load_path, batch_id),
             )
-        done = True
     except _AlreadyLoaded as known:
         return LoadResult(t.name, str(path), delivery, known.checksum, known.size, known.batch_id,
                           skipped=True, header=report, load_path="already loaded")
     finally:
         conn.remove_notice_handler(on_notice)
-        if parts is not None and not done:
-            parts.drop()
     return LoadResult(t.name, str(path), delivery, seen.checksum, seen.size, batch_id, False, read, final,
                       quarantined, report, load_path)
 
