@@ -14,14 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from voice_analytics_dagster.defs.ingestion.loader import (
-    QUARANTINE_VALUE_MAX,
-    IngestionError,
-    SchemaDriftError,
-    activate_batches,
-    load_file,
-    record_rejection,
-)
+from voice_analytics_dagster.defs.ingestion.batches import activate_batches, record_rejection
+from voice_analytics_dagster.defs.ingestion.copy import load_file
+from voice_analytics_dagster.defs.ingestion.reader import IngestionError, SchemaDriftError
+from voice_analytics_dagster.defs.ingestion.sql import QUARANTINE_VALUE_MAX
 from voice_analytics_dagster.lib import contract
 
 pytestmark = [pytest.mark.integration]

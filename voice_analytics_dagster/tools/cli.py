@@ -393,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from voice_analytics_dagster.defs.ingestion.loader import IngestionError
+    from voice_analytics_dagster.defs.ingestion.reader import IngestionError
     from voice_analytics_dagster.lib.runlock import RunLockBusy
     from voice_analytics_dagster.lib.settings import SettingsError
 
