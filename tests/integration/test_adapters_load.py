@@ -19,7 +19,7 @@ import pytest
 
 from tests.unit.adapters_support import FIXTURES
 from voice_analytics_dagster.defs.ingestion.adapters import AdapterSettings, convert
-from voice_analytics_dagster.defs.ingestion.loader import load_file
+from voice_analytics_dagster.defs.ingestion.copy import load_file
 from voice_analytics_dagster.lib import contract
 
 pytestmark = [pytest.mark.integration]

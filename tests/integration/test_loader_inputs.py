@@ -14,12 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from voice_analytics_dagster.defs.ingestion.loader import (
-    IngestionError,
-    SchemaDriftError,
-    activate_batches,
-    load_file,
-)
+from voice_analytics_dagster.defs.ingestion.batches import activate_batches, record_rejection
+from voice_analytics_dagster.defs.ingestion.copy import load_file
+from voice_analytics_dagster.defs.ingestion.reader import IngestionError, SchemaDriftError
+from voice_analytics_dagster.defs.ingestion.sql import QUARANTINE_VALUE_MAX
 from voice_analytics_dagster.lib import contract
 
 pytestmark = [pytest.mark.integration]
@@ -297,8 +295,6 @@ def test_yes_no_and_case_are_normalised(db, tmp_path):
 
 
 def test_a_very_long_field_is_quarantined_and_its_record_truncated(db, tmp_path):
-    from voice_analytics_dagster.defs.ingestion.loader import QUARANTINE_VALUE_MAX
-
     huge = "y" * 1_000_000
     result = load(db, "voice_turns", write(tmp_path, "voice_turns.csv",
                                            f"{TURN_HEADER}\n{turn(1, detected_intent=huge)}\n{turn(2)}\n"))
@@ -329,6 +325,30 @@ def test_the_same_file_twice_is_loaded_once(db, tmp_path):
     second = load(db, "voice_turns", path)
     assert second.skipped and second.batch_id == first.batch_id
     assert db.scalar("select count(*) from raw.voice_turns where turn_id = 'ONCE'") == 1
+
+
+def test_the_same_content_under_another_name_is_not_loaded_again(db, tmp_path):
+    """Found by its checksum after streaming: the load's transaction is rolled back, leaving no
+    batch row and no batch table behind."""
+    text = f"{TURN_HEADER}\n{turn(1, turn_id='TWIN')}\n{turn(2, turn_id='TWIN2', speaker='robot')}\n"
+    first = load(db, "voice_turns", write(tmp_path / "a", "voice_turns.csv", text))
+    batches = db.scalar("select count(*) from raw.load_batches")
+    tables = db.scalar("select count(*) from pg_tables where schemaname = 'raw'")
+    second = load(db, "voice_turns", write(tmp_path / "b", "voice_turns.csv", text))
+    assert second.skipped and second.batch_id == first.batch_id and second.load_path == "already loaded"
+    assert (second.checksum, second.file_bytes) == (first.checksum, first.file_bytes)
+    assert db.scalar("select count(*) from raw.load_batches") == batches
+    assert db.scalar("select count(*) from pg_tables where schemaname = 'raw'") == tables
+    assert db.scalar("select count(*) from raw.quarantine where batch_id = %s", (first.batch_id,)) == 1
+
+
+def test_a_file_rewritten_in_place_with_the_same_size_is_loaded_again(db, tmp_path):
+    path = write(tmp_path, "voice_turns.csv", f"{TURN_HEADER}\n{turn(1, turn_id='SIZE1')}\n")
+    first = load(db, "voice_turns", path)
+    write(tmp_path, "voice_turns.csv", f"{TURN_HEADER}\n{turn(1, turn_id='SIZE2')}\n")
+    second = load(db, "voice_turns", path)
+    assert not second.skipped and second.batch_id != first.batch_id and first.file_bytes == second.file_bytes
+    assert loaded(db, second, "turn_id") == [("SIZE2",)]
 
 
 def _stg_sessions(db, tmp_path) -> dict[str, str]:
@@ -441,8 +461,6 @@ def test_a_blank_line_in_the_middle(db, tmp_path):
 
 def test_a_rejected_file_is_recorded_with_its_error(db, tmp_path):
     """What the ingestion asset does with a file it cannot load: a 'rejected' batch holding no rows."""
-    from voice_analytics_dagster.defs.ingestion.loader import record_rejection
-
     path = write(tmp_path, "voice_turns.csv", f"{TURN_HEADER}\n{turn(1)}\nbroken\n")
     err = fails(db, "voice_turns", path)
     with db.connect() as conn:
@@ -457,3 +475,55 @@ def test_the_quarantine_record_is_json_of_the_file_columns(db, tmp_path):
     result = load(db, "voice_turns", write(tmp_path, "voice_turns.csv", f"{TURN_HEADER}\n{turn(1, speaker='x')}\n"))
     record = db.scalar("select record::text from raw.quarantine where batch_id = %s", (result.batch_id,))
     assert sorted(json.loads(record)) == sorted(TURN_HEADER.split(","))
+
+
+# -- a file of many rows: the path it takes, line numbers far down ---------------------------------------
+
+ROWS = 400
+
+
+def turns_file(folder: Path, change: dict[int, dict] | None = None, extra: dict[int, str] | None = None) -> Path:
+    """ROWS turns, row i changed by ``change[i]`` or replaced by the raw line ``extra[i]``."""
+    change, extra = change or {}, extra or {}
+    lines = [TURN_HEADER] + [extra.get(i) or turn(i, **change.get(i, {})) for i in range(1, ROWS + 1)]
+    return write(folder, "voice_turns.csv", "\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("padded", [" T_PAD", "T_PAD\t"], ids=["leading space", "trailing tab"])
+def test_a_padded_value_is_found_by_the_check_after_copy_and_trimmed(db, tmp_path, padded):
+    """The fast path leaves the trim rules out of COPY's constraints and checks them after COPY
+    when the bytes held whitespace: a padded value takes the file to the careful path, which trims it."""
+    result = load(db, "voice_turns", turns_file(tmp_path, change={ROWS - 3: {"turn_id": padded}}))
+    assert result.load_path == "validated after COPY" and result.rows_quarantined == 0
+    assert db.rows("select turn_id, _source_line from raw.voice_turns where _batch_id = %s and turn_id like 'T_PAD%%'",
+                   (result.batch_id,)) == [("T_PAD", ROWS - 2)]
+
+
+def test_spaces_inside_values_keep_the_file_on_the_fast_path(db, tmp_path):
+    path = turns_file(tmp_path, change={3: {"detected_intent": "service lookup"}, ROWS - 3: {"session_id": "S 1"}})
+    result = load(db, "voice_turns", path)
+    assert result.load_path == "checked during COPY" and result.rows_quarantined == 0
+    rows = loaded(db, result, "detected_intent, session_id")
+    assert (rows[2][0], rows[ROWS - 4][1]) == ("service lookup", "S 1")
+
+
+def test_a_key_repeated_far_apart_quarantines_both_rows_and_names_the_first(db, tmp_path):
+    result = load(db, "voice_turns", turns_file(tmp_path, change={5: {"turn_id": "T_SAME"},
+                                                                  ROWS - 5: {"turn_id": "T_SAME"}}))
+    q = quarantined(db, result)
+    assert sorted(q) == [6, ROWS - 4] and result.rows_loaded == ROWS - 2
+    assert "duplicate turn_id 'T_SAME': 2 rows in this file (first at line 6)" in q[ROWS - 4][1]
+
+
+def test_a_line_with_missing_fields_in_the_middle_names_its_line_and_column(db, tmp_path):
+    err = fails(db, "voice_turns", turns_file(tmp_path, extra={ROWS - 7: "T_SHORT,S1,3"}))
+    assert (err.line, err.column) == (ROWS - 6, "speaker")
+    assert "fewer fields than the header's 10" in err.problem
+
+
+def test_crlf_line_ends_and_a_byte_order_mark_keep_the_last_line_number(db, tmp_path):
+    lines = [TURN_HEADER] + [turn(i) for i in range(1, ROWS + 1)]
+    path = write(tmp_path, "voice_turns.csv", b"\xef\xbb\xbf" + ("\r\n".join(lines) + "\r\n\r\n").encode())
+    result = load(db, "voice_turns", path)
+    assert result.load_path == "checked during COPY"
+    assert loaded(db, result, "turn_id, _source_line")[-1] == (f"T{ROWS}", ROWS + 1)

@@ -30,7 +30,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from voice_analytics_dagster.defs.ingestion.loader import load_file
+from voice_analytics_dagster.defs.ingestion.copy import load_file
 from voice_analytics_dagster.lib.contract import (
     EARLIEST_DATE,
     MAX_TEXT_LENGTH,

@@ -19,7 +19,8 @@ import statsmodels.api as sm
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from voice_analytics_dagster.defs.ingestion.loader import DATED_FOLDER_RE, compare_header, read_header
+from voice_analytics_dagster.defs.ingestion.batches import DATED_FOLDER_RE
+from voice_analytics_dagster.defs.ingestion.reader import compare_header, read_header
 from voice_analytics_dagster.lib import contract
 from voice_analytics_dagster.tools import generator as g
 

@@ -6,23 +6,19 @@ import dataclasses
 
 import pytest
 
-from voice_analytics_dagster.defs.ingestion import loader
-from voice_analytics_dagster.defs.ingestion.loader import (
-    _Padding,
+from voice_analytics_dagster.defs.ingestion import reader
+from voice_analytics_dagster.defs.ingestion.reader import Padding, compare_header, data_chunks, has_date_words
+from voice_analytics_dagster.defs.ingestion.sql import (
+    attach_batch_sql,
     batch_table_ddl,
     column_rule,
-    compare_header,
     copy_sql,
-    data_chunks,
     duplicate_candidates_sql,
-    has_date_words,
     padding_check_sql,
-    part_table,
     quarantine_duplicates_sql,
     quarantine_rules_sql,
     reason_expr,
     recent_days_sql,
-    split_batch_ddl,
 )
 from voice_analytics_dagster.lib.contract import USERS, VOICE_SESSIONS, VOICE_TURNS
 
@@ -104,26 +100,26 @@ def test_text_length_is_read_off_the_bytes_before_the_characters_are_counted():
     (b'T1,"S1",user\n', True),  # a quote: a field could hold a line feed
 ])
 def test_padding_is_suspected_from_whitespace_and_quote_bytes(data, suspect):
-    padding = _Padding()
+    padding = Padding()
     padding.see(data)
     assert padding.seen is suspect
 
 
 def test_padding_is_looked_for_in_the_bytes_copy_reads(tmp_path, monkeypatch):
-    monkeypatch.setattr(loader, "CHUNK", 3)
+    monkeypatch.setattr(reader, "CHUNK", 3)
     f = tmp_path / "f.csv"
     f.write_bytes(b"id,x\r\n1,a\r\n2,b\r\n")  # CRLF line ends become LF before COPY reads them
-    padding = _Padding()
+    padding = Padding()
     assert b"".join(data_chunks(f, padding=padding, chunk_size=3)) == b"id,x\n1,a\n2,b\n"
     assert not padding.seen
     f.write_bytes(b"id,x\n1,a\n2,b \n")
-    padding = _Padding()
+    padding = Padding()
     list(data_chunks(f, padding=padding, chunk_size=3))
     assert padding.seen
 
 
 def test_date_words_are_found_across_reads(tmp_path, monkeypatch):
-    monkeypatch.setattr(loader, "CHUNK", 8)
+    monkeypatch.setattr(reader, "CHUNK", 8)
     f = tmp_path / "f.csv"
     for text, found in [("id,created_at\n1,2025-01-01\n2,YesterDay\n", True),
                         ("id,created_at\n1,2025-01-01\n2,2025-01-02\n", False),
@@ -177,13 +173,7 @@ def test_duplicate_candidates_are_found_by_a_read_only_query_over_key_hashes():
     assert "delete" not in sql and "insert" not in sql
 
 
-def test_a_part_of_a_file_loaded_in_parts_holds_its_line_range():
-    first = batch_table_ddl(VOICE_TURNS, 7, constrained=True, table=part_table(VOICE_TURNS, 7, 1), lines_below=1001)
-    second = batch_table_ddl(VOICE_TURNS, 7, constrained=True, table=part_table(VOICE_TURNS, 7, 2),
-                             first_line=1001, lines_from=1001)
-    assert first.startswith('create table raw."voice_turns__b7_1"') and "start with 2 cache" in first
-    assert "constraint line_range check (_source_line < 1001)" in first
-    assert "start with 1001 cache" in second and "constraint line_range check (_source_line >= 1001)" in second
-    assert split_batch_ddl(VOICE_TURNS, 7).endswith("partition by range (_source_line)")
-    assert "header false" in copy_sql(VOICE_TURNS, 7, ("turn_id",), True, table=part_table(VOICE_TURNS, 7, 2),
-                                      header=False)
+def test_the_batch_table_becomes_the_partition_of_its_batch():
+    sql = attach_batch_sql(VOICE_TURNS, 7)
+    assert 'alter table raw."voice_turns__b7" alter column _source_line drop identity' in sql
+    assert sql.endswith('alter table raw."voice_turns" attach partition raw."voice_turns__b7" for values in (7)')

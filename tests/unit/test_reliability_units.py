@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from voice_analytics_dagster.defs.ingestion.loader import (
+from voice_analytics_dagster.defs.ingestion.copy_errors import (
     DECIMAL_RE,
-    _first_bad_byte_line,
-    _unclosed_quote_line,
-    data_chunks,
+    first_bad_byte_line,
+    unclosed_quote_line,
 )
+from voice_analytics_dagster.defs.ingestion.reader import data_chunks
 from voice_analytics_dagster.lib import retry
 
 # -- retry: what a retry can help -------------------------------------------------------------------
@@ -130,19 +130,19 @@ def test_data_chunks_normalise_line_ends_whatever_the_read_size(tmp_path_factory
 def test_the_first_bad_byte_is_found_on_its_physical_line(tmp_path):
     path = tmp_path / "f.csv"
     path.write_bytes(b'h,i\n1,"two\nlines"\n3,ok\n4,caf\xe9\n')
-    assert _first_bad_byte_line(path) == 5
+    assert first_bad_byte_line(path) == 5
     path.write_bytes(b"h,i\n1,\x00\n")
-    assert _first_bad_byte_line(path) == 2
+    assert first_bad_byte_line(path) == 2
     path.write_bytes("h,i\n1,caf\u00e9\n".encode())
-    assert _first_bad_byte_line(path) is None
+    assert first_bad_byte_line(path) is None
 
 
 def test_an_unclosed_quote_is_found_where_it_opened(tmp_path):
     path = tmp_path / "f.csv"
     path.write_bytes(b'h,i\n1,"a ""quoted"" word"\n2,"two\nlines"\n3,"never closed\n4,x\n')
-    assert _unclosed_quote_line(path, 4) == 5
+    assert unclosed_quote_line(path, 4) == 5
     path.write_bytes(b'h,i\n1,"closed"\n')
-    assert _unclosed_quote_line(path, 4) is None
+    assert unclosed_quote_line(path, 4) is None
 
 
 @pytest.mark.parametrize("value,ok", [("1e99", True), ("-1.5E-07", True), ("1e-400", False), ("1e400", False),

@@ -290,7 +290,7 @@ def dbt_sources() -> dict:
         "sources": [{
             "name": "voice_export",
             "description": "Typed raw tables loaded by COPY from the voice assistant's CSV export "
-                           "(voice_analytics_dagster/defs/ingestion/loader.py). Every row keeps its load batch and source line.",
+                           "(voice_analytics_dagster/defs/ingestion/copy.py). Every row keeps its load batch and source line.",
             "schema": "raw",
             "config": {"freshness": {"warn_after": {"count": SOURCE_FRESHNESS_HOURS, "period": "hour"}}},
             "tables": tables,

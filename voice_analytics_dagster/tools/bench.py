@@ -298,7 +298,7 @@ print("driver", engine.dialect.driver)
 def copy_script(export: Path, schema: str) -> str:
     """The psql script of the physical limit: plain typed tables (the contract's column types,
     no constraints, no metadata) and one ``\\copy`` per file, columns named as in its header."""
-    from voice_analytics_dagster.defs.ingestion.loader import read_header
+    from voice_analytics_dagster.defs.ingestion.reader import read_header
 
     lines = [f"drop schema if exists {schema} cascade;", f"create schema {schema};"]
     for t in TABLES:

@@ -470,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "psql":
         args.psql_args = passed
-    from voice_analytics_dagster.defs.ingestion.loader import IngestionError
+    from voice_analytics_dagster.defs.ingestion.reader import IngestionError
     from voice_analytics_dagster.lib.runlock import RunLockBusy
     from voice_analytics_dagster.lib.settings import SettingsError
 

@@ -347,7 +347,8 @@ def _orphans(conn: psycopg.Connection, validated: dict[str, str]) -> Iterator[tu
 
 def check_export(settings: Settings, source: Path, server, databases: dict[str, bool] | None,
                  report: DoctorReport, sample_size: int = 5) -> None:
-    from voice_analytics_dagster.defs.ingestion.loader import IngestionError, discover_deliveries
+    from voice_analytics_dagster.defs.ingestion.batches import discover_deliveries
+    from voice_analytics_dagster.defs.ingestion.reader import IngestionError
     from voice_analytics_dagster.lib.warehouse import Warehouse
 
     topic = f"export {source}"
@@ -395,7 +396,8 @@ def _check_file(settings: Settings, conn: psycopg.Connection | None, t: Table, p
     """One file: present, header, and (with a connection) the real validation. Returns the
     relation holding its validated rows (inside the caller's rolled-back transaction), or None."""
     from voice_analytics_dagster.defs.ingestion.assets import RETYPED_SHARE
-    from voice_analytics_dagster.defs.ingestion.loader import IngestionError, check_header, validate_file
+    from voice_analytics_dagster.defs.ingestion.copy import validate_file
+    from voice_analytics_dagster.defs.ingestion.reader import IngestionError, check_header
 
     if not path.exists():
         report.add(FAIL, topic, f"{name}: missing file", fix=f"the export must contain {t.file}")
@@ -440,7 +442,7 @@ def _check_file(settings: Settings, conn: psycopg.Connection | None, t: Table, p
 
 
 def _header_columns(path: Path) -> tuple[str, ...]:
-    from voice_analytics_dagster.defs.ingestion.loader import read_header
+    from voice_analytics_dagster.defs.ingestion.reader import read_header
 
     return read_header(path).columns
 

@@ -265,7 +265,7 @@ def _run_locked(settings, wh: Warehouse, source: Path, verbose: bool, extra_run_
 def launch_tags(source: Path) -> dict[str, str]:
     """What the run reads, as run tags, known before it starts (a source that cannot be read is
     reported by the run's ingestion step, with its file, line and column)."""
-    from voice_analytics_dagster.defs.ingestion.loader import discover_deliveries
+    from voice_analytics_dagster.defs.ingestion.batches import discover_deliveries
     from voice_analytics_dagster.lib.provenance import CSV_FORMAT, dataset_of_source, run_tags
 
     try:

@@ -2,7 +2,7 @@
 
 Deliveries arrive as dated folders (``landing/2025-04-30/voice_sessions.csv`` ...) under
 VOICE_ANALYTICS_LANDING_DIR. Both triggers run ``pipeline_job`` on the whole landing folder:
-ingestion loads only files whose checksum it has not loaded before (loader.load_file), so a run
+ingestion loads only files whose checksum it has not loaded before (copy.load_file), so a run
 costs a checksum per file already loaded.
 
 - ``voice_analytics_daily``: the catch-all, every day (VOICE_ANALYTICS_SCHEDULE_CRON, default
@@ -28,7 +28,8 @@ import dagster as dg
 
 from voice_analytics_dagster.defs.automation.freshness import freshness_job
 from voice_analytics_dagster.defs.automation.jobs import pipeline_job
-from voice_analytics_dagster.defs.ingestion.loader import DATED_FOLDER_RE, file_checksum
+from voice_analytics_dagster.defs.ingestion.batches import DATED_FOLDER_RE
+from voice_analytics_dagster.defs.ingestion.reader import file_checksum
 from voice_analytics_dagster.lib.contract import TABLES
 from voice_analytics_dagster.lib.settings import ENV_PREFIX, Settings, SettingsError, get_settings
 from voice_analytics_dagster.lib.warehouse import Warehouse

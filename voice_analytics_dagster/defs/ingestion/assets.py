@@ -10,7 +10,7 @@ Each file is still one transaction with its own connection; a file that fails do
 the others, and a retry of the step skips what is loaded (idempotent by checksum).
 
 Each asset loads every delivery of its file not loaded before (idempotent by checksum) with
-COPY (voice_analytics_dagster/defs/ingestion/loader.py) and carries two blocking checks evaluated in the same
+COPY (voice_analytics_dagster/defs/ingestion/copy.py) and carries two blocking checks evaluated in the same
 step, so that a failure stops the run before dbt:
 
 - ``file_matches_contract``: the header has exactly the contract's columns (missing, new,
@@ -30,17 +30,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 
-from voice_analytics_dagster.defs.ingestion.loader import (
+from voice_analytics_dagster.defs.ingestion.batches import (
     Delivery,
-    IngestionError,
-    LoadResult,
-    SchemaDriftError,
     activate_batches,
-    bootstrap_raw_sql,
     discover_deliveries,
-    load_file,
     record_rejection,
 )
+from voice_analytics_dagster.defs.ingestion.copy import LoadResult, load_file
+from voice_analytics_dagster.defs.ingestion.reader import IngestionError, SchemaDriftError
+from voice_analytics_dagster.defs.ingestion.sql import bootstrap_raw_sql
 from voice_analytics_dagster.lib.contract import TABLES, Table
 from voice_analytics_dagster.lib.provenance import (
     BATCH_PROVENANCE_DDL,
@@ -255,9 +253,7 @@ def _load_table(context: dg.AssetExecutionContext, t: Table, wh: Warehouse, deli
         for delivery in deliveries:
             path = delivery.file(t)
             try:
-                # a second connection lets a big file load in two parts at once (loader.plan_split)
-                result = load_file(conn, t, path, delivery.name, context.run_id,
-                                   connect=lambda: wh.connect(application_name=f"voice-analytics raw/{t.name} part 2"))
+                result = load_file(conn, t, path, delivery.name, context.run_id)
             except IngestionError as exc:
                 if path.exists():
                     record_rejection(conn, t, path, delivery.name, context.run_id, exc)

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from voice_analytics_dagster.defs.ingestion.loader import IngestionError
+from voice_analytics_dagster.defs.ingestion.reader import IngestionError
 from voice_analytics_dagster.lib import contract
 
 # Files an adapter reads in its source folder (and below); .gz variants are decompressed.
