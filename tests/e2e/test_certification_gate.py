@@ -129,8 +129,10 @@ def test_vanished_rows_block_publication_even_when_publish_runs_alone(published,
     instance = open_instance(get_settings())
     job = defs.resolve_job_def(PIPELINE_JOB)
 
+    # publication's own checks (on analytics/*) come with it: its multi-asset is not subsettable
+    own_checks = set(publish_certified_schema.check_keys)
     checked = job.get_subset(asset_selection=set(publish_certified_schema.keys),
-                             asset_check_selection={sessions_reconcile.check_key})
+                             asset_check_selection={sessions_reconcile.check_key, *own_checks})
     result = checked.execute_in_process(instance=instance, raise_on_error=False)
     assert not result.success
     evaluation = [e for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"][0]
@@ -139,10 +141,15 @@ def test_vanished_rows_block_publication_even_when_publish_runs_alone(published,
     assert fingerprint(db) == before
 
     # publication alone, without the check in its run: refused on the check's latest evaluation
-    alone = job.get_subset(asset_selection=set(publish_certified_schema.keys))
+    alone = job.get_subset(asset_selection=set(publish_certified_schema.keys), asset_check_selection=own_checks)
     result = alone.execute_in_process(instance=instance, raise_on_error=False)
     assert not result.success
     assert fingerprint(db) == before
-    status, blocked_by = db.rows("select status, blocked_by from analytics.publication_log where run_id = %s",
-                                 (result.run_id,))[0]
-    assert status == "blocked" and "marts/fact_voice_ai_sessions:sessions_reconcile" in blocked_by
+    # recorded as the run-failure sensor records every failed run (defs/publish/blocks.py)
+    from voice_analytics_dagster.defs.publish.blocks import record_unpublished_run
+
+    record_unpublished_run(instance, db.warehouse, result.run_id)
+    status, blocked_by, message = db.rows(
+        "select status, blocked_by, message from analytics.publication_log where run_id = %s", (result.run_id,))[0]
+    assert status == "blocked" and blocked_by == ["step:publish_certified_schema"]
+    assert "marts/fact_voice_ai_sessions:sessions_reconcile" in message

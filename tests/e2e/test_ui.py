@@ -139,6 +139,26 @@ def test_graphql_lists_every_asset_check_schedule_and_sensor(ui):
     assert {s["name"]: s["sensorType"] for s in sensors}["run_failure_alerts"] == "RUN_STATUS"
 
 
+def test_the_ui_shows_the_gate(ui):
+    """Issue 20: every asset BI reads shows the checks that certified it; every check says what it
+    asserts; groups follow the key prefixes."""
+    nodes = ui.graphql("""{ assetNodes { assetKey { path } groupName
+        assetChecksOrError { ... on AssetChecks { checks { name description } } } } }""")["assetNodes"]
+    for n in nodes:
+        assert n["groupName"] == n["assetKey"]["path"][0], n
+    published = [n for n in nodes if n["assetKey"]["path"][0] == "analytics"]
+    assert published
+    for n in published:
+        names = {c["name"] for c in n["assetChecksOrError"]["checks"]}
+        assert {"matches_certified_model", "readable_by_bi_role_only"} <= names, n["assetKey"]
+    undescribed = [("/".join(n["assetKey"]["path"]), c["name"]) for n in nodes
+                   for c in n["assetChecksOrError"].get("checks", []) if not (c["description"] or "").strip()]
+    assert undescribed == []
+    fact = next(n for n in nodes if n["assetKey"]["path"] == ["marts", "fact_voice_ai_sessions"])
+    unique = next(c for c in fact["assetChecksOrError"]["checks"] if c["name"].startswith("unique_"))
+    assert unique["description"].startswith("Every session_id appears once") and "blocks publication" in unique["description"]
+
+
 def test_the_daemon_runs_the_sensors_on_postgres_storage(ui, server):
     import psycopg
 
@@ -241,7 +261,7 @@ def test_the_browser_shows_the_asset_graph(ui):
     # the lineage raw -> staging -> intermediate -> marts -> analytics, each group expanded (the
     # UI's own URL state after expanding them); the analysis and report groups stay collapsed: with
     # them open the graph outgrows the window and the UI does not render nodes off screen
-    groups = ["ingestion", "staging", "intermediate", "marts", "publish"]
+    groups = ["raw", "staging", "intermediate", "marts", "analytics"]
     nodes = ui.graphql("{ assetNodes { assetKey { path } groupName } }")["assetNodes"]
     every_group = {n["groupName"] for n in nodes}
     assert set(groups) <= every_group
