@@ -5,6 +5,7 @@ out-of-fold scoring, the bootstrap AUC, Holm, and small-cell suppression of its 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import math
 from pathlib import Path
 
@@ -14,7 +15,6 @@ import pytest
 import yaml
 from scipy import stats
 from sklearn.metrics import roc_auc_score
-from statsmodels.stats.multitest import multipletests
 
 from voice_analytics_dagster.defs.model import fit as a
 from voice_analytics_dagster.defs.model.assets import soundness_problems
@@ -150,27 +150,19 @@ def test_scores_are_out_of_fold(planted_fit):
     np.testing.assert_allclose(flipped[held], risk[held], atol=1e-6)
 
 
-def test_blockwise_newton_equals_statsmodels_on_a_subset_of_rows(monkeypatch):
-    """The cross-validation's memory-lean Newton gives statsmodels' estimates, block boundaries
-    included (a block smaller than the data), with and without a warm start."""
+def test_out_of_fold_risk_equals_statsmodels_fitted_on_the_other_folds(planted_fit):
+    """scikit-learn's fits at OOF_TOLERANCE reach statsmodels' maximum-likelihood estimates: the
+    out-of-fold risk equals statsmodels' Logit fitted on the other folds (scikit-learn's default
+    tolerance stops about 1e-4 short at 1,000,000 sessions)."""
     import statsmodels.api as sm
+    from scipy.special import expit
 
-    rng = np.random.default_rng(5)
-    n = 5_000
-    Z = rng.normal(size=(n, 4))
-    y = (rng.random(n) < 1 / (1 + np.exp(-(-0.8 + Z @ np.array([0.9, -0.4, 0.0, 0.2]))))).astype(float)
-    rows = rng.random(n) < 0.8
-    want = sm.Logit(y[rows], sm.add_constant(Z[rows], has_constant="add")).fit(method="newton", disp=0).params
-    monkeypatch.setattr(a, "NEWTON_BLOCK_ROWS", 777)
-    got, converged = a.logit_newton(Z, y, rows=rows)
-    assert converged
-    np.testing.assert_allclose(got, want, atol=1e-8)
-    warm, converged = a.logit_newton(Z, y, rows=rows, start=want + 0.05)
-    assert converged
-    np.testing.assert_allclose(warm, want, atol=1e-8)
-    all_rows, _ = a.logit_newton(Z, y)
-    np.testing.assert_allclose(
-        all_rows, sm.Logit(y, sm.add_constant(Z, has_constant="add")).fit(method="newton", disp=0).params, atol=1e-8)
+    _, design, result = planted_fit
+    Z, y, fold = design.Z.to_numpy(), design.y, result.fold
+    for k in range(a.FOLDS):
+        test = fold == k
+        params = sm.Logit(y[~test], sm.add_constant(Z[~test], has_constant="add")).fit(method="newton", disp=0).params
+        np.testing.assert_allclose(result.oof_risk[test], expit(params[0] + Z[test] @ params[1:]), rtol=0, atol=1e-9)
 
 
 def test_a_rank_deficient_design_claims_no_driver(planted_fit):
@@ -237,15 +229,21 @@ def test_interval_coverage_and_family_wise_error_over_seeds():
       happen with probability < 0.1% (binom.sf(21, 200, 0.05) = 0.0005), so 21 is the bound.
     """
     covered = false_positive_seeds = 0
-    for seed in range(SEEDS):
-        sim, design = design_of(SESSIONS_PER_SEED, 1_000 + seed, g.PLANTED)
-        drivers, converged, _ = a.fit_drivers(design)
-        asr = next(d for d in drivers if d.feature == "avg_asr_confidence")
-        covered += asr.ci_low <= g.PLANTED.b_asr * sim["avg_asr_confidence"].std() <= asr.ci_high
-        _, null = design_of(SESSIONS_PER_SEED, 5_000 + seed, g.NO_EFFECT)
-        drivers, converged, _ = a.fit_drivers(null)
-        assert converged
-        false_positive_seeds += any(d.is_significant for d in drivers)
+    # statsmodels' Holm runs gc.collect() on every call: frozen, the objects alive before the loop
+    # are not scanned again 400 times (the results do not depend on it)
+    gc.freeze()
+    try:
+        for seed in range(SEEDS):
+            sim, design = design_of(SESSIONS_PER_SEED, 1_000 + seed, g.PLANTED)
+            drivers, converged, _ = a.fit_drivers(design)
+            asr = next(d for d in drivers if d.feature == "avg_asr_confidence")
+            covered += asr.ci_low <= g.PLANTED.b_asr * sim["avg_asr_confidence"].std() <= asr.ci_high
+            _, null = design_of(SESSIONS_PER_SEED, 5_000 + seed, g.NO_EFFECT)
+            drivers, converged, _ = a.fit_drivers(null)
+            assert converged
+            false_positive_seeds += any(d.is_significant for d in drivers)
+    finally:
+        gc.unfreeze()
     assert stats.binom.ppf(0.001, SEEDS, 0.95) == 179 and stats.binom.sf(21, SEEDS, 0.05) < 0.001
     assert covered >= 179, f"coverage {covered}/{SEEDS}"
     assert false_positive_seeds <= 21, f"family-wise false positives {false_positive_seeds}/{SEEDS}"
@@ -269,11 +267,12 @@ def test_too_little_data_fits_nothing_and_claims_nothing():
 
 # -- building blocks against independent implementations ------------------------------------------
 
-def test_holm_matches_statsmodels_and_a_hand_computation():
+def test_holm_matches_a_hand_computation():
     p = np.array([0.01, 0.04, 0.03, 0.005])
     expected_by_hand = np.array([0.03, 0.06, 0.06, 0.02])  # sorted 0.005, 0.01, 0.03, 0.04 -> x4, x3, x2, x1, cummax
     np.testing.assert_allclose(a.holm(p), expected_by_hand)
-    np.testing.assert_allclose(a.holm(p), multipletests(p, method="holm")[1])
+    np.testing.assert_allclose(a.holm(np.array([0.3, 0.6, 0.9])), [0.9, 1.0, 1.0])  # 0.9, 1.2, 0.9: running maximum, capped at 1
+    assert len(a.holm(np.array([]))) == 0
 
 
 def test_weighted_bootstrap_auc_equals_the_auc_of_the_resampled_data():
