@@ -1,7 +1,6 @@
 """The real pipeline on an export too small to fit the model (40 sessions): the model claims
 nothing, every session still gets its (NULL) score row in the same transaction as the other model
-tables, and the run publishes. This is the step's path where the fit never hands the scores over
-to the writing thread (assets/abandonment.py, _ScoresWriter.finish)."""
+tables, and the run publishes."""
 
 from __future__ import annotations
 

@@ -186,34 +186,15 @@ def test_a_rank_deficient_design_claims_no_driver(planted_fit):
 
 
 
-def test_on_scores_hands_over_the_final_risk_before_the_intervals(planted_fit):
-    """The step writes the scores while the fit goes on (assets/abandonment.py): the callback
-    sees every session's final out-of-fold risk once, before any interval exists, and the fit's
-    result does not depend on it."""
+def test_the_fit_is_deterministic(planted_fit):
+    """Same data, same seed: the same result, field by field (the history compares trainings)."""
     _, design, reference = planted_fit
-    seen = []
-
-    def on_scores(result):
-        seen.append((result.session_ids.copy(), result.oof_risk.copy(), result.fold.copy(), result.model_version,
-                     result.auc_ci_low, result.gbm_auc_ci_low, result.brier_score))
-
-    result = a.fit_abandonment_model(design, on_scores=on_scores)
-    assert len(seen) == 1
-    ids, risk, fold, version, auc_ci_low, gbm_ci_low, brier = seen[0]
-    assert (auc_ci_low, gbm_ci_low, brier) == (None, None, None)  # handed over before the intervals
-    assert np.array_equal(ids, result.session_ids) and np.array_equal(fold, result.fold)
-    assert np.array_equal(risk, result.oof_risk) and version == result.model_version
+    result = a.fit_abandonment_model(design)
     for f in dataclasses.fields(result):
         if f.name != "seconds":
             x, y = getattr(result, f.name), getattr(reference, f.name)
             assert np.array_equal(x, y) if isinstance(x, np.ndarray) else x == y, f.name
 
-
-def test_on_scores_is_not_called_without_a_fit():
-    _, design = design_of(40, 3)
-    calls = []
-    result = a.fit_abandonment_model(design, on_scores=calls.append)
-    assert result.status == "insufficient_data" and calls == []
 
 # -- many seeds: interval coverage and the family-wise false-positive rate --------------------------
 

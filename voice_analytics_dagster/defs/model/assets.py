@@ -12,7 +12,6 @@ counted as dropped.
 """
 
 import datetime as dt
-import threading
 import time
 
 import dagster as dg
@@ -110,52 +109,6 @@ def soundness_problems(result: ModelResult, fact_sessions: int, scored: int) -> 
     return problems
 
 
-class _ScoresWriter:
-    """Writes the session scores (a million rows at 1M sessions) on a thread of its own while the
-    fit computes the bootstrap intervals and the calibration, which need the out-of-fold risk but
-    do not change it. It begins the step's transaction on ``conn``; the step adds the other tables
-    to it and commits. At 1,000,000 sessions the scores' COPY took 1.5-1.7 s of the step's 2.3-3.0 s
-    of writing, after the fit, while the machine's second core was idle (the GBM's thread done)."""
-
-    def __init__(self, conn):
-        self.conn = conn
-        self.seconds = 0.0
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
-
-    def start(self, result: ModelResult) -> None:
-        """``fit_abandonment_model``'s ``on_scores``: the scores are final from here."""
-        self._thread = threading.Thread(target=self._run, args=(result,), name="abandonment-scores", daemon=True)
-        self._thread.start()
-
-    def _run(self, result: ModelResult) -> None:
-        try:
-            self.write(result)
-        except BaseException as exc:  # re-raised in the step's thread by finish()
-            self._error = exc
-
-    def write(self, result: ModelResult) -> None:
-        t = time.perf_counter()
-        self.conn.execute(f"create schema if not exists {store.SCHEMA}")
-        store.replace_table(self.conn, "abandonment_session_scores",
-                            store.score_chunks(result.session_ids, result.oof_risk, result.fold, result.model_version))
-        self.seconds = time.perf_counter() - t
-
-    def join(self) -> None:
-        """Wait for the thread (the connection is not to be used, nor closed, before)."""
-        if self._thread is not None:
-            self._thread.join()
-
-    def finish(self, result: ModelResult) -> None:
-        """The scores in the transaction: the thread's, or written now when the fit never handed
-        them over (too few sessions to fit: every risk NULL)."""
-        self.join()
-        if self._error is not None:
-            raise self._error
-        if self._thread is None:
-            self.write(result)
-
-
 @dg.multi_asset(
     name="abandonment_model",
     group_name=GROUP,
@@ -188,30 +141,26 @@ def abandonment_model(context: dg.AssetExecutionContext, warehouse: WarehouseRes
 
     design = build_design(frame)
     del frame
-    # One connection and one transaction for the five tables, as before; the scores thread begins
-    # it while the fit goes on, the step completes and commits it (or it rolls back).
-    with wh.connect() as conn:
-        scores = _ScoresWriter(conn)
-        try:
-            result = fit_abandonment_model(design, on_scores=scores.start)
-        finally:
-            scores.join()
-        del design
-        fit_seconds = time.perf_counter() - started - read_seconds
-        trained_at = dt.datetime.now(dt.UTC)
-        training_id = f"{context.run_id}:{trained_at.isoformat()}"
-        context.log.info(f"abandonment model: {result.status}, {result.n_sessions} sessions, "
-                         f"read {read_seconds:.1f}s, fit {fit_seconds:.1f}s; {result.conclusion}")
+    result = fit_abandonment_model(design)
+    del design
+    fit_seconds = time.perf_counter() - started - read_seconds
+    trained_at = dt.datetime.now(dt.UTC)
+    training_id = f"{context.run_id}:{trained_at.isoformat()}"
+    context.log.info(f"abandonment model: {result.status}, {result.n_sessions} sessions, "
+                     f"read {read_seconds:.1f}s, fit {fit_seconds:.1f}s; {result.conclusion}")
 
-        driver_rows = [
-            [result.model_version, trained_at.isoformat(), d.feature, d.kind, d.reference_level, d.feature_mean,
-             d.feature_sd, d.coefficient, d.std_error, d.ci_low, d.ci_high, d.odds_ratio, d.odds_ratio_ci_low,
-             d.odds_ratio_ci_high, d.coefficient_per_unit, d.p_value, d.p_value_adjusted, d.is_significant, d.rank]
-            for d in result.drivers
-        ]
-        metrics = metric_row(result, training_id, trained_at, fit_seconds)
-        t = time.perf_counter()
-        scores.finish(result)
+    driver_rows = [
+        [result.model_version, trained_at.isoformat(), d.feature, d.kind, d.reference_level, d.feature_mean,
+         d.feature_sd, d.coefficient, d.std_error, d.ci_low, d.ci_high, d.odds_ratio, d.odds_ratio_ci_low,
+         d.odds_ratio_ci_high, d.coefficient_per_unit, d.p_value, d.p_value_adjusted, d.is_significant, d.rank]
+        for d in result.drivers
+    ]
+    metrics = metric_row(result, training_id, trained_at, fit_seconds)
+    t = time.perf_counter()
+    with wh.connect() as conn:  # the five tables in one transaction
+        conn.execute(f"create schema if not exists {store.SCHEMA}")
+        store.replace_table(conn, "abandonment_session_scores",
+                            store.score_chunks(result.session_ids, result.oof_risk, result.fold, result.model_version))
         store.replace_table(conn, "abandonment_drivers", store.rows_to_csv(driver_rows))
         store.replace_table(conn, "abandonment_model_metrics", store.rows_to_csv([metrics]))
         store.append_history(conn, metrics)
@@ -246,7 +195,6 @@ def abandonment_model(context: dg.AssetExecutionContext, warehouse: WarehouseRes
             + "\n\nEverything else in the fact is excluded (voice_analytics_dagster/defs/model/features.py: EXCLUDED)."),
         "seconds": dg.MetadataValue.json({"read": round(read_seconds, 2), "fit": round(fit_seconds, 2),
                                           "write": round(write_seconds, 2),
-                                          "scores_write_beside_fit": round(scores.seconds, 2),
                                           **{k: round(v, 2) for k, v in result.seconds.items()}}),
         "dagster/row_count": 1,
     })

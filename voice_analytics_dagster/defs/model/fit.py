@@ -1,36 +1,19 @@
-"""What drives abandonment: an honest model, recomputed from the data on every run.
+"""What drives abandonment, recomputed from the data on every run.
 
-- Drivers: a logistic regression (statsmodels, maximum likelihood) of is_abandoned on the
-  standardised features of ``features.py``: coefficients are log-odds per standard deviation,
-  with Wald 95% intervals, odds ratios and p-values. A driver is significant only after Holm's
-  correction over all the features (family-wise error rate 5%); drivers are ranked by the size
-  of their standardised coefficient. The strongest-driver statement names the strongest
-  *significant* driver, or says that no driver is significant.
-- Discrimination: 5-fold stratified cross-validation; every session is scored by the model
-  trained on the other folds (out-of-fold), and the AUC is computed on those scores, with a
-  percentile bootstrap 95% interval over sessions (the interval covers the sampling of the
-  scored sessions, not the refitting of the model, the usual and slightly optimistic choice).
-- The design's trade-off, measured: a gradient-boosted model (scikit-learn
-  HistGradientBoosting) on the same folds; its AUC against the logistic model's on the same
-  sessions, with a paired bootstrap interval of the difference.
-- Calibration: deciles of the out-of-fold risk (mean predicted against observed rate), the
-  calibration intercept and slope (a logistic regression of the outcome on the out-of-fold
-  logit), and the Brier score.
-
-Size: everything is linear in the sessions except the GBM and the bootstrap, which run on a
-stratified subsample when the data are larger (GBM_MAX_SESSIONS, BOOTSTRAP_MAX_SESSIONS); the
-point AUC of the logistic model always uses every session. Measured in the pipeline on this
-2-core machine at 1,000,000 sessions (1 Dec): read 3.8-5.0 s (COPY), fit 6.3-8.3 s, the scores
-written beside the fit's last part (2.0-2.9 s in their thread) and the other tables after it
-(0.2 s) (docs/PERFORMANCE.md, "L").
+- Drivers: statsmodels' logistic regression on the standardised features (features.py): log-odds
+  per SD with Wald 95% intervals, significant only after Holm's correction over all features;
+  the strongest driver is the strongest significant one, or none.
+- Discrimination: the AUC of 5-fold out-of-fold scores with a percentile bootstrap interval over
+  the scored sessions (not over refits: the usual, slightly optimistic choice); a gradient-boosted
+  model on the same folds shows what the linear model gives up.
+- Calibration: deciles of the out-of-fold risk, intercept, slope and Brier score.
+The GBM and the bootstraps use stratified subsamples of large data; the point AUC every session.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -343,21 +326,11 @@ def fit_abandonment_model(
     bootstrap_max: int = BOOTSTRAP_MAX_SESSIONS,
     gbm_max: int = GBM_MAX_SESSIONS,
     seed: int = SEED,
-    on_scores: Callable[[ModelResult], None] | None = None,
 ) -> ModelResult:
     """Drivers, cross-validated discrimination, the GBM comparison and calibration.
 
-    ``on_scores`` is called with the result as soon as every session has its out-of-fold risk
-    (``session_ids``, ``oof_risk``, ``fold``, ``model_version`` set), before the bootstrap, the
-    GBM's paired bootstrap and the calibration: the step writes the scores meanwhile
-    (assets/abandonment.py). It must not change the result. Not called when the data are too few
-    to fit.
-
-    BLAS and OpenMP are limited to 1 thread: on this 2-core machine shared with other jobs,
-    OpenMP's spinning threads made the GBM 7x slower with 2 threads (5,000 sessions, 5 folds:
-    9.4 s against 1.2 s with 1 thread, load average 5). The GBM comparison runs in a second
-    Python thread beside the logistic model instead (``_fit``): two single-threaded fits, one
-    per core; the results are the same to the bit (300,000 sessions compared field by field)."""
+    BLAS and OpenMP run one thread: on a small machine shared with other work (the database, dbt),
+    OpenMP's spinning threads made the GBM several times slower, not faster."""
     # threadpoolctl limits only the thread pools already loaded: import them first
     import sklearn.ensemble  # noqa: F401  (OpenMP)
     import statsmodels.api  # noqa: F401  (BLAS)
@@ -365,11 +338,11 @@ def fit_abandonment_model(
 
     with threadpool_limits(limits=1):
         return _fit(design, folds=folds, replicates=replicates, bootstrap_max=bootstrap_max,
-                    gbm_max=gbm_max, seed=seed, on_scores=on_scores)
+                    gbm_max=gbm_max, seed=seed)
 
 
 def _fit(design: Design, *, folds: int, replicates: int, bootstrap_max: int, gbm_max: int,
-         seed: int, on_scores: Callable[[ModelResult], None] | None = None) -> ModelResult:
+         seed: int) -> ModelResult:
     y = design.y
     n_events = int(y.sum())
     result = ModelResult(
@@ -384,21 +357,41 @@ def _fit(design: Design, *, folds: int, replicates: int, bootstrap_max: int, gbm
         result.session_ids, result.oof_risk = design.session_ids, np.full(len(y), np.nan)
         return result
 
+    t = time.perf_counter()
+    try:
+        result.drivers, converged, _ = fit_drivers(design)
+    except (np.linalg.LinAlgError, ValueError) as exc:  # singular design, perfect separation
+        result.status, result.message = "not_converged", f"logistic regression failed: {exc}"
+        converged = False
+    if result.status == "fitted" and not converged:
+        result.status, result.message = "not_converged", "logistic regression did not converge; no driver claimed"
+    result.seconds["drivers"] = time.perf_counter() - t
+
+    t = time.perf_counter()
     Z = design.Z.to_numpy()
     fold = fold_labels(y, folds, seed)
+    risk = out_of_fold_logit(Z, y, fold)
+    result.fold, result.oof_risk, result.session_ids = fold, risk, design.session_ids
+    result.auc = auc(risk, y)
+    result.seconds["cross_validation"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    boot_idx = stratified_subsample(y, bootstrap_max, seed + 1)
+    result.bootstrap_sessions = len(boot_idx)
+    boots = bootstrap_auc(y[boot_idx], [risk[boot_idx]], replicates, seed + 2)[:, 0]
+    if len(boot_idx) < len(y):  # m-out-of-n: rescale the deviations to n sessions
+        boots = result.auc + (boots - auc(risk[boot_idx], y[boot_idx])) * math.sqrt(len(boot_idx) / len(y))
+    result.auc_ci_low, result.auc_ci_high = (float(v) for v in np.quantile(boots, [0.025, 0.975]))
+    result.seconds["bootstrap"] = time.perf_counter() - t
+
+    t = time.perf_counter()
     gbm_idx = stratified_subsample(y, gbm_max, seed + 3)
-    # The GBM needs nothing from the logistic model until their paired bootstrap: it is fitted in
-    # a second thread meanwhile (its trees release the GIL), on the machine's other core. At
-    # 1,000,000 sessions it took 1.4 s of the step's 11 s, one after the other (1 Dec).
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gbm") as pool:
-        gbm = pool.submit(_gbm_comparison, Z[gbm_idx], y[gbm_idx], fold[gbm_idx], seed)
-        _fit_logit(result, design, Z, fold, replicates=replicates, bootstrap_max=bootstrap_max, seed=seed,
-                   on_scores=on_scores)
-        gbm_risk, result.seconds["gbm"] = gbm.result()
-    risk = result.oof_risk
+    gbm_risk = out_of_fold_gbm(Z[gbm_idx], y[gbm_idx], fold[gbm_idx], seed)
     result.gbm_sessions = len(gbm_idx)
     result.gbm_auc = auc(gbm_risk, y[gbm_idx])
     result.logit_auc_on_gbm_sessions = auc(risk[gbm_idx], y[gbm_idx])
+    result.seconds["gbm"] = time.perf_counter() - t
+
     t = time.perf_counter()
     sub = gbm_idx if len(gbm_idx) <= bootstrap_max else gbm_idx[stratified_subsample(y[gbm_idx], bootstrap_max, seed + 4)]
     paired = bootstrap_auc(y[sub], [gbm_risk[np.searchsorted(gbm_idx, sub)], risk[sub]], replicates, seed + 5)
@@ -413,48 +406,6 @@ def _fit(design: Design, *, folds: int, replicates: int, bootstrap_max: int, gbm
         calibration_summary(y, risk))
     result.seconds["calibration"] = time.perf_counter() - t
     return result
-
-
-def _gbm_comparison(X: np.ndarray, y: np.ndarray, fold: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
-    """The GBM's out-of-fold risk on its subsample, and its seconds (in the worker thread:
-    OpenMP's thread count is per calling thread, so the single-thread limit is set here too)."""
-    from threadpoolctl import threadpool_limits
-
-    t = time.perf_counter()
-    with threadpool_limits(limits=1):
-        return out_of_fold_gbm(X, y, fold, seed), time.perf_counter() - t
-
-
-def _fit_logit(result: ModelResult, design: Design, Z: np.ndarray, fold: np.ndarray, *, replicates: int,
-               bootstrap_max: int, seed: int, on_scores: Callable[[ModelResult], None] | None = None) -> None:
-    """The drivers, the out-of-fold risk and its AUC with the bootstrap interval, into ``result``."""
-    y = design.y
-    t = time.perf_counter()
-    try:
-        result.drivers, converged, _ = fit_drivers(design)
-    except (np.linalg.LinAlgError, ValueError) as exc:  # singular design, perfect separation
-        result.status, result.message = "not_converged", f"logistic regression failed: {exc}"
-        converged = False
-    if result.status == "fitted" and not converged:
-        result.status, result.message = "not_converged", "logistic regression did not converge; no driver claimed"
-    result.seconds["drivers"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    risk = out_of_fold_logit(Z, y, fold)
-    result.fold, result.oof_risk, result.session_ids = fold, risk, design.session_ids
-    result.auc = auc(risk, y)
-    result.seconds["cross_validation"] = time.perf_counter() - t
-    if on_scores is not None:
-        on_scores(result)
-
-    t = time.perf_counter()
-    boot_idx = stratified_subsample(y, bootstrap_max, seed + 1)
-    result.bootstrap_sessions = len(boot_idx)
-    boots = bootstrap_auc(y[boot_idx], [risk[boot_idx]], replicates, seed + 2)[:, 0]
-    if len(boot_idx) < len(y):  # m-out-of-n: rescale the deviations to n sessions
-        boots = result.auc + (boots - auc(risk[boot_idx], y[boot_idx])) * math.sqrt(len(boot_idx) / len(y))
-    result.auc_ci_low, result.auc_ci_high = (float(v) for v in np.quantile(boots, [0.025, 0.975]))
-    result.seconds["bootstrap"] = time.perf_counter() - t
 
 
 def drivers_frame(result: ModelResult) -> pd.DataFrame:
