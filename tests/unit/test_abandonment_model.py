@@ -1,12 +1,14 @@
 """The abandonment model's pure functions, without a database: the feature policy, the planted
 effect recovered with honest intervals, the family-wise false-positive rate over many seeds,
-out-of-fold scoring, the bootstrap AUC, Holm, and small-cell suppression of its outputs."""
+out-of-fold scoring, designs that cannot name a driver, the bootstrap AUC, Holm, and small-cell
+suppression of its outputs."""
 
 from __future__ import annotations
 
 import dataclasses
 import gc
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ from scipy import stats
 from sklearn.metrics import roc_auc_score
 
 from voice_analytics_dagster.defs.model import fit as a
-from voice_analytics_dagster.defs.model.assets import soundness_problems
+from voice_analytics_dagster.defs.model.assets import metric_row, soundness_problems
 from voice_analytics_dagster.defs.model.features import (
     EXCLUDED,
     FEATURES,
@@ -165,25 +167,56 @@ def test_out_of_fold_risk_equals_statsmodels_fitted_on_the_other_folds(planted_f
         np.testing.assert_allclose(result.oof_risk[test], expit(params[0] + Z[test] @ params[1:]), rtol=0, atol=1e-9)
 
 
+def _with_feature(design, name: str, z: np.ndarray):
+    """The design with one more standardised feature."""
+    return dataclasses.replace(
+        design, Z=design.Z.assign(**{name: z}), kinds={**design.kinds, name: "numeric"},
+        reference_levels={**design.reference_levels, name: None},
+        mean=pd.concat([design.mean, pd.Series({name: 0.0})]), sd=pd.concat([design.sd, pd.Series({name: 1.0})]))
+
+
+def _published_figures_are_finite_or_null(result) -> None:
+    row = metric_row(result, "t", pd.Timestamp("2026-01-01", tz="UTC"), 1.0)
+    assert all(v is None or not isinstance(v, float) or math.isfinite(v) for v in row)
+    for d in result.drivers:
+        assert all(not isinstance(v, float) or not math.isinf(v) for v in d.__dict__.values()), d
+
+
 def test_a_rank_deficient_design_claims_no_driver(planted_fit):
-    """Two copies of a feature (statsmodels' rank check is off, see fit_drivers; it only set the
-    degrees of freedom): their standard errors explode (or are NaN), so neither copy is claimed,
-    with the rank check or without it."""
-    import dataclasses
-
-    _, design, _ = planted_fit
+    """Two copies of a feature: their effects are not identified. No driver is claimed, the
+    collinear features are named, every published figure is finite or NULL, and the out-of-fold
+    risk (identified: it does not depend on how the effect is split between the copies) is the
+    one of the design without the copy."""
+    _, design, reference = planted_fit
     name = design.feature_names[0]
-    twin = design.Z.assign(**{f"{name} (copy)": design.Z[name]})
-    broken = dataclasses.replace(
-        design, Z=twin, kinds={**design.kinds, f"{name} (copy)": design.kinds[name]},
-        reference_levels={**design.reference_levels, f"{name} (copy)": design.reference_levels[name]},
-        mean=pd.concat([design.mean, pd.Series({f"{name} (copy)": design.mean[name]})]),
-        sd=pd.concat([design.sd, pd.Series({f"{name} (copy)": design.sd[name]})]))
-    result = a.fit_abandonment_model(broken)
-    twins = {d.feature: d for d in result.drivers if d.feature in (name, f"{name} (copy)")}
-    assert len(twins) == 2 and all(not d.std_error < 1e3 and not d.is_significant for d in twins.values())  # huge or NaN
-    assert result.strongest_driver not in twins
+    broken = _with_feature(design, f"{name} (copy)", design.Z[name].to_numpy())
+    assert a.collinear_features(broken.Z.to_numpy(), broken.feature_names) == [name, f"{name} (copy)"]
+    assert a.collinear_features(design.Z.to_numpy(), design.feature_names) == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scikit-learn's notice of a singular Hessian
+        result = a.fit_abandonment_model(broken, replicates=50)
+    assert result.status == "rank_deficient" and name in result.message and f"{name} (copy)" in result.message
+    assert not result.drivers and result.strongest_driver is None
+    assert result.conclusion.startswith("no model:")
+    np.testing.assert_allclose(result.oof_risk, reference.oof_risk, atol=1e-4)
+    _published_figures_are_finite_or_null(result)
+    assert not soundness_problems(result, result.n_input, result.n_sessions)
 
+
+def test_a_design_the_fit_cannot_converge_on_claims_no_driver():
+    """A feature that almost separates the outcomes: the maximum likelihood is at infinity, the
+    fit does not converge, no driver is claimed, and the overflowing odds ratios are NULL."""
+    _, design = design_of(2_000, 11)
+    x = np.where(design.y == 1, 1.0, -1.0) + np.random.default_rng(0).normal(0, 0.01, len(design.y))
+    separated = _with_feature(design, "separates", (x - x.mean()) / x.std(ddof=1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # statsmodels' and scikit-learn's separation notices
+        result = a.fit_abandonment_model(separated, replicates=50)
+    assert result.status == "not_converged" and result.strongest_driver is None and not result.significant
+    top = result.drivers[0]
+    assert top.feature == "separates" and math.isnan(top.odds_ratio_ci_high)  # exp() overflowed
+    _published_figures_are_finite_or_null(result)
+    assert not soundness_problems(result, result.n_input, result.n_sessions)
 
 
 def test_the_fit_is_deterministic(planted_fit):
@@ -216,12 +249,13 @@ def test_interval_coverage_and_family_wise_error_over_seeds():
     try:
         for seed in range(SEEDS):
             sim, design = design_of(SESSIONS_PER_SEED, 1_000 + seed, g.PLANTED)
-            drivers, converged, _ = a.fit_drivers(design)
+            drivers, status, _ = a.fit_drivers(design)
+            assert status == "fitted"
             asr = next(d for d in drivers if d.feature == "avg_asr_confidence")
             covered += asr.ci_low <= g.PLANTED.b_asr * sim["avg_asr_confidence"].std() <= asr.ci_high
             _, null = design_of(SESSIONS_PER_SEED, 5_000 + seed, g.NO_EFFECT)
-            drivers, converged, _ = a.fit_drivers(null)
-            assert converged
+            drivers, status, _ = a.fit_drivers(null)
+            assert status == "fitted"
             false_positive_seeds += any(d.is_significant for d in drivers)
     finally:
         gc.unfreeze()

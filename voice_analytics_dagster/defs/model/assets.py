@@ -88,14 +88,19 @@ def calibration_rows(result: ModelResult, k: int) -> list[list]:
 
 
 def soundness_problems(result: ModelResult, fact_sessions: int, scored: int) -> list[str]:
-    """What would make the published model tables wrong. Pure; empty when sound."""
+    """What would make the published model tables wrong. Pure; empty when sound. A model that is
+    not fitted may publish NULL (NaN) figures, but no significant driver."""
     problems = []
+    fitted = result.status == "fitted"
     for d in result.drivers:
-        if not (d.ci_low <= d.coefficient <= d.ci_high):
+        figures = [v for k, v in d.__dict__.items() if isinstance(v, float)]
+        if any(np.isinf(v) or (fitted and np.isnan(v)) for v in figures):
+            problems.append(f"{d.feature}: a figure is {'infinite or missing' if fitted else 'infinite'}")
+        if fitted and not (d.ci_low <= d.coefficient <= d.ci_high):
             problems.append(f"{d.feature}: interval does not contain the coefficient")
-        if not (0 <= d.p_value <= d.p_value_adjusted + 1e-12 and d.p_value_adjusted <= 1):
+        if fitted and not (0 <= d.p_value <= d.p_value_adjusted + 1e-12 and d.p_value_adjusted <= 1):
             problems.append(f"{d.feature}: p-value or Holm adjustment out of order")
-        if d.is_significant != (d.p_value_adjusted < ALPHA and result.status == "fitted"):
+        if d.is_significant != (fitted and d.p_value_adjusted < ALPHA):
             problems.append(f"{d.feature}: is_significant disagrees with its adjusted p-value")
     strongest = result.strongest_driver
     if strongest is not None and not any(d.feature == strongest and d.is_significant for d in result.drivers):

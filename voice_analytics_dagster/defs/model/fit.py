@@ -77,7 +77,7 @@ class CalibrationBin:
 
 @dataclass
 class ModelResult:
-    status: str  # fitted | insufficient_data | not_converged
+    status: str  # fitted | insufficient_data | not_converged | rank_deficient
     message: str
     model_version: str
     n_input: int
@@ -144,44 +144,72 @@ def holm(p_values: np.ndarray) -> np.ndarray:
     return multipletests(p, method="holm")[1] if len(p) else np.zeros(0)
 
 
-def fit_drivers(design: Design) -> tuple[list[Driver], bool, np.ndarray]:
-    """The logistic regression on the standardised features; (drivers ranked, converged,
-    coefficients with the intercept first)."""
+def collinear_features(Z: np.ndarray, names: list[str]) -> list[str]:
+    """The features in a linear dependence of the standardised design (none when it has full
+    rank). Read from the k x k cross-product, which costs no copy of the design, unlike
+    statsmodels' own rank check (a QR decomposition of the whole design)."""
+    gram = Z.T @ Z
+    if np.linalg.matrix_rank(gram, hermitian=True) == len(names):
+        return []
+    values, vectors = np.linalg.eigh(gram)
+    null = vectors[:, values <= values.max() * len(names) * np.finfo(float).eps]
+    return [name for name, loading in zip(names, np.abs(null).max(axis=1), strict=True) if loading > 1e-6]
+
+
+def _finite(x) -> float:
+    """A published figure is a number or NULL (NaN), never an infinity."""
+    x = float(x)
+    return x if math.isfinite(x) else math.nan
+
+
+def fit_drivers(design: Design) -> tuple[list[Driver], str, str]:
+    """The logistic regression on the standardised features: (drivers ranked, status, message).
+
+    status is "fitted", "rank_deficient" (no drivers: their coefficients are not identified) or
+    "not_converged" (drivers listed, none significant; non-finite figures as NaN)."""
     import statsmodels.api as sm
 
-    Z = sm.add_constant(design.Z.to_numpy(), has_constant="add")
-    # check_rank=False: statsmodels' rank check is a QR decomposition of a copy of the whole
-    # design, the model step's peak memory at 1,000,000 sessions (RSS sampled with the stack,
-    # 30 Nov: 997 MB, 895 MB without it). It only sets the degrees of freedom, which nothing here
-    # reads; a rank-deficient design behaves the same either way (an exact singularity raises
-    # LinAlgError and _fit reports the model not converged; otherwise the collinear features'
-    # standard errors explode and none is significant: tests/unit/test_abandonment_model.py).
-    model = sm.Logit(design.y, Z, check_rank=False)
-    fit = model.fit(method="newton", maxiter=100, disp=0, warn_convergence=False)
-    converged = bool(fit.mle_retvals.get("converged", False))
+    names = design.feature_names
+    Z = design.Z.to_numpy()
+    collinear = collinear_features(Z, names)
+    if collinear:
+        return [], "rank_deficient", (
+            f"the features {', '.join(collinear)} are linearly dependent in this data: their effects cannot be "
+            "told apart; no driver claimed")
+    # check_rank=False: collinear_features has checked the rank without statsmodels' copy of the design
+    model = sm.Logit(design.y, sm.add_constant(Z, has_constant="add"), check_rank=False)
+    try:
+        fit = model.fit(method="newton", maxiter=100, disp=0, warn_convergence=False)
+    except (np.linalg.LinAlgError, ValueError) as exc:  # a singular Hessian, perfect separation
+        return [], "not_converged", f"logistic regression failed: {exc}; no driver claimed"
     params = np.asarray(fit.params)[1:]
     bse = np.asarray(fit.bse)[1:]
     ci = np.asarray(fit.conf_int(alpha=ALPHA))[1:]
     p = np.asarray(fit.pvalues)[1:]
+    converged = bool(fit.mle_retvals.get("converged", False)) and bool(np.isfinite(params).all()
+                                                                        and np.isfinite(bse).all())
+    status, message = ("fitted", "") if converged else (
+        "not_converged", "logistic regression did not converge; no driver claimed")
     adjusted = holm(p)
     order = np.argsort(-np.abs(params), kind="stable")
     rank = np.empty(len(params), dtype=int)
     rank[order] = np.arange(1, len(params) + 1)
     drivers = []
-    for j, name in enumerate(design.feature_names):
-        sd = float(design.sd[name])
-        drivers.append(Driver(
-            feature=name, kind=design.kinds[name], reference_level=design.reference_levels[name],
-            feature_mean=float(design.mean[name]), feature_sd=sd,
-            coefficient=float(params[j]), std_error=float(bse[j]),
-            ci_low=float(ci[j, 0]), ci_high=float(ci[j, 1]),
-            odds_ratio=math.exp(params[j]), odds_ratio_ci_low=math.exp(ci[j, 0]),
-            odds_ratio_ci_high=math.exp(ci[j, 1]),
-            coefficient_per_unit=float(params[j] / sd),
-            p_value=float(p[j]), p_value_adjusted=float(adjusted[j]),
-            is_significant=bool(converged and adjusted[j] < ALPHA), rank=int(rank[j]),
-        ))
-    return sorted(drivers, key=lambda d: d.rank), converged, np.asarray(fit.params)
+    with np.errstate(over="ignore"):
+        for j, name in enumerate(names):
+            sd = float(design.sd[name])
+            drivers.append(Driver(
+                feature=name, kind=design.kinds[name], reference_level=design.reference_levels[name],
+                feature_mean=float(design.mean[name]), feature_sd=sd,
+                coefficient=_finite(params[j]), std_error=_finite(bse[j]),
+                ci_low=_finite(ci[j, 0]), ci_high=_finite(ci[j, 1]),
+                odds_ratio=_finite(np.exp(params[j])), odds_ratio_ci_low=_finite(np.exp(ci[j, 0])),
+                odds_ratio_ci_high=_finite(np.exp(ci[j, 1])),
+                coefficient_per_unit=_finite(params[j] / sd),
+                p_value=_finite(p[j]), p_value_adjusted=_finite(adjusted[j]),
+                is_significant=bool(converged and adjusted[j] < ALPHA), rank=int(rank[j]),
+            ))
+    return sorted(drivers, key=lambda d: d.rank), status, message
 
 
 def fold_labels(y: np.ndarray, folds: int = FOLDS, seed: int = SEED) -> np.ndarray:
@@ -358,15 +386,10 @@ def _fit(design: Design, *, folds: int, replicates: int, bootstrap_max: int, gbm
         return result
 
     t = time.perf_counter()
-    try:
-        result.drivers, converged, _ = fit_drivers(design)
-    except (np.linalg.LinAlgError, ValueError) as exc:  # singular design, perfect separation
-        result.status, result.message = "not_converged", f"logistic regression failed: {exc}"
-        converged = False
-    if result.status == "fitted" and not converged:
-        result.status, result.message = "not_converged", "logistic regression did not converge; no driver claimed"
+    result.drivers, result.status, result.message = fit_drivers(design)
     result.seconds["drivers"] = time.perf_counter() - t
 
+    # the out-of-fold risk is defined even for a rank-deficient design: its predictions are identified
     t = time.perf_counter()
     Z = design.Z.to_numpy()
     fold = fold_labels(y, folds, seed)

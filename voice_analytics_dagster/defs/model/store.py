@@ -55,7 +55,7 @@ METRIC_COLUMNS: list[Column] = [
     ("training_id", "text", "Identifier of the training (the Dagster run id and the time)."),
     ("model_version", "text", "The model (name, revision, hash of the feature set)."),
     ("trained_at", "timestamptz", "When the model was trained."),
-    ("status", "text", "fitted, insufficient_data or not_converged."),
+    ("status", "text", "fitted, insufficient_data, not_converged or rank_deficient (no driver is claimed unless fitted)."),
     ("message", "text", "Why a model was not fitted, if it was not."),
     ("n_sessions_read", "bigint", "Sessions read from the fact."),
     ("n_sessions", "bigint", "Sessions used (read minus those with a NULL feature)."),
