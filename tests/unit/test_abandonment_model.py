@@ -30,6 +30,7 @@ from voice_analytics_dagster.defs.model.features import (
     frame_from_simulation,
 )
 from voice_analytics_dagster.defs.model.privacy import suppress_small_cells
+from voice_analytics_dagster.defs.model.store import TrainingData
 from voice_analytics_dagster.tools import generator as g
 
 MARTS = Path(__file__).resolve().parents[2] / "dbt" / "models" / "marts"
@@ -176,7 +177,8 @@ def _with_feature(design, name: str, z: np.ndarray):
 
 
 def _published_figures_are_finite_or_null(result) -> None:
-    row = metric_row(result, "t", pd.Timestamp("2026-01-01", tz="UTC"), 1.0)
+    row = metric_row(result, "t", pd.Timestamp("2026-01-01", tz="UTC"), 1.0,
+                     TrainingData(None, [], 0, None, None, None))
     assert all(v is None or not isinstance(v, float) or math.isfinite(v) for v in row)
     for d in result.drivers:
         assert all(not isinstance(v, float) or not math.isinf(v) for v in d.__dict__.values()), d

@@ -16,6 +16,7 @@ import time
 
 import dagster as dg
 import numpy as np
+import psycopg
 
 from voice_analytics_dagster.defs.model import store
 from voice_analytics_dagster.defs.model.features import FEATURES, OUTCOME, build_design, model_columns
@@ -49,7 +50,8 @@ CALIBRATION = analysis_key("abandonment_calibration")
 SCORES = analysis_key("abandonment_session_scores")
 
 
-def metric_row(result: ModelResult, training_id: str, trained_at: dt.datetime, fit_seconds: float) -> list:
+def metric_row(result: ModelResult, training_id: str, trained_at: dt.datetime, fit_seconds: float,
+               data: store.TrainingData) -> list:
     def opt(v):
         return None if v is None or (isinstance(v, float) and np.isnan(v)) else v
 
@@ -65,7 +67,7 @@ def metric_row(result: ModelResult, training_id: str, trained_at: dt.datetime, f
         opt(result.logit_auc_on_gbm_sessions), opt(result.gbm_minus_logit_auc_ci_low),
         opt(result.gbm_minus_logit_auc_ci_high), opt(result.brier_score), opt(result.calibration_intercept),
         opt(result.calibration_slope), len(result.significant), result.strongest_driver, result.conclusion,
-        fit_seconds,
+        fit_seconds, *data.values(),
     ]
 
 
@@ -141,7 +143,11 @@ def abandonment_model(context: dg.AssetExecutionContext, warehouse: WarehouseRes
     booleans = [OUTCOME] + [f.column for f in FEATURES if f.kind == "boolean"]
     categories = [f.column for f in FEATURES if f.kind == "categorical"]
     with wh.connect() as conn:
+        # the input and what it came from, read in one snapshot
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         frame = store.read_model_input(conn, model_columns(), booleans, categories)
+        data = store.training_data(conn)
+        conn.rollback()
     read_seconds = time.perf_counter() - started
 
     design = build_design(frame)
@@ -151,8 +157,9 @@ def abandonment_model(context: dg.AssetExecutionContext, warehouse: WarehouseRes
     fit_seconds = time.perf_counter() - started - read_seconds
     trained_at = dt.datetime.now(dt.UTC)
     training_id = f"{context.run_id}:{trained_at.isoformat()}"
-    context.log.info(f"abandonment model: {result.status}, {result.n_sessions} sessions, "
-                     f"read {read_seconds:.1f}s, fit {fit_seconds:.1f}s; {result.conclusion}")
+    context.log.info(f"abandonment model: {result.status}, {result.n_sessions} sessions "
+                     f"({data.dataset or 'unrecorded'} data), read {read_seconds:.1f}s, fit {fit_seconds:.1f}s; "
+                     f"{result.conclusion}")
 
     driver_rows = [
         [result.model_version, trained_at.isoformat(), d.feature, d.kind, d.reference_level, d.feature_mean,
@@ -160,7 +167,7 @@ def abandonment_model(context: dg.AssetExecutionContext, warehouse: WarehouseRes
          d.odds_ratio_ci_high, d.coefficient_per_unit, d.p_value, d.p_value_adjusted, d.is_significant, d.rank]
         for d in result.drivers
     ]
-    metrics = metric_row(result, training_id, trained_at, fit_seconds)
+    metrics = metric_row(result, training_id, trained_at, fit_seconds, data)
     t = time.perf_counter()
     with wh.connect() as conn:  # the five tables in one transaction
         conn.execute(f"create schema if not exists {store.SCHEMA}")
@@ -171,13 +178,17 @@ def abandonment_model(context: dg.AssetExecutionContext, warehouse: WarehouseRes
         store.append_history(conn, metrics)
         store.replace_table(conn, "abandonment_calibration",
                             store.rows_to_csv(calibration_rows(result, settings.min_cell_size)))
-        fact_sessions = conn.execute("select count(*) from marts.fact_voice_ai_sessions").fetchone()[0]
+        fact_sessions = conn.execute(f"select count(*) from {store.FACT_RELATION}").fetchone()[0]
         scored = conn.execute(f"select count(*) from {store.SCHEMA}.abandonment_session_scores").fetchone()[0]
         history_rows = conn.execute(f"select count(*) from {store.SCHEMA}.abandonment_model_history").fetchone()[0]
         conn.commit()
     write_seconds = time.perf_counter() - t
 
     common = {"model_version": result.model_version, "status": result.status}
+    trained_on = dg.MetadataValue.json({
+        "dataset": data.dataset, "source_folders": data.source_folders, "input_files": data.input_files,
+        "input_sha256": data.input_sha256, "sessions": result.n_input,
+        "session_dates": [str(data.first_session_date), str(data.last_session_date)]})
     yield dg.MaterializeResult(asset_key=DRIVERS, metadata={
         **common,
         "drivers": dg.MetadataValue.md(markdown_drivers(result)),
@@ -201,10 +212,11 @@ def abandonment_model(context: dg.AssetExecutionContext, warehouse: WarehouseRes
         "seconds": dg.MetadataValue.json({"read": round(read_seconds, 2), "fit": round(fit_seconds, 2),
                                           "write": round(write_seconds, 2),
                                           **{k: round(v, 2) for k, v in result.seconds.items()}}),
+        "trained_on": trained_on,
         "dagster/row_count": 1,
     })
-    yield dg.MaterializeResult(asset_key=HISTORY, metadata={"dagster/row_count": history_rows,
-                                                            "training_id": training_id})
+    yield dg.MaterializeResult(asset_key=HISTORY, metadata={
+        "dagster/row_count": history_rows, "training_id": training_id, "trained_on": trained_on})
     yield dg.MaterializeResult(asset_key=CALIBRATION, metadata={
         "brier_score": result.brier_score if result.brier_score is not None else float("nan"),
         "calibration_slope": result.calibration_slope if result.calibration_slope is not None else float("nan"),

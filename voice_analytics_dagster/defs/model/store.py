@@ -16,16 +16,22 @@ SQL is built by pure functions (tested without a database).
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import io
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import psycopg
 from psycopg import sql
 
+from voice_analytics_dagster.lib.provenance import inputs
+
 SCHEMA = "analysis"
+FACT_RELATION = "marts.fact_voice_ai_sessions"
 
 Column = tuple[str, str, str]  # name, PostgreSQL type, description
 
@@ -85,6 +91,13 @@ METRIC_COLUMNS: list[Column] = [
     ("strongest_driver", "text", "The strongest driver significant after Holm's correction; NULL when none is."),
     ("conclusion", "text", "The result in a sentence."),
     ("fit_seconds", "double precision", "Seconds the fit took."),
+    # what the model was trained on (at the end: an existing history table gains them as columns)
+    ("dataset", "text", "real or synthetic: the kind of export the training data came from; NULL when no load batch is recorded."),
+    ("source_folders", "text[]", "The export or landing folders of the load batches the fact was built from."),
+    ("input_files", "integer", "Input files (active load batches) the fact was built from."),
+    ("input_sha256", "text", "SHA-256 over the sorted SHA-256 checksums of those files: the same files give the same value."),
+    ("first_session_date", "date", "Earliest session date in the fact the model read."),
+    ("last_session_date", "date", "Latest session date in the fact the model read."),
 ]
 
 CALIBRATION_COLUMNS: list[Column] = [
@@ -125,7 +138,7 @@ PRIMARY_KEYS = {
 }
 
 
-def read_model_input_sql(columns: Sequence[str], relation: str = "marts.fact_voice_ai_sessions") -> sql.Composed:
+def read_model_input_sql(columns: Sequence[str], relation: str = FACT_RELATION) -> sql.Composed:
     schema, table = relation.split(".")
     return sql.SQL("copy (select {} from {} order by session_id) to stdout with (format csv, header true)").format(
         sql.SQL(", ").join(sql.Identifier(c) for c in columns), sql.Identifier(schema, table))
@@ -167,7 +180,7 @@ class _CopyReader(io.RawIOBase):
 
 def read_model_input(conn: psycopg.Connection, columns: Sequence[str], booleans: Sequence[str],
                      categories: Sequence[str] = (), key: str = "session_id",
-                     relation: str = "marts.fact_voice_ai_sessions") -> pd.DataFrame:
+                     relation: str = FACT_RELATION) -> pd.DataFrame:
     """The fact's ``columns``, streamed with COPY into pandas (no intermediate copy of the text:
     memory is the parsed frame plus a 1 MB buffer): ``key`` as text, ``categories`` as pandas
     categoricals, ``booleans`` as True/False, the rest as float64."""
@@ -202,8 +215,9 @@ def create_table_sql(name: str, columns: Sequence[Column], description: str, if_
 
 
 def add_missing_columns_sql(name: str, columns: Sequence[Column]) -> str:
-    """The history table outlives code changes: new metric columns are added, never dropped."""
-    return "\n".join(f"alter table {SCHEMA}.{name} add column if not exists {c} {t};" for c, t, _ in columns)
+    """The history table outlives code changes: new metric columns are added, never dropped (a
+    no-op when the table does not exist yet)."""
+    return "\n".join(f"alter table if exists {SCHEMA}.{name} add column if not exists {c} {t};" for c, t, _ in columns)
 
 
 def _literal(text: str) -> str:
@@ -221,9 +235,16 @@ def csv_field(text: str) -> str:
     return text
 
 
+def array_literal(values: Sequence) -> str:
+    """A PostgreSQL array literal of texts: every element quoted, quotes and backslashes escaped."""
+    return "{" + ",".join('"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
+
+
 def _csv_value(v) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return ""
+    if isinstance(v, list | tuple):
+        return csv_field(array_literal(v))
     if isinstance(v, bool) or isinstance(v, np.bool_):
         return "t" if v else "f"
     if isinstance(v, float):
@@ -265,8 +286,9 @@ def replace_table(conn: psycopg.Connection, name: str, payload) -> None:
 def append_history(conn: psycopg.Connection, row: Sequence) -> None:
     name = "abandonment_model_history"
     columns, description = TABLES[name]
-    conn.execute(create_table_sql(name, columns, description, if_not_exists=True))
+    # the columns first: the DDL's comments name every column, the new ones included
     conn.execute(add_missing_columns_sql(name, columns))
+    conn.execute(create_table_sql(name, columns, description, if_not_exists=True))
     copy_rows(conn, name, columns, rows_to_csv([row]))
 
 
@@ -293,3 +315,43 @@ def score_chunks(session_ids: np.ndarray, risk: np.ndarray, fold: np.ndarray | N
         folds = [str(int(f)) for f in fold[sl].tolist()] if fold is not None else [""] * len(ids)
         lines = "\n".join([",".join(row) for row in zip(ids, risks, folds, [version] * len(ids), strict=True)])
         yield (lines + "\n").encode()
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What a training read: the export behind the fact and the sessions' date range."""
+
+    dataset: str | None
+    source_folders: list[str]
+    input_files: int
+    input_sha256: str | None
+    first_session_date: dt.date | None
+    last_session_date: dt.date | None
+
+    def values(self) -> list:
+        """In the order of the provenance columns of METRIC_COLUMNS."""
+        return [self.dataset, self.source_folders, self.input_files, self.input_sha256,
+                self.first_session_date, self.last_session_date]
+
+
+def input_fingerprint(checksums: Iterable[str]) -> str | None:
+    """SHA-256 over the sorted file checksums, one per line: independent of the order the files
+    were loaded in; None without files. Pure."""
+    ordered = sorted(checksums)
+    return hashlib.sha256("\n".join(ordered).encode()).hexdigest() if ordered else None
+
+
+def session_range_sql(relation: str = FACT_RELATION) -> sql.Composed:
+    schema, table = relation.split(".")
+    return sql.SQL("select min(session_date), max(session_date) from {}").format(sql.Identifier(schema, table))
+
+
+def training_data(conn: psycopg.Connection, relation: str = FACT_RELATION) -> TrainingData:
+    """The active load batches (lib/provenance.py) and the fact's session dates, on ``conn``."""
+    files = inputs(conn).files
+    kinds = sorted({f["dataset"] for f in files})
+    first, last = conn.execute(session_range_sql(relation)).fetchone()
+    return TrainingData(
+        dataset="+".join(kinds) or None, source_folders=sorted({f["source"] for f in files if f["source"]}),
+        input_files=len(files), input_sha256=input_fingerprint(f["sha256"] for f in files),
+        first_session_date=first, last_session_date=last)
