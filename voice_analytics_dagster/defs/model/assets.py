@@ -1,14 +1,9 @@
 """The abandonment model as Dagster assets, downstream of the fact.
 
-One step reads the fact's model columns with COPY, fits the model (analysis/abandonment.py) and
-writes five tables into the working schema ``analysis`` in one transaction. They reach BI through
-dbt (dbt sources mapped to these assets' keys): drivers, metrics, history and calibration as the
-certified marts fct_abandonment_*, the session scores in fct_voice_session_export.
-
-A blocking check (``abandonment_model_is_sound``) verifies what the tables claim before
-publication: intervals contain their estimates, the Holm adjustment and the significance flags
-agree, the strongest driver is significant (or NULL), and every fact session is scored or
-counted as dropped.
+One step reads the fact's model columns, fits the model (fit.py) and writes five tables into the
+working schema ``analysis`` in one transaction; dbt reads them as sources (mapped to these assets'
+keys) into the certified marts fct_abandonment_* and fct_voice_session_export. The blocking check
+``abandonment_model_is_sound`` verifies what the tables claim before publication.
 """
 
 import datetime as dt

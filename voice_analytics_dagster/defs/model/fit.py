@@ -24,16 +24,13 @@ from voice_analytics_dagster.defs.model.features import Design
 FOLDS = 5
 ALPHA = 0.05
 BOOTSTRAP_REPLICATES = 1000
-# Bootstrap replicates cost O(n) each (one bincount over the tie groups of the sorted scores).
-# Above BOOTSTRAP_MAX_SESSIONS the interval comes from an m-out-of-n bootstrap: replicates on a
-# stratified subsample of m sessions, their deviations from the subsample's AUC scaled by
-# sqrt(m / n) (the AUC is a U-statistic: its standard error falls as 1 / sqrt(n)) around the
-# AUC of all n sessions. 1,000 replicates on 50,000 sessions: 1.0 s (measured in the pipeline at
-# 1,000,000 sessions; 200,000 sessions took 5.2 s).
+# Each bootstrap replicate costs O(n). Above BOOTSTRAP_MAX_SESSIONS the interval comes from an
+# m-out-of-n bootstrap: replicates on a stratified subsample of m sessions, their deviations from
+# the subsample's AUC scaled by sqrt(m / n) (the AUC is a U-statistic: its standard error falls as
+# 1 / sqrt(n)) around the AUC of all n sessions.
 BOOTSTRAP_MAX_SESSIONS = 50_000
-# HistGradientBoosting, single-threaded (see fit_abandonment_model): five folds on 30,000
-# sessions took 1.8 s at 1,000,000 sessions (100,000 sessions took 29 s under load). Its AUC is
-# compared with the logistic model's on the same subsample and folds (paired bootstrap).
+# A GBM costs far more per session than the logistic model; its comparison with the logistic
+# model is paired (same subsample, same folds), so a subsample of this size can answer it.
 GBM_MAX_SESSIONS = 30_000
 # Fewer events than this in either class (or fewer sessions than folds x this): no model.
 MIN_EVENTS = 20

@@ -1,17 +1,8 @@
-"""The abandonment model's tables in the warehouse: reading its input with COPY (only the needed
-columns, streamed), and writing its outputs into the working schema ``analysis`` (BI cannot
-read it; dbt reads them through staging models, and publishes its certified marts built on them).
-
-Tables (DDL below, one place):
-- analysis.abandonment_drivers        one row per feature of the current model (replaced)
-- analysis.abandonment_model_metrics  one row: the current model (replaced)
-- analysis.abandonment_model_history  one row per training, appended and kept across runs
-- analysis.abandonment_calibration    one row per decile of out-of-fold risk (replaced)
-- analysis.abandonment_session_scores one row per scored session (replaced)
-
-dbt declares them as sources (dbt/models/staging/analysis; tests/unit/test_dbt_layout.py keeps
-the columns there in agreement with these).
-SQL is built by pure functions (tested without a database).
+"""The abandonment model's tables: its input read from the fact with COPY, what it was trained on,
+and its outputs written into the working schema ``analysis``, which dbt reads as sources. The DDL
+is declared here once (TABLES; tests/unit/test_dbt_layout.py keeps dbt's declarations in
+agreement); SQL is built by pure functions. The history keeps one row per training across runs;
+the other tables are replaced.
 """
 
 from __future__ import annotations
@@ -147,10 +138,8 @@ def read_model_input_sql(columns: Sequence[str], relation: str = FACT_RELATION) 
 class _CopyReader(io.RawIOBase):
     """A file object over a COPY TO STDOUT stream, so that pandas parses while it streams.
 
-    PostgreSQL sends one message per row: each ``readinto`` fills the caller's whole buffer
-    from as many rows as fit. (Returning one row per call made pandas' reads go through the
-    buffered reader once per row: the 1M-session model input took 4.0-4.3 s to read, of which
-    1.55 s is iterating the rows and 0.9 s parsing them, 1 Dec.)"""
+    PostgreSQL sends one message per row: each ``readinto`` fills the caller's whole buffer from
+    as many rows as fit (one row per call would send pandas through the buffered reader per row)."""
 
     def __init__(self, chunks: Iterator[memoryview]):
         self._chunks = chunks
@@ -184,11 +173,9 @@ def read_model_input(conn: psycopg.Connection, columns: Sequence[str], booleans:
     """The fact's ``columns``, streamed with COPY into pandas (no intermediate copy of the text:
     memory is the parsed frame plus a 1 MB buffer): ``key`` as text, ``categories`` as pandas
     categoricals, ``booleans`` as True/False, the rest as float64."""
-    # numbers parsed by the CSV reader itself: read as text and converted with pd.to_numeric
-    # afterwards, the 1M-session input took 4.5 s against 2.9 s, the same values to the bit
-    # (6 float columns x 1,000,000 rows compared, 30 Nov).
-    # The categorical features (a handful of levels each) as categoricals: one small integer per
-    # session instead of one Python string each (the 1M-session frame 365 -> 119 MB, 1 Dec).
+    # numbers parsed by the CSV reader itself (quicker than text then pd.to_numeric, same values);
+    # the categorical features (a handful of levels) as categoricals: a small integer per session
+    # instead of a Python string each.
     dtypes = {c: ("str" if c == key else "category" if c in categories else "float64")
               for c in columns if c not in booleans}
     with conn.cursor() as cur, cur.copy(read_model_input_sql(columns, relation)) as copy:
@@ -274,8 +261,7 @@ def primary_key_sql(name: str) -> str:
 
 def replace_table(conn: psycopg.Connection, name: str, payload) -> None:
     """Drop, recreate and fill a table (inside the caller's transaction). The primary key is
-    added after the rows: one sorted index build instead of an index insertion per row (the 1M
-    scores: COPY 2.2 s with the key in place, 1.5-1.7 s + 0.2-0.3 s for the key after, 1 Dec)."""
+    added after the rows: one sorted index build instead of an index insertion per row."""
     columns, description = TABLES[name]
     conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(SCHEMA, name)))
     conn.execute(create_table_sql(name, columns, description, primary_key=False))
@@ -302,15 +288,14 @@ def _csv_texts(values: list[str]) -> list[str]:
 def score_chunks(session_ids: np.ndarray, risk: np.ndarray, fold: np.ndarray | None, model_version: str,
                  chunk: int = 200_000) -> Iterator[bytes]:
     """The scores as CSV, in chunks (memory: one chunk). Floats as Python's repr, the shortest
-    text that reads back to the same double; NaN as NULL. Joined as strings rather than through
-    DataFrame.to_csv: 1,000,000 scores in 0.8 s against 1.8-2.0 s (1 Dec), the same values to the
-    bit (tests/unit/test_analysis_store.py)."""
+    text that reads back to the same double; NaN as NULL. Joined as strings: about twice as quick
+    as DataFrame.to_csv, the same values to the bit (tests/unit/test_analysis_store.py)."""
     n = len(session_ids)
     version = csv_field(model_version)
     for start in range(0, n, chunk):
         sl = slice(start, min(n, start + chunk))
         ids = _csv_texts([str(v) for v in session_ids[sl].tolist()])
-        # _csv_value's rule for floats, inline (a call per value: +0.15 s per million)
+        # _csv_value's rule for floats, inline (a function call per value would add about a fifth)
         risks = ["" if r != r else repr(r) for r in risk[sl].astype(float).tolist()]
         folds = [str(int(f)) for f in fold[sl].tolist()] if fold is not None else [""] * len(ids)
         lines = "\n".join([",".join(row) for row in zip(ids, risks, folds, [version] * len(ids), strict=True)])
