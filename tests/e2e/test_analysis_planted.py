@@ -53,8 +53,8 @@ def test_the_model_names_the_planted_driver_and_covers_its_coefficient(db):
     assert not drivers.loc[["region=urban", "avg_intent_confidence", "misunderstanding_rate"], "is_significant"].any()
     assert 0.65 < metrics.auc < 0.76 and metrics.auc_ci_low < metrics.auc < metrics.auc_ci_high
     assert metrics.gbm_auc is not None and metrics.gbm_sessions == SESSIONS
-    history = frame(db, "select strongest_driver from analytics.fct_abandonment_model_history")
-    assert history.strongest_driver.tolist() == ["avg_asr_confidence"]
+    history = frame(db, "select strongest_driver, dataset from analytics.fct_abandonment_model_history")
+    assert history.strongest_driver.tolist() == ["avg_asr_confidence"] and history.dataset.tolist() == ["synthetic"]
 
 
 def test_the_error_marts_find_the_planted_v2_improvement(db):

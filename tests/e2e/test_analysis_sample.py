@@ -1,14 +1,17 @@
 """The analysis on the real sample, end to end (one pipeline run shared by the module): every new
 certified table is published and readable by the BI role; rates, intervals, percentiles and tests
 agree with independent computations over the certified fact; small cells are suppressed; the
-abandonment model claims no driver; the report is written and linked; the model's history is
-kept across trainings."""
+abandonment model claims no driver and records the data it was trained on; the report is written
+and linked; the model's history is kept across trainings, also in a history table an older
+version created."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from decimal import Decimal
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -324,6 +327,24 @@ def test_the_model_claims_no_driver_on_the_sample(db):
     assert set(folds.cv_fold) == set(range(5)) and folds.n.sum() == 1196
 
 
+def test_the_model_records_the_data_it_was_trained_on(db, sample_dir):
+    """The sample's five files, by their own SHA-256 (computed here from the files), the folder,
+    the dataset kind, the sessions and their dates, in the metrics and the history alike."""
+    metrics = frame(db, "select * from analytics.fct_abandonment_model_metrics").iloc[0]
+    history = frame(db, "select * from analytics.fct_abandonment_model_history")
+    files = sorted(sample_dir.glob("*.csv"))
+    assert len(files) == 5 and len(history) == 1
+    checksums = sorted(hashlib.sha256(f.read_bytes()).hexdigest() for f in files)
+    expected = hashlib.sha256("\n".join(checksums).encode()).hexdigest()
+    sessions, first, last = db.rows("select count(*), min(session_date), max(session_date) "
+                                    "from analytics.fact_voice_ai_sessions")[0]
+    for row in (metrics, history.iloc[0]):
+        assert row.dataset == "real" and row.input_files == 5 and row.input_sha256 == expected
+        assert [Path(f).resolve() for f in row.source_folders] == [sample_dir.resolve()]
+        assert row.n_sessions_read == sessions == 1196
+        assert (row.first_session_date, row.last_session_date) == (first, last)
+
+
 def test_the_report_is_written_and_linked(published, db):
     from dagster import AssetKey
 
@@ -362,19 +383,29 @@ def test_the_report_is_written_and_linked(published, db):
 
 
 def test_history_is_kept_across_trainings(published, db):
+    """A retraining appends to the history. The history here is first made as an older version
+    left it, without the columns on the training data: it gains them, its old row NULL in them."""
     from voice_analytics_dagster.definitions import defs
     from voice_analytics_dagster.defs.automation.jobs import PIPELINE_JOB
     from voice_analytics_dagster.defs.model.assets import abandonment_model
     from voice_analytics_dagster.lib.instance import open_instance
     from voice_analytics_dagster.lib.settings import get_settings
 
+    provenance = ["dataset", "source_folders", "input_files", "input_sha256", "first_session_date",
+                  "last_session_date"]
+    with db.connect() as conn:
+        for column in provenance:
+            conn.execute(f"alter table analysis.abandonment_model_history drop column {column}")
+        conn.commit()
     before = frame(db, "select training_id from analysis.abandonment_model_history")
     job = defs.resolve_job_def(PIPELINE_JOB).get_subset(asset_selection=set(abandonment_model.keys))
     result = job.execute_in_process(instance=open_instance(get_settings()), raise_on_error=False)
     assert result.success
-    after = frame(db, "select training_id, auc from analysis.abandonment_model_history order by trained_at")
+    after = frame(db, "select * from analysis.abandonment_model_history order by trained_at")
     assert len(after) == len(before) + 1 and after.training_id.is_unique
     assert after.auc.iloc[-1] == pytest.approx(after.auc.iloc[0])  # same data, same seed: same model
+    assert after[provenance].iloc[0].isna().all() and after[provenance].iloc[-1].notna().all()
+    assert after.input_sha256.iloc[-1] == frame(db, "select input_sha256 from analytics.fct_abandonment_model_metrics").input_sha256[0]
     assert len(frame(db, "select * from analysis.abandonment_drivers")) == 9  # replaced, not appended
 
 

@@ -1,7 +1,6 @@
 """The real pipeline on an export too small to fit the model (40 sessions): the model claims
 nothing, every session still gets its (NULL) score row in the same transaction as the other model
-tables, and the run publishes. This is the step's path where the fit never hands the scores over
-to the writing thread (assets/abandonment.py, _ScoresWriter.finish)."""
+tables, the training still records the data it read, and the run publishes."""
 
 from __future__ import annotations
 
@@ -36,3 +35,5 @@ def test_too_few_sessions_claim_nothing_and_every_session_has_a_null_score(too_f
     fact_sessions = db.scalar("select count(*) from marts.fact_voice_ai_sessions")
     assert len(scores) == fact_sessions > 0 and scores.abandonment_risk.isna().all()
     assert db.scalar("select count(*) from analytics.fct_abandonment_model_history") == 1
+    history = frame(db, "select * from analytics.fct_abandonment_model_history").iloc[0]
+    assert history.dataset == "synthetic" and history.n_sessions_read == SESSIONS and history.input_files == 5

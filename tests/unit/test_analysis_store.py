@@ -76,3 +76,45 @@ def test_tables_are_created_without_their_key_when_it_is_added_after_the_load():
     assert without.replace("\n);", ",\n    primary key (session_id)\n);", 1) == with_key
     assert primary_key_sql("abandonment_session_scores") == (
         "alter table analysis.abandonment_session_scores add primary key (session_id);")
+
+
+def test_the_input_fingerprint_is_the_sha256_of_the_sorted_checksums():
+    import hashlib
+
+    from voice_analytics_dagster.defs.model.store import input_fingerprint
+
+    sums = [hashlib.sha256(name.encode()).hexdigest() for name in ("users", "sessions", "turns")]
+    expected = hashlib.sha256("\n".join(sorted(sums)).encode()).hexdigest()
+    assert input_fingerprint(sums) == input_fingerprint(reversed(sums)) == expected
+    assert input_fingerprint(sums[:2]) != expected and input_fingerprint([]) is None
+
+
+def test_source_folders_are_written_as_a_text_array_copy_reads_back():
+    """A list becomes one CSV field holding a PostgreSQL array literal: each element quoted,
+    its quotes and backslashes escaped, so commas and braces in a folder name survive."""
+    from voice_analytics_dagster.defs.model.store import array_literal, rows_to_csv
+
+    folders = ["/data/plain", "/data/a,b {x}", 'say "hi"', "back\\slash"]
+    literal = array_literal(folders)
+    assert literal == '{"/data/plain","/data/a,b {x}","say \\"hi\\"","back\\\\slash"}'
+    [[field]] = _parse([rows_to_csv([[folders]])])
+    assert field == literal
+    assert rows_to_csv([[[]]]) == b"{}\n"
+
+
+def test_the_metrics_record_what_the_model_was_trained_on_and_old_histories_gain_it():
+    from voice_analytics_dagster.defs.model.store import (
+        METRIC_COLUMNS,
+        TABLES,
+        TrainingData,
+        add_missing_columns_sql,
+    )
+
+    provenance = ["dataset", "source_folders", "input_files", "input_sha256", "first_session_date", "last_session_date"]
+    # last, in the order of TrainingData.values(): an existing history table gains them at its end
+    assert [c for c, _, _ in METRIC_COLUMNS[-len(provenance):]] == provenance
+    assert len(TrainingData(None, [], 0, None, None, None).values()) == len(provenance)
+    assert TABLES["abandonment_model_history"][0] is METRIC_COLUMNS
+    ddl = add_missing_columns_sql("abandonment_model_history", METRIC_COLUMNS)
+    assert "alter table if exists analysis.abandonment_model_history add column if not exists source_folders text[];" in ddl
+    assert "add column if not exists first_session_date date;" in ddl

@@ -32,5 +32,11 @@ select
     n_significant_drivers,
     strongest_driver,
     conclusion,
-    fit_seconds
+    fit_seconds,
+    dataset,
+    source_folders,
+    input_files,
+    input_sha256,
+    first_session_date,
+    last_session_date
 from {{ ref('stg_analysis__abandonment_model_metrics') }}

@@ -1,22 +1,17 @@
 """The abandonment model as Dagster assets, downstream of the fact.
 
-One step reads the fact's model columns with COPY, fits the model (analysis/abandonment.py) and
-writes five tables into the working schema ``analysis`` in one transaction. They reach BI through
-dbt (dbt sources mapped to these assets' keys): drivers, metrics, history and calibration as the
-certified marts fct_abandonment_*, the session scores in fct_voice_session_export.
-
-A blocking check (``abandonment_model_is_sound``) verifies what the tables claim before
-publication: intervals contain their estimates, the Holm adjustment and the significance flags
-agree, the strongest driver is significant (or NULL), and every fact session is scored or
-counted as dropped.
+One step reads the fact's model columns, fits the model (fit.py) and writes five tables into the
+working schema ``analysis`` in one transaction; dbt reads them as sources (mapped to these assets'
+keys) into the certified marts fct_abandonment_* and fct_voice_session_export. The blocking check
+``abandonment_model_is_sound`` verifies what the tables claim before publication.
 """
 
 import datetime as dt
-import threading
 import time
 
 import dagster as dg
 import numpy as np
+import psycopg
 
 from voice_analytics_dagster.defs.model import store
 from voice_analytics_dagster.defs.model.features import FEATURES, OUTCOME, build_design, model_columns
@@ -50,7 +45,8 @@ CALIBRATION = analysis_key("abandonment_calibration")
 SCORES = analysis_key("abandonment_session_scores")
 
 
-def metric_row(result: ModelResult, training_id: str, trained_at: dt.datetime, fit_seconds: float) -> list:
+def metric_row(result: ModelResult, training_id: str, trained_at: dt.datetime, fit_seconds: float,
+               data: store.TrainingData) -> list:
     def opt(v):
         return None if v is None or (isinstance(v, float) and np.isnan(v)) else v
 
@@ -66,7 +62,7 @@ def metric_row(result: ModelResult, training_id: str, trained_at: dt.datetime, f
         opt(result.logit_auc_on_gbm_sessions), opt(result.gbm_minus_logit_auc_ci_low),
         opt(result.gbm_minus_logit_auc_ci_high), opt(result.brier_score), opt(result.calibration_intercept),
         opt(result.calibration_slope), len(result.significant), result.strongest_driver, result.conclusion,
-        fit_seconds,
+        fit_seconds, *data.values(),
     ]
 
 
@@ -89,14 +85,19 @@ def calibration_rows(result: ModelResult, k: int) -> list[list]:
 
 
 def soundness_problems(result: ModelResult, fact_sessions: int, scored: int) -> list[str]:
-    """What would make the published model tables wrong. Pure; empty when sound."""
+    """What would make the published model tables wrong. Pure; empty when sound. A model that is
+    not fitted may publish NULL (NaN) figures, but no significant driver."""
     problems = []
+    fitted = result.status == "fitted"
     for d in result.drivers:
-        if not (d.ci_low <= d.coefficient <= d.ci_high):
+        figures = [v for k, v in d.__dict__.items() if isinstance(v, float)]
+        if any(np.isinf(v) or (fitted and np.isnan(v)) for v in figures):
+            problems.append(f"{d.feature}: a figure is {'infinite or missing' if fitted else 'infinite'}")
+        if fitted and not (d.ci_low <= d.coefficient <= d.ci_high):
             problems.append(f"{d.feature}: interval does not contain the coefficient")
-        if not (0 <= d.p_value <= d.p_value_adjusted + 1e-12 and d.p_value_adjusted <= 1):
+        if fitted and not (0 <= d.p_value <= d.p_value_adjusted + 1e-12 and d.p_value_adjusted <= 1):
             problems.append(f"{d.feature}: p-value or Holm adjustment out of order")
-        if d.is_significant != (d.p_value_adjusted < ALPHA and result.status == "fitted"):
+        if d.is_significant != (fitted and d.p_value_adjusted < ALPHA):
             problems.append(f"{d.feature}: is_significant disagrees with its adjusted p-value")
     strongest = result.strongest_driver
     if strongest is not None and not any(d.feature == strongest and d.is_significant for d in result.drivers):
@@ -108,52 +109,6 @@ def soundness_problems(result: ModelResult, fact_sessions: int, scored: int) -> 
     if scored + (result.n_input - result.n_sessions) != fact_sessions:
         problems.append(f"{fact_sessions} fact sessions, {scored} scored, {result.n_input - result.n_sessions} dropped")
     return problems
-
-
-class _ScoresWriter:
-    """Writes the session scores (a million rows at 1M sessions) on a thread of its own while the
-    fit computes the bootstrap intervals and the calibration, which need the out-of-fold risk but
-    do not change it. It begins the step's transaction on ``conn``; the step adds the other tables
-    to it and commits. At 1,000,000 sessions the scores' COPY took 1.5-1.7 s of the step's 2.3-3.0 s
-    of writing, after the fit, while the machine's second core was idle (the GBM's thread done)."""
-
-    def __init__(self, conn):
-        self.conn = conn
-        self.seconds = 0.0
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
-
-    def start(self, result: ModelResult) -> None:
-        """``fit_abandonment_model``'s ``on_scores``: the scores are final from here."""
-        self._thread = threading.Thread(target=self._run, args=(result,), name="abandonment-scores", daemon=True)
-        self._thread.start()
-
-    def _run(self, result: ModelResult) -> None:
-        try:
-            self.write(result)
-        except BaseException as exc:  # re-raised in the step's thread by finish()
-            self._error = exc
-
-    def write(self, result: ModelResult) -> None:
-        t = time.perf_counter()
-        self.conn.execute(f"create schema if not exists {store.SCHEMA}")
-        store.replace_table(self.conn, "abandonment_session_scores",
-                            store.score_chunks(result.session_ids, result.oof_risk, result.fold, result.model_version))
-        self.seconds = time.perf_counter() - t
-
-    def join(self) -> None:
-        """Wait for the thread (the connection is not to be used, nor closed, before)."""
-        if self._thread is not None:
-            self._thread.join()
-
-    def finish(self, result: ModelResult) -> None:
-        """The scores in the transaction: the thread's, or written now when the fit never handed
-        them over (too few sessions to fit: every risk NULL)."""
-        self.join()
-        if self._error is not None:
-            raise self._error
-        if self._thread is None:
-            self.write(result)
 
 
 @dg.multi_asset(
@@ -183,47 +138,52 @@ def abandonment_model(context: dg.AssetExecutionContext, warehouse: WarehouseRes
     booleans = [OUTCOME] + [f.column for f in FEATURES if f.kind == "boolean"]
     categories = [f.column for f in FEATURES if f.kind == "categorical"]
     with wh.connect() as conn:
+        # the input and what it came from, read in one snapshot
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         frame = store.read_model_input(conn, model_columns(), booleans, categories)
+        data = store.training_data(conn)
+        conn.rollback()
     read_seconds = time.perf_counter() - started
 
     design = build_design(frame)
     del frame
-    # One connection and one transaction for the five tables, as before; the scores thread begins
-    # it while the fit goes on, the step completes and commits it (or it rolls back).
-    with wh.connect() as conn:
-        scores = _ScoresWriter(conn)
-        try:
-            result = fit_abandonment_model(design, on_scores=scores.start)
-        finally:
-            scores.join()
-        del design
-        fit_seconds = time.perf_counter() - started - read_seconds
-        trained_at = dt.datetime.now(dt.UTC)
-        training_id = f"{context.run_id}:{trained_at.isoformat()}"
-        context.log.info(f"abandonment model: {result.status}, {result.n_sessions} sessions, "
-                         f"read {read_seconds:.1f}s, fit {fit_seconds:.1f}s; {result.conclusion}")
+    result = fit_abandonment_model(design)
+    del design
+    fit_seconds = time.perf_counter() - started - read_seconds
+    trained_at = dt.datetime.now(dt.UTC)
+    training_id = f"{context.run_id}:{trained_at.isoformat()}"
+    context.log.info(f"abandonment model: {result.status}, {result.n_sessions} sessions "
+                     f"({data.dataset or 'unrecorded'} data), read {read_seconds:.1f}s, fit {fit_seconds:.1f}s; "
+                     f"{result.conclusion}")
 
-        driver_rows = [
-            [result.model_version, trained_at.isoformat(), d.feature, d.kind, d.reference_level, d.feature_mean,
-             d.feature_sd, d.coefficient, d.std_error, d.ci_low, d.ci_high, d.odds_ratio, d.odds_ratio_ci_low,
-             d.odds_ratio_ci_high, d.coefficient_per_unit, d.p_value, d.p_value_adjusted, d.is_significant, d.rank]
-            for d in result.drivers
-        ]
-        metrics = metric_row(result, training_id, trained_at, fit_seconds)
-        t = time.perf_counter()
-        scores.finish(result)
+    driver_rows = [
+        [result.model_version, trained_at.isoformat(), d.feature, d.kind, d.reference_level, d.feature_mean,
+         d.feature_sd, d.coefficient, d.std_error, d.ci_low, d.ci_high, d.odds_ratio, d.odds_ratio_ci_low,
+         d.odds_ratio_ci_high, d.coefficient_per_unit, d.p_value, d.p_value_adjusted, d.is_significant, d.rank]
+        for d in result.drivers
+    ]
+    metrics = metric_row(result, training_id, trained_at, fit_seconds, data)
+    t = time.perf_counter()
+    with wh.connect() as conn:  # the five tables in one transaction
+        conn.execute(f"create schema if not exists {store.SCHEMA}")
+        store.replace_table(conn, "abandonment_session_scores",
+                            store.score_chunks(result.session_ids, result.oof_risk, result.fold, result.model_version))
         store.replace_table(conn, "abandonment_drivers", store.rows_to_csv(driver_rows))
         store.replace_table(conn, "abandonment_model_metrics", store.rows_to_csv([metrics]))
         store.append_history(conn, metrics)
         store.replace_table(conn, "abandonment_calibration",
                             store.rows_to_csv(calibration_rows(result, settings.min_cell_size)))
-        fact_sessions = conn.execute("select count(*) from marts.fact_voice_ai_sessions").fetchone()[0]
+        fact_sessions = conn.execute(f"select count(*) from {store.FACT_RELATION}").fetchone()[0]
         scored = conn.execute(f"select count(*) from {store.SCHEMA}.abandonment_session_scores").fetchone()[0]
         history_rows = conn.execute(f"select count(*) from {store.SCHEMA}.abandonment_model_history").fetchone()[0]
         conn.commit()
     write_seconds = time.perf_counter() - t
 
     common = {"model_version": result.model_version, "status": result.status}
+    trained_on = dg.MetadataValue.json({
+        "dataset": data.dataset, "source_folders": data.source_folders, "input_files": data.input_files,
+        "input_sha256": data.input_sha256, "sessions": result.n_input,
+        "session_dates": [str(data.first_session_date), str(data.last_session_date)]})
     yield dg.MaterializeResult(asset_key=DRIVERS, metadata={
         **common,
         "drivers": dg.MetadataValue.md(markdown_drivers(result)),
@@ -246,12 +206,12 @@ def abandonment_model(context: dg.AssetExecutionContext, warehouse: WarehouseRes
             + "\n\nEverything else in the fact is excluded (voice_analytics_dagster/defs/model/features.py: EXCLUDED)."),
         "seconds": dg.MetadataValue.json({"read": round(read_seconds, 2), "fit": round(fit_seconds, 2),
                                           "write": round(write_seconds, 2),
-                                          "scores_write_beside_fit": round(scores.seconds, 2),
                                           **{k: round(v, 2) for k, v in result.seconds.items()}}),
+        "trained_on": trained_on,
         "dagster/row_count": 1,
     })
-    yield dg.MaterializeResult(asset_key=HISTORY, metadata={"dagster/row_count": history_rows,
-                                                            "training_id": training_id})
+    yield dg.MaterializeResult(asset_key=HISTORY, metadata={
+        "dagster/row_count": history_rows, "training_id": training_id, "trained_on": trained_on})
     yield dg.MaterializeResult(asset_key=CALIBRATION, metadata={
         "brier_score": result.brier_score if result.brier_score is not None else float("nan"),
         "calibration_slope": result.calibration_slope if result.calibration_slope is not None else float("nan"),

@@ -1,23 +1,11 @@
 """The abandonment model's feature policy, and the design matrix built from it.
 
-The policy: no feature may leak the outcome. A feature is allowed only if it is known, or can be
-estimated, while the session is still running, and is not derived from how the session ended:
-
-- the caller's attributes (region, disability, first-time digital user), known before the call;
-- the session's context (language, channel, ASR model version), known when the call starts;
-- the turns' quality as *intensive* measures (means and shares: mean ASR and intent confidence,
-  the shares of no-match, no-input and noisy turns, the intent detection rate). They do not grow
-  with the session's length, and a running value exists at every turn, so a live system could
-  compute them before the end.
-
-Everything else in the fact is excluded, with the reason in ``EXCLUDED`` (a test checks that every
-column of fact_voice_ai_sessions is either a feature or excluded with a reason): the outcome and
-what is derived from it; counts and durations (they grow with the session's length, and an
-abandoned session is cut short: turn_count would "predict" abandonment by measuring it);
-transfer_reason, escalation_flag and recovery_success (they describe how the session ended);
-applications (they follow the session). The intensive measures are still computed over the whole
-session: the model explains which conditions go with abandonment; its risk score is not a
-forecast made before the first turn.
+No feature may leak the outcome: a feature is allowed only if it is known, or has a running value,
+while the session is still going, and is not derived from how it ended: the caller's attributes,
+the session's context (language, channel, ASR model version), and the turns' quality as means and
+shares, which do not grow with the session's length. Every other fact column is in ``EXCLUDED``
+with its reason (a test checks that none is unclassified). The shares are still computed over the
+whole session: the model explains which conditions go with abandonment; it is not a forecast.
 """
 
 from __future__ import annotations
@@ -185,7 +173,7 @@ def build_design(frame: pd.DataFrame, features: tuple[Feature, ...] = FEATURES) 
             columns[f.column], kinds[f.column], reference_levels[f.column] = x, "indicator", "false"
         else:
             # by the levels' codes: one pass over the sessions, then a comparison of small
-            # integers per level (the strings' value_counts and == took 0.4 s at 1M sessions)
+            # integers per level instead of Python strings
             categorical = values.astype(str).astype("category") if values.dtype != "category" else values
             codes = categorical.cat.codes.to_numpy()
             names = [str(level) for level in categorical.cat.categories]
@@ -207,9 +195,9 @@ def build_design(frame: pd.DataFrame, features: tuple[Feature, ...] = FEATURES) 
 
     mean = pd.Series({name: x.mean() for name, x in columns.items()}, dtype=np.float64)
     sd = pd.Series({name: x.std(ddof=1) for name, x in columns.items()}, dtype=np.float64)
-    # standardised in place, column by column: no raw-scale copy of the design is kept (92 MB at
-    # 1,000,000 sessions, which kept the model step above 1 GB); the GBM, the only user of the raw
-    # scale, splits on the order of the values, which a positive affine map keeps
+    # standardised in place, column by column: no raw-scale copy of the design is kept; the GBM,
+    # the only user of the raw scale, splits on the order of the values, which a positive affine
+    # map keeps
     for name, x in columns.items():
         x -= mean[name]
         x /= sd[name]

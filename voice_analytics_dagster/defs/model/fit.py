@@ -1,36 +1,19 @@
-"""What drives abandonment: an honest model, recomputed from the data on every run.
+"""What drives abandonment, recomputed from the data on every run.
 
-- Drivers: a logistic regression (statsmodels, maximum likelihood) of is_abandoned on the
-  standardised features of ``features.py``: coefficients are log-odds per standard deviation,
-  with Wald 95% intervals, odds ratios and p-values. A driver is significant only after Holm's
-  correction over all the features (family-wise error rate 5%); drivers are ranked by the size
-  of their standardised coefficient. The strongest-driver statement names the strongest
-  *significant* driver, or says that no driver is significant.
-- Discrimination: 5-fold stratified cross-validation; every session is scored by the model
-  trained on the other folds (out-of-fold), and the AUC is computed on those scores, with a
-  percentile bootstrap 95% interval over sessions (the interval covers the sampling of the
-  scored sessions, not the refitting of the model, the usual and slightly optimistic choice).
-- The design's trade-off, measured: a gradient-boosted model (scikit-learn
-  HistGradientBoosting) on the same folds; its AUC against the logistic model's on the same
-  sessions, with a paired bootstrap interval of the difference.
-- Calibration: deciles of the out-of-fold risk (mean predicted against observed rate), the
-  calibration intercept and slope (a logistic regression of the outcome on the out-of-fold
-  logit), and the Brier score.
-
-Size: everything is linear in the sessions except the GBM and the bootstrap, which run on a
-stratified subsample when the data are larger (GBM_MAX_SESSIONS, BOOTSTRAP_MAX_SESSIONS); the
-point AUC of the logistic model always uses every session. Measured in the pipeline on this
-2-core machine at 1,000,000 sessions (1 Dec): read 3.8-5.0 s (COPY), fit 6.3-8.3 s, the scores
-written beside the fit's last part (2.0-2.9 s in their thread) and the other tables after it
-(0.2 s) (docs/PERFORMANCE.md, "L").
+- Drivers: statsmodels' logistic regression on the standardised features (features.py): log-odds
+  per SD with Wald 95% intervals, significant only after Holm's correction over all features;
+  the strongest driver is the strongest significant one, or none.
+- Discrimination: the AUC of 5-fold out-of-fold scores with a percentile bootstrap interval over
+  the scored sessions (not over refits: the usual, slightly optimistic choice); a gradient-boosted
+  model on the same folds shows what the linear model gives up.
+- Calibration: deciles of the out-of-fold risk, intercept, slope and Brier score.
+The GBM and the bootstraps use stratified subsamples of large data; the point AUC every session.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,16 +24,13 @@ from voice_analytics_dagster.defs.model.features import Design
 FOLDS = 5
 ALPHA = 0.05
 BOOTSTRAP_REPLICATES = 1000
-# Bootstrap replicates cost O(n) each (one bincount over the tie groups of the sorted scores).
-# Above BOOTSTRAP_MAX_SESSIONS the interval comes from an m-out-of-n bootstrap: replicates on a
-# stratified subsample of m sessions, their deviations from the subsample's AUC scaled by
-# sqrt(m / n) (the AUC is a U-statistic: its standard error falls as 1 / sqrt(n)) around the
-# AUC of all n sessions. 1,000 replicates on 50,000 sessions: 1.0 s (measured in the pipeline at
-# 1,000,000 sessions; 200,000 sessions took 5.2 s).
+# Each bootstrap replicate costs O(n). Above BOOTSTRAP_MAX_SESSIONS the interval comes from an
+# m-out-of-n bootstrap: replicates on a stratified subsample of m sessions, their deviations from
+# the subsample's AUC scaled by sqrt(m / n) (the AUC is a U-statistic: its standard error falls as
+# 1 / sqrt(n)) around the AUC of all n sessions.
 BOOTSTRAP_MAX_SESSIONS = 50_000
-# HistGradientBoosting, single-threaded (see fit_abandonment_model): five folds on 30,000
-# sessions took 1.8 s at 1,000,000 sessions (100,000 sessions took 29 s under load). Its AUC is
-# compared with the logistic model's on the same subsample and folds (paired bootstrap).
+# A GBM costs far more per session than the logistic model; its comparison with the logistic
+# model is paired (same subsample, same folds), so a subsample of this size can answer it.
 GBM_MAX_SESSIONS = 30_000
 # Fewer events than this in either class (or fewer sessions than folds x this): no model.
 MIN_EVENTS = 20
@@ -94,7 +74,7 @@ class CalibrationBin:
 
 @dataclass
 class ModelResult:
-    status: str  # fitted | insufficient_data | not_converged
+    status: str  # fitted | insufficient_data | not_converged | rank_deficient
     message: str
     model_version: str
     n_input: int
@@ -154,59 +134,79 @@ class ModelResult:
 
 
 def holm(p_values: np.ndarray) -> np.ndarray:
-    """Holm's step-down adjusted p-values: with the m p-values sorted ascending,
-    adjusted p_(i) = min(1, max over j <= i of (m - j + 1) p_(j)). (Equal to statsmodels'
-    multipletests(method="holm"), which a test checks; that function runs gc.collect() on every
-    call, 75 ms each, which dominated a 400-fit test.)"""
+    """Holm's step-down adjusted p-values (statsmodels' multipletests)."""
+    from statsmodels.stats.multitest import multipletests
+
     p = np.asarray(p_values, dtype=np.float64)
-    m = len(p)
-    if m == 0:
-        return np.zeros(0)
-    order = np.argsort(p, kind="stable")
-    stepped = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
-    adjusted = np.empty(m)
-    adjusted[order] = stepped
-    return adjusted
+    return multipletests(p, method="holm")[1] if len(p) else np.zeros(0)
 
 
-def fit_drivers(design: Design) -> tuple[list[Driver], bool, np.ndarray]:
-    """The logistic regression on the standardised features; (drivers ranked, converged,
-    coefficients with the intercept first)."""
+def collinear_features(Z: np.ndarray, names: list[str]) -> list[str]:
+    """The features in a linear dependence of the standardised design (none when it has full
+    rank). Read from the k x k cross-product, which costs no copy of the design, unlike
+    statsmodels' own rank check (a QR decomposition of the whole design)."""
+    gram = Z.T @ Z
+    if np.linalg.matrix_rank(gram, hermitian=True) == len(names):
+        return []
+    values, vectors = np.linalg.eigh(gram)
+    null = vectors[:, values <= values.max() * len(names) * np.finfo(float).eps]
+    return [name for name, loading in zip(names, np.abs(null).max(axis=1), strict=True) if loading > 1e-6]
+
+
+def _finite(x) -> float:
+    """A published figure is a number or NULL (NaN), never an infinity."""
+    x = float(x)
+    return x if math.isfinite(x) else math.nan
+
+
+def fit_drivers(design: Design) -> tuple[list[Driver], str, str]:
+    """The logistic regression on the standardised features: (drivers ranked, status, message).
+
+    status is "fitted", "rank_deficient" (no drivers: their coefficients are not identified) or
+    "not_converged" (drivers listed, none significant; non-finite figures as NaN)."""
     import statsmodels.api as sm
 
-    Z = sm.add_constant(design.Z.to_numpy(), has_constant="add")
-    # check_rank=False: statsmodels' rank check is a QR decomposition of a copy of the whole
-    # design, the model step's peak memory at 1,000,000 sessions (RSS sampled with the stack,
-    # 30 Nov: 997 MB, 895 MB without it). It only sets the degrees of freedom, which nothing here
-    # reads; a rank-deficient design behaves the same either way (an exact singularity raises
-    # LinAlgError and _fit reports the model not converged; otherwise the collinear features'
-    # standard errors explode and none is significant: tests/unit/test_abandonment_model.py).
-    model = sm.Logit(design.y, Z, check_rank=False)
-    fit = model.fit(method="newton", maxiter=100, disp=0, warn_convergence=False)
-    converged = bool(fit.mle_retvals.get("converged", False))
+    names = design.feature_names
+    Z = design.Z.to_numpy()
+    collinear = collinear_features(Z, names)
+    if collinear:
+        return [], "rank_deficient", (
+            f"the features {', '.join(collinear)} are linearly dependent in this data: their effects cannot be "
+            "told apart; no driver claimed")
+    # check_rank=False: collinear_features has checked the rank without statsmodels' copy of the design
+    model = sm.Logit(design.y, sm.add_constant(Z, has_constant="add"), check_rank=False)
+    try:
+        fit = model.fit(method="newton", maxiter=100, disp=0, warn_convergence=False)
+    except (np.linalg.LinAlgError, ValueError) as exc:  # a singular Hessian, perfect separation
+        return [], "not_converged", f"logistic regression failed: {exc}; no driver claimed"
     params = np.asarray(fit.params)[1:]
     bse = np.asarray(fit.bse)[1:]
     ci = np.asarray(fit.conf_int(alpha=ALPHA))[1:]
     p = np.asarray(fit.pvalues)[1:]
+    converged = bool(fit.mle_retvals.get("converged", False)) and bool(np.isfinite(params).all()
+                                                                        and np.isfinite(bse).all())
+    status, message = ("fitted", "") if converged else (
+        "not_converged", "logistic regression did not converge; no driver claimed")
     adjusted = holm(p)
     order = np.argsort(-np.abs(params), kind="stable")
     rank = np.empty(len(params), dtype=int)
     rank[order] = np.arange(1, len(params) + 1)
     drivers = []
-    for j, name in enumerate(design.feature_names):
-        sd = float(design.sd[name])
-        drivers.append(Driver(
-            feature=name, kind=design.kinds[name], reference_level=design.reference_levels[name],
-            feature_mean=float(design.mean[name]), feature_sd=sd,
-            coefficient=float(params[j]), std_error=float(bse[j]),
-            ci_low=float(ci[j, 0]), ci_high=float(ci[j, 1]),
-            odds_ratio=math.exp(params[j]), odds_ratio_ci_low=math.exp(ci[j, 0]),
-            odds_ratio_ci_high=math.exp(ci[j, 1]),
-            coefficient_per_unit=float(params[j] / sd),
-            p_value=float(p[j]), p_value_adjusted=float(adjusted[j]),
-            is_significant=bool(converged and adjusted[j] < ALPHA), rank=int(rank[j]),
-        ))
-    return sorted(drivers, key=lambda d: d.rank), converged, np.asarray(fit.params)
+    with np.errstate(over="ignore"):
+        for j, name in enumerate(names):
+            sd = float(design.sd[name])
+            drivers.append(Driver(
+                feature=name, kind=design.kinds[name], reference_level=design.reference_levels[name],
+                feature_mean=float(design.mean[name]), feature_sd=sd,
+                coefficient=_finite(params[j]), std_error=_finite(bse[j]),
+                ci_low=_finite(ci[j, 0]), ci_high=_finite(ci[j, 1]),
+                odds_ratio=_finite(np.exp(params[j])), odds_ratio_ci_low=_finite(np.exp(ci[j, 0])),
+                odds_ratio_ci_high=_finite(np.exp(ci[j, 1])),
+                coefficient_per_unit=_finite(params[j] / sd),
+                p_value=_finite(p[j]), p_value_adjusted=_finite(adjusted[j]),
+                is_significant=bool(converged and adjusted[j] < ALPHA), rank=int(rank[j]),
+            ))
+    return sorted(drivers, key=lambda d: d.rank), status, message
 
 
 def fold_labels(y: np.ndarray, folds: int = FOLDS, seed: int = SEED) -> np.ndarray:
@@ -220,64 +220,26 @@ def fold_labels(y: np.ndarray, folds: int = FOLDS, seed: int = SEED) -> np.ndarr
     return labels
 
 
-# Rows per block of the cross-validation's Newton steps. statsmodels' Logit would fit each fold
-# on a copy of the training rows and form its Hessian through an n x k temporary: at 1,000,000
-# sessions that was the model step's peak, about 320 MB above the design (constant-added copy
-# 99 MB, fold copy 79 MB, Hessian temporary 79 MB; RSS sampled with the stack at each new peak,
-# 30 Nov). Blocks of 65,536 rows keep every temporary under 10 MB.
-NEWTON_BLOCK_ROWS = 1 << 16
+# scikit-learn rather than statsmodels for the five cross-validation fits: at 1,000,000 sessions
+# it needs about two thirds of statsmodels' CPU time and of its memory above the design.
+# C=inf is the unpenalised maximum likelihood (penalty=None is deprecated). The default tol=1e-4
+# stops short of the maximum (risks up to 1e-4 from statsmodels'); at 1e-10 they agree to 1e-15.
+OOF_TOLERANCE = 1e-10
 
 
-def logit_newton(Z: np.ndarray, y: np.ndarray, rows: np.ndarray | None = None, start: np.ndarray | None = None,
-                 maxiter: int = 100, tol: float = 1e-8) -> tuple[np.ndarray, bool]:
-    """Maximum-likelihood logistic regression of ``y`` on [1, Z] over the ``rows`` selected (a
-    boolean mask; None = every row), by Newton's method with statsmodels' stopping rule (every
-    coefficient moved less than ``tol``); the gradient and the Hessian are summed block by block,
-    so that neither a copy of Z nor an n x k temporary is made. Returns (coefficients, intercept
-    first; converged). Equal to statsmodels' Logit(method="newton") (tests/unit)."""
-    from scipy.special import expit
-
-    n, k = Z.shape
-    beta = np.zeros(k + 1) if start is None else np.array(start, dtype=float)
-    block = np.empty((min(n, NEWTON_BLOCK_ROWS), k + 1))
-    for _ in range(maxiter):
-        grad = np.zeros(k + 1)
-        info = np.zeros((k + 1, k + 1))
-        for s in range(0, n, NEWTON_BLOCK_ROWS):
-            Zb, yb = Z[s:s + NEWTON_BLOCK_ROWS], y[s:s + NEWTON_BLOCK_ROWS]
-            if rows is not None:
-                keep = rows[s:s + NEWTON_BLOCK_ROWS]
-                Zb, yb = Zb[keep], yb[keep]
-            Xb = block[:len(yb)]
-            Xb[:, 0] = 1.0
-            Xb[:, 1:] = Zb
-            p = expit(Xb @ beta)
-            grad += Xb.T @ (yb - p)
-            info += (Xb.T * (p * (1.0 - p))) @ Xb
-        try:
-            step = np.linalg.solve(info, grad)
-        except np.linalg.LinAlgError:  # a singular Hessian (collinear features): least-squares step
-            step = np.linalg.lstsq(info, grad, rcond=None)[0]
-        beta += step
-        if np.all(np.abs(step) < tol):
-            return beta, True
-    return beta, False
-
-
-def out_of_fold_logit(Z: np.ndarray, y: np.ndarray, fold: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
-    """Each session's risk from the logistic model fitted on the other folds (unpenalised
-    maximum likelihood, ``logit_newton``; ``start``: the full-data coefficients, intercept
-    first, a warm start that saves iterations, not a different answer).
+def out_of_fold_logit(Z: np.ndarray, y: np.ndarray, fold: np.ndarray) -> np.ndarray:
+    """Each session's risk from the unpenalised logistic model fitted on the other folds.
 
     Z is standardised on all sessions; an unpenalised logistic model's predictions do not
     depend on an affine rescaling of its features, so this leaks nothing into the test fold."""
-    from scipy.special import expit
+    from sklearn.linear_model import LogisticRegression
 
     risk = np.empty(len(y))
     for k in np.unique(fold):
         test = fold == k
-        beta, _ = logit_newton(Z, y, rows=~test, start=start)
-        risk[test] = expit(beta[0] + Z[test] @ beta[1:])
+        model = LogisticRegression(C=np.inf, solver="newton-cholesky", tol=OOF_TOLERANCE, max_iter=100)
+        model.fit(Z[~test], y[~test])
+        risk[test] = model.predict_proba(Z[test])[:, 1]
     return risk
 
 
@@ -389,21 +351,11 @@ def fit_abandonment_model(
     bootstrap_max: int = BOOTSTRAP_MAX_SESSIONS,
     gbm_max: int = GBM_MAX_SESSIONS,
     seed: int = SEED,
-    on_scores: Callable[[ModelResult], None] | None = None,
 ) -> ModelResult:
     """Drivers, cross-validated discrimination, the GBM comparison and calibration.
 
-    ``on_scores`` is called with the result as soon as every session has its out-of-fold risk
-    (``session_ids``, ``oof_risk``, ``fold``, ``model_version`` set), before the bootstrap, the
-    GBM's paired bootstrap and the calibration: the step writes the scores meanwhile
-    (assets/abandonment.py). It must not change the result. Not called when the data are too few
-    to fit.
-
-    BLAS and OpenMP are limited to 1 thread: on this 2-core machine shared with other jobs,
-    OpenMP's spinning threads made the GBM 7x slower with 2 threads (5,000 sessions, 5 folds:
-    9.4 s against 1.2 s with 1 thread, load average 5). The GBM comparison runs in a second
-    Python thread beside the logistic model instead (``_fit``): two single-threaded fits, one
-    per core; the results are the same to the bit (300,000 sessions compared field by field)."""
+    BLAS and OpenMP run one thread: on a small machine shared with other work (the database, dbt),
+    OpenMP's spinning threads made the GBM several times slower, not faster."""
     # threadpoolctl limits only the thread pools already loaded: import them first
     import sklearn.ensemble  # noqa: F401  (OpenMP)
     import statsmodels.api  # noqa: F401  (BLAS)
@@ -411,11 +363,11 @@ def fit_abandonment_model(
 
     with threadpool_limits(limits=1):
         return _fit(design, folds=folds, replicates=replicates, bootstrap_max=bootstrap_max,
-                    gbm_max=gbm_max, seed=seed, on_scores=on_scores)
+                    gbm_max=gbm_max, seed=seed)
 
 
 def _fit(design: Design, *, folds: int, replicates: int, bootstrap_max: int, gbm_max: int,
-         seed: int, on_scores: Callable[[ModelResult], None] | None = None) -> ModelResult:
+         seed: int) -> ModelResult:
     y = design.y
     n_events = int(y.sum())
     result = ModelResult(
@@ -430,21 +382,36 @@ def _fit(design: Design, *, folds: int, replicates: int, bootstrap_max: int, gbm
         result.session_ids, result.oof_risk = design.session_ids, np.full(len(y), np.nan)
         return result
 
+    t = time.perf_counter()
+    result.drivers, result.status, result.message = fit_drivers(design)
+    result.seconds["drivers"] = time.perf_counter() - t
+
+    # the out-of-fold risk is defined even for a rank-deficient design: its predictions are identified
+    t = time.perf_counter()
     Z = design.Z.to_numpy()
     fold = fold_labels(y, folds, seed)
+    risk = out_of_fold_logit(Z, y, fold)
+    result.fold, result.oof_risk, result.session_ids = fold, risk, design.session_ids
+    result.auc = auc(risk, y)
+    result.seconds["cross_validation"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    boot_idx = stratified_subsample(y, bootstrap_max, seed + 1)
+    result.bootstrap_sessions = len(boot_idx)
+    boots = bootstrap_auc(y[boot_idx], [risk[boot_idx]], replicates, seed + 2)[:, 0]
+    if len(boot_idx) < len(y):  # m-out-of-n: rescale the deviations to n sessions
+        boots = result.auc + (boots - auc(risk[boot_idx], y[boot_idx])) * math.sqrt(len(boot_idx) / len(y))
+    result.auc_ci_low, result.auc_ci_high = (float(v) for v in np.quantile(boots, [0.025, 0.975]))
+    result.seconds["bootstrap"] = time.perf_counter() - t
+
+    t = time.perf_counter()
     gbm_idx = stratified_subsample(y, gbm_max, seed + 3)
-    # The GBM needs nothing from the logistic model until their paired bootstrap: it is fitted in
-    # a second thread meanwhile (its trees release the GIL), on the machine's other core. At
-    # 1,000,000 sessions it took 1.4 s of the step's 11 s, one after the other (1 Dec).
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gbm") as pool:
-        gbm = pool.submit(_gbm_comparison, Z[gbm_idx], y[gbm_idx], fold[gbm_idx], seed)
-        _fit_logit(result, design, Z, fold, replicates=replicates, bootstrap_max=bootstrap_max, seed=seed,
-                   on_scores=on_scores)
-        gbm_risk, result.seconds["gbm"] = gbm.result()
-    risk = result.oof_risk
+    gbm_risk = out_of_fold_gbm(Z[gbm_idx], y[gbm_idx], fold[gbm_idx], seed)
     result.gbm_sessions = len(gbm_idx)
     result.gbm_auc = auc(gbm_risk, y[gbm_idx])
     result.logit_auc_on_gbm_sessions = auc(risk[gbm_idx], y[gbm_idx])
+    result.seconds["gbm"] = time.perf_counter() - t
+
     t = time.perf_counter()
     sub = gbm_idx if len(gbm_idx) <= bootstrap_max else gbm_idx[stratified_subsample(y[gbm_idx], bootstrap_max, seed + 4)]
     paired = bootstrap_auc(y[sub], [gbm_risk[np.searchsorted(gbm_idx, sub)], risk[sub]], replicates, seed + 5)
@@ -459,50 +426,6 @@ def _fit(design: Design, *, folds: int, replicates: int, bootstrap_max: int, gbm
         calibration_summary(y, risk))
     result.seconds["calibration"] = time.perf_counter() - t
     return result
-
-
-def _gbm_comparison(X: np.ndarray, y: np.ndarray, fold: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
-    """The GBM's out-of-fold risk on its subsample, and its seconds (in the worker thread:
-    OpenMP's thread count is per calling thread, so the single-thread limit is set here too)."""
-    from threadpoolctl import threadpool_limits
-
-    t = time.perf_counter()
-    with threadpool_limits(limits=1):
-        return out_of_fold_gbm(X, y, fold, seed), time.perf_counter() - t
-
-
-def _fit_logit(result: ModelResult, design: Design, Z: np.ndarray, fold: np.ndarray, *, replicates: int,
-               bootstrap_max: int, seed: int, on_scores: Callable[[ModelResult], None] | None = None) -> None:
-    """The drivers, the out-of-fold risk and its AUC with the bootstrap interval, into ``result``."""
-    y = design.y
-    t = time.perf_counter()
-    start = None
-    try:
-        result.drivers, converged, params = fit_drivers(design)
-        start = params if converged else None
-    except (np.linalg.LinAlgError, ValueError) as exc:  # singular design, perfect separation
-        result.status, result.message = "not_converged", f"logistic regression failed: {exc}"
-        converged = False
-    if result.status == "fitted" and not converged:
-        result.status, result.message = "not_converged", "logistic regression did not converge; no driver claimed"
-    result.seconds["drivers"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    risk = out_of_fold_logit(Z, y, fold, start)
-    result.fold, result.oof_risk, result.session_ids = fold, risk, design.session_ids
-    result.auc = auc(risk, y)
-    result.seconds["cross_validation"] = time.perf_counter() - t
-    if on_scores is not None:
-        on_scores(result)
-
-    t = time.perf_counter()
-    boot_idx = stratified_subsample(y, bootstrap_max, seed + 1)
-    result.bootstrap_sessions = len(boot_idx)
-    boots = bootstrap_auc(y[boot_idx], [risk[boot_idx]], replicates, seed + 2)[:, 0]
-    if len(boot_idx) < len(y):  # m-out-of-n: rescale the deviations to n sessions
-        boots = result.auc + (boots - auc(risk[boot_idx], y[boot_idx])) * math.sqrt(len(boot_idx) / len(y))
-    result.auc_ci_low, result.auc_ci_high = (float(v) for v in np.quantile(boots, [0.025, 0.975]))
-    result.seconds["bootstrap"] = time.perf_counter() - t
 
 
 def drivers_frame(result: ModelResult) -> pd.DataFrame:

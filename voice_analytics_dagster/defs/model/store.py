@@ -1,31 +1,28 @@
-"""The abandonment model's tables in the warehouse: reading its input with COPY (only the needed
-columns, streamed), and writing its outputs into the working schema ``analysis`` (BI cannot
-read it; dbt reads them through staging models, and publishes its certified marts built on them).
-
-Tables (DDL below, one place):
-- analysis.abandonment_drivers        one row per feature of the current model (replaced)
-- analysis.abandonment_model_metrics  one row: the current model (replaced)
-- analysis.abandonment_model_history  one row per training, appended and kept across runs
-- analysis.abandonment_calibration    one row per decile of out-of-fold risk (replaced)
-- analysis.abandonment_session_scores one row per scored session (replaced)
-
-dbt declares them as sources (dbt/models/staging/analysis; tests/unit/test_dbt_layout.py keeps
-the columns there in agreement with these).
-SQL is built by pure functions (tested without a database).
+"""The abandonment model's tables: its input read from the fact with COPY, what it was trained on,
+and its outputs written into the working schema ``analysis``, which dbt reads as sources. The DDL
+is declared here once (TABLES; tests/unit/test_dbt_layout.py keeps dbt's declarations in
+agreement); SQL is built by pure functions. The history keeps one row per training across runs;
+the other tables are replaced.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import io
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import psycopg
 from psycopg import sql
 
+from voice_analytics_dagster.lib.provenance import inputs
+
 SCHEMA = "analysis"
+FACT_RELATION = "marts.fact_voice_ai_sessions"
 
 Column = tuple[str, str, str]  # name, PostgreSQL type, description
 
@@ -55,7 +52,7 @@ METRIC_COLUMNS: list[Column] = [
     ("training_id", "text", "Identifier of the training (the Dagster run id and the time)."),
     ("model_version", "text", "The model (name, revision, hash of the feature set)."),
     ("trained_at", "timestamptz", "When the model was trained."),
-    ("status", "text", "fitted, insufficient_data or not_converged."),
+    ("status", "text", "fitted, insufficient_data, not_converged or rank_deficient (no driver is claimed unless fitted)."),
     ("message", "text", "Why a model was not fitted, if it was not."),
     ("n_sessions_read", "bigint", "Sessions read from the fact."),
     ("n_sessions", "bigint", "Sessions used (read minus those with a NULL feature)."),
@@ -85,6 +82,13 @@ METRIC_COLUMNS: list[Column] = [
     ("strongest_driver", "text", "The strongest driver significant after Holm's correction; NULL when none is."),
     ("conclusion", "text", "The result in a sentence."),
     ("fit_seconds", "double precision", "Seconds the fit took."),
+    # what the model was trained on (at the end: an existing history table gains them as columns)
+    ("dataset", "text", "real or synthetic: the kind of export the training data came from; NULL when no load batch is recorded."),
+    ("source_folders", "text[]", "The export or landing folders of the load batches the fact was built from."),
+    ("input_files", "integer", "Input files (active load batches) the fact was built from."),
+    ("input_sha256", "text", "SHA-256 over the sorted SHA-256 checksums of those files: the same files give the same value."),
+    ("first_session_date", "date", "Earliest session date in the fact the model read."),
+    ("last_session_date", "date", "Latest session date in the fact the model read."),
 ]
 
 CALIBRATION_COLUMNS: list[Column] = [
@@ -125,7 +129,7 @@ PRIMARY_KEYS = {
 }
 
 
-def read_model_input_sql(columns: Sequence[str], relation: str = "marts.fact_voice_ai_sessions") -> sql.Composed:
+def read_model_input_sql(columns: Sequence[str], relation: str = FACT_RELATION) -> sql.Composed:
     schema, table = relation.split(".")
     return sql.SQL("copy (select {} from {} order by session_id) to stdout with (format csv, header true)").format(
         sql.SQL(", ").join(sql.Identifier(c) for c in columns), sql.Identifier(schema, table))
@@ -134,10 +138,8 @@ def read_model_input_sql(columns: Sequence[str], relation: str = "marts.fact_voi
 class _CopyReader(io.RawIOBase):
     """A file object over a COPY TO STDOUT stream, so that pandas parses while it streams.
 
-    PostgreSQL sends one message per row: each ``readinto`` fills the caller's whole buffer
-    from as many rows as fit. (Returning one row per call made pandas' reads go through the
-    buffered reader once per row: the 1M-session model input took 4.0-4.3 s to read, of which
-    1.55 s is iterating the rows and 0.9 s parsing them, 1 Dec.)"""
+    PostgreSQL sends one message per row: each ``readinto`` fills the caller's whole buffer from
+    as many rows as fit (one row per call would send pandas through the buffered reader per row)."""
 
     def __init__(self, chunks: Iterator[memoryview]):
         self._chunks = chunks
@@ -167,15 +169,13 @@ class _CopyReader(io.RawIOBase):
 
 def read_model_input(conn: psycopg.Connection, columns: Sequence[str], booleans: Sequence[str],
                      categories: Sequence[str] = (), key: str = "session_id",
-                     relation: str = "marts.fact_voice_ai_sessions") -> pd.DataFrame:
+                     relation: str = FACT_RELATION) -> pd.DataFrame:
     """The fact's ``columns``, streamed with COPY into pandas (no intermediate copy of the text:
     memory is the parsed frame plus a 1 MB buffer): ``key`` as text, ``categories`` as pandas
     categoricals, ``booleans`` as True/False, the rest as float64."""
-    # numbers parsed by the CSV reader itself: read as text and converted with pd.to_numeric
-    # afterwards, the 1M-session input took 4.5 s against 2.9 s, the same values to the bit
-    # (6 float columns x 1,000,000 rows compared, 30 Nov).
-    # The categorical features (a handful of levels each) as categoricals: one small integer per
-    # session instead of one Python string each (the 1M-session frame 365 -> 119 MB, 1 Dec).
+    # numbers parsed by the CSV reader itself (quicker than text then pd.to_numeric, same values);
+    # the categorical features (a handful of levels) as categoricals: a small integer per session
+    # instead of a Python string each.
     dtypes = {c: ("str" if c == key else "category" if c in categories else "float64")
               for c in columns if c not in booleans}
     with conn.cursor() as cur, cur.copy(read_model_input_sql(columns, relation)) as copy:
@@ -202,8 +202,9 @@ def create_table_sql(name: str, columns: Sequence[Column], description: str, if_
 
 
 def add_missing_columns_sql(name: str, columns: Sequence[Column]) -> str:
-    """The history table outlives code changes: new metric columns are added, never dropped."""
-    return "\n".join(f"alter table {SCHEMA}.{name} add column if not exists {c} {t};" for c, t, _ in columns)
+    """The history table outlives code changes: new metric columns are added, never dropped (a
+    no-op when the table does not exist yet)."""
+    return "\n".join(f"alter table if exists {SCHEMA}.{name} add column if not exists {c} {t};" for c, t, _ in columns)
 
 
 def _literal(text: str) -> str:
@@ -221,9 +222,16 @@ def csv_field(text: str) -> str:
     return text
 
 
+def array_literal(values: Sequence) -> str:
+    """A PostgreSQL array literal of texts: every element quoted, quotes and backslashes escaped."""
+    return "{" + ",".join('"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
+
+
 def _csv_value(v) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return ""
+    if isinstance(v, list | tuple):
+        return csv_field(array_literal(v))
     if isinstance(v, bool) or isinstance(v, np.bool_):
         return "t" if v else "f"
     if isinstance(v, float):
@@ -253,8 +261,7 @@ def primary_key_sql(name: str) -> str:
 
 def replace_table(conn: psycopg.Connection, name: str, payload) -> None:
     """Drop, recreate and fill a table (inside the caller's transaction). The primary key is
-    added after the rows: one sorted index build instead of an index insertion per row (the 1M
-    scores: COPY 2.2 s with the key in place, 1.5-1.7 s + 0.2-0.3 s for the key after, 1 Dec)."""
+    added after the rows: one sorted index build instead of an index insertion per row."""
     columns, description = TABLES[name]
     conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(SCHEMA, name)))
     conn.execute(create_table_sql(name, columns, description, primary_key=False))
@@ -265,8 +272,9 @@ def replace_table(conn: psycopg.Connection, name: str, payload) -> None:
 def append_history(conn: psycopg.Connection, row: Sequence) -> None:
     name = "abandonment_model_history"
     columns, description = TABLES[name]
-    conn.execute(create_table_sql(name, columns, description, if_not_exists=True))
+    # the columns first: the DDL's comments name every column, the new ones included
     conn.execute(add_missing_columns_sql(name, columns))
+    conn.execute(create_table_sql(name, columns, description, if_not_exists=True))
     copy_rows(conn, name, columns, rows_to_csv([row]))
 
 
@@ -280,16 +288,55 @@ def _csv_texts(values: list[str]) -> list[str]:
 def score_chunks(session_ids: np.ndarray, risk: np.ndarray, fold: np.ndarray | None, model_version: str,
                  chunk: int = 200_000) -> Iterator[bytes]:
     """The scores as CSV, in chunks (memory: one chunk). Floats as Python's repr, the shortest
-    text that reads back to the same double; NaN as NULL. Joined as strings rather than through
-    DataFrame.to_csv: 1,000,000 scores in 0.8 s against 1.8-2.0 s (1 Dec), the same values to the
-    bit (tests/unit/test_analysis_store.py)."""
+    text that reads back to the same double; NaN as NULL. Joined as strings: about twice as quick
+    as DataFrame.to_csv, the same values to the bit (tests/unit/test_analysis_store.py)."""
     n = len(session_ids)
     version = csv_field(model_version)
     for start in range(0, n, chunk):
         sl = slice(start, min(n, start + chunk))
         ids = _csv_texts([str(v) for v in session_ids[sl].tolist()])
-        # _csv_value's rule for floats, inline (a call per value: +0.15 s per million)
+        # _csv_value's rule for floats, inline (a function call per value would add about a fifth)
         risks = ["" if r != r else repr(r) for r in risk[sl].astype(float).tolist()]
         folds = [str(int(f)) for f in fold[sl].tolist()] if fold is not None else [""] * len(ids)
         lines = "\n".join([",".join(row) for row in zip(ids, risks, folds, [version] * len(ids), strict=True)])
         yield (lines + "\n").encode()
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What a training read: the export behind the fact and the sessions' date range."""
+
+    dataset: str | None
+    source_folders: list[str]
+    input_files: int
+    input_sha256: str | None
+    first_session_date: dt.date | None
+    last_session_date: dt.date | None
+
+    def values(self) -> list:
+        """In the order of the provenance columns of METRIC_COLUMNS."""
+        return [self.dataset, self.source_folders, self.input_files, self.input_sha256,
+                self.first_session_date, self.last_session_date]
+
+
+def input_fingerprint(checksums: Iterable[str]) -> str | None:
+    """SHA-256 over the sorted file checksums, one per line: independent of the order the files
+    were loaded in; None without files. Pure."""
+    ordered = sorted(checksums)
+    return hashlib.sha256("\n".join(ordered).encode()).hexdigest() if ordered else None
+
+
+def session_range_sql(relation: str = FACT_RELATION) -> sql.Composed:
+    schema, table = relation.split(".")
+    return sql.SQL("select min(session_date), max(session_date) from {}").format(sql.Identifier(schema, table))
+
+
+def training_data(conn: psycopg.Connection, relation: str = FACT_RELATION) -> TrainingData:
+    """The active load batches (lib/provenance.py) and the fact's session dates, on ``conn``."""
+    files = inputs(conn).files
+    kinds = sorted({f["dataset"] for f in files})
+    first, last = conn.execute(session_range_sql(relation)).fetchone()
+    return TrainingData(
+        dataset="+".join(kinds) or None, source_folders=sorted({f["source"] for f in files if f["source"]}),
+        input_files=len(files), input_sha256=input_fingerprint(f["sha256"] for f in files),
+        first_session_date=first, last_session_date=last)
