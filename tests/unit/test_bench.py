@@ -3,12 +3,12 @@ per-stage peaks from the RSS timeline, the psql script of the physical-limit ref
 
 from __future__ import annotations
 
-from voice_analytics_dagster.tools.bench import (
-    copy_script,
-    label_of,
+from voice_analytics_dagster.tools.bench.commands import copy_script
+from voice_analytics_dagster.tools.bench.report import render_incremental
+from voice_analytics_dagster.tools.bench.sampling import label_of
+from voice_analytics_dagster.tools.bench.stages import (
     peak_in,
     ratio,
-    render_incremental,
     split_dbt_step,
     stage_of_step,
     stage_seconds,

@@ -128,3 +128,13 @@ def evaluation_records(instance: dg.DagsterInstance, after: int | None, limit: i
 def latest_evaluation_id(instance: dg.DagsterInstance) -> int:
     records = evaluation_records(instance, None, limit=1, ascending=False)
     return records[0].storage_id if records else 0
+
+
+def step_events(instance: dg.DagsterInstance, run_id: str) -> list[tuple[float, str, str]]:
+    """(timestamp, event type, step key) of every step's start, success and failure in a run."""
+    out = []
+    for entry in instance.all_logs(run_id):
+        ev = entry.dagster_event
+        if ev is not None and ev.step_key and ev.event_type_value in ("STEP_START", "STEP_SUCCESS", "STEP_FAILURE"):
+            out.append((entry.timestamp, ev.event_type_value, ev.step_key))
+    return out

@@ -399,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     prep.set_defaults(func=cmd_prepare)
 
     b = sub.add_parser("bench", help="time ingestion, dbt, checks, model, publish and the whole run against "
-                                     "psql \\copy and pandas to_sql on one server (voice_analytics_dagster/tools/bench.py)")
+                                     "psql \\copy and pandas to_sql on one server (voice_analytics_dagster/tools/bench/)")
     b.add_argument("--sessions", type=int, default=1_000_000, help="sessions in the export (default 1,000,000)")
     b.add_argument("--repeat", type=int, default=3, help="repeats; the table shows medians (default 3)")
     b.add_argument("--seed", type=int, default=0)
