@@ -349,7 +349,7 @@ def test_model_input_reads_only_the_policy_columns():
 
     cols = model_columns()
     assert cols[:2] == [KEY, OUTCOME] and not set(cols) & (set(EXCLUDED) - {KEY, OUTCOME})
-    text = read_model_input_sql(cols).as_string(None)
+    text = read_model_input_sql(cols, "marts.fact_voice_ai_sessions").as_string(None)
     assert text.startswith("copy (select ") and "to stdout" in text and '"turn_count"' not in text
 
 

@@ -25,6 +25,7 @@ from voice_analytics_dagster.defs.model.fit import (
     markdown_metrics,
 )
 from voice_analytics_dagster.defs.model.privacy import suppress_small_cells
+from voice_analytics_dagster.defs.transform import relations
 from voice_analytics_dagster.defs.transform.assets import dbt_model_key
 from voice_analytics_dagster.lib.resources import WarehouseResource
 from voice_analytics_dagster.lib.settings import get_settings
@@ -140,8 +141,8 @@ def abandonment_model(context: dg.AssetExecutionContext, warehouse: WarehouseRes
     with wh.connect() as conn:
         # the input and what it came from, read in one snapshot
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        frame = store.read_model_input(conn, model_columns(), booleans, categories)
-        data = store.training_data(conn)
+        frame = store.read_model_input(conn, model_columns(), booleans, categories, relations.FACT)
+        data = store.training_data(conn, relations.FACT)
         conn.rollback()
     read_seconds = time.perf_counter() - started
 
@@ -173,7 +174,7 @@ def abandonment_model(context: dg.AssetExecutionContext, warehouse: WarehouseRes
         store.append_history(conn, metrics)
         store.replace_table(conn, "abandonment_calibration",
                             store.rows_to_csv(calibration_rows(result, settings.min_cell_size)))
-        fact_sessions = conn.execute(f"select count(*) from {store.FACT_RELATION}").fetchone()[0]
+        fact_sessions = conn.execute(f"select count(*) from {relations.FACT}").fetchone()[0]
         scored = conn.execute(f"select count(*) from {store.SCHEMA}.abandonment_session_scores").fetchone()[0]
         history_rows = conn.execute(f"select count(*) from {store.SCHEMA}.abandonment_model_history").fetchone()[0]
         conn.commit()

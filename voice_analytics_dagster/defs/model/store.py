@@ -22,7 +22,6 @@ from psycopg import sql
 from voice_analytics_dagster.lib.provenance import inputs
 
 SCHEMA = "analysis"
-FACT_RELATION = "marts.fact_voice_ai_sessions"
 
 Column = tuple[str, str, str]  # name, PostgreSQL type, description
 
@@ -129,7 +128,7 @@ PRIMARY_KEYS = {
 }
 
 
-def read_model_input_sql(columns: Sequence[str], relation: str = FACT_RELATION) -> sql.Composed:
+def read_model_input_sql(columns: Sequence[str], relation: str) -> sql.Composed:
     schema, table = relation.split(".")
     return sql.SQL("copy (select {} from {} order by session_id) to stdout with (format csv, header true)").format(
         sql.SQL(", ").join(sql.Identifier(c) for c in columns), sql.Identifier(schema, table))
@@ -168,8 +167,7 @@ class _CopyReader(io.RawIOBase):
 
 
 def read_model_input(conn: psycopg.Connection, columns: Sequence[str], booleans: Sequence[str],
-                     categories: Sequence[str] = (), key: str = "session_id",
-                     relation: str = FACT_RELATION) -> pd.DataFrame:
+                     categories: Sequence[str], relation: str, key: str = "session_id") -> pd.DataFrame:
     """The fact's ``columns``, streamed with COPY into pandas (no intermediate copy of the text:
     memory is the parsed frame plus a 1 MB buffer): ``key`` as text, ``categories`` as pandas
     categoricals, ``booleans`` as True/False, the rest as float64."""
@@ -326,12 +324,12 @@ def input_fingerprint(checksums: Iterable[str]) -> str | None:
     return hashlib.sha256("\n".join(ordered).encode()).hexdigest() if ordered else None
 
 
-def session_range_sql(relation: str = FACT_RELATION) -> sql.Composed:
+def session_range_sql(relation: str) -> sql.Composed:
     schema, table = relation.split(".")
     return sql.SQL("select min(session_date), max(session_date) from {}").format(sql.Identifier(schema, table))
 
 
-def training_data(conn: psycopg.Connection, relation: str = FACT_RELATION) -> TrainingData:
+def training_data(conn: psycopg.Connection, relation: str) -> TrainingData:
     """The active load batches (lib/provenance.py) and the fact's session dates, on ``conn``."""
     files = inputs(conn).files
     kinds = sorted({f["dataset"] for f in files})

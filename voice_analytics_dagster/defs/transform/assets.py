@@ -6,6 +6,7 @@ downstream (publication included) runs in that run. Per-model behaviour lives in
 """
 
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,7 +19,7 @@ from voice_analytics_dagster.defs.transform.dbt_cli import dbt_build_args, wait_
 from voice_analytics_dagster.defs.transform.incremental import plan_build, record_build
 from voice_analytics_dagster.defs.transform.project import dbt_project
 from voice_analytics_dagster.defs.transform.resources import dbt_environment
-from voice_analytics_dagster.defs.transform.translator import translator
+from voice_analytics_dagster.defs.transform.translator import metadata_queries, translator
 from voice_analytics_dagster.lib.resources import WarehouseLockResource, WarehouseResource
 from voice_analytics_dagster.lib.retry import MAX_RETRIES, backoff_seconds, dbt_failure_is_transient
 from voice_analytics_dagster.lib.settings import get_settings
@@ -35,33 +36,40 @@ def _markdown_table(columns: list[str], rows: list[tuple]) -> str:
     return "\n".join(lines)
 
 
+def _declared_metadata() -> dict[dg.AssetKey, dict[str, tuple[str, str]]]:
+    """Per asset key, the metadata its dbt model declares (translator.metadata_queries)."""
+    manifest = json.loads(dbt_project.manifest_path.read_text())
+    models = {n["name"]: n for n in manifest["nodes"].values() if n["resource_type"] == "model"}
+    out = {}
+    for node in models.values():
+        queries = metadata_queries(node, models)
+        if queries:
+            out[translator.get_asset_key(node)] = queries
+    return out
+
+
+DECLARED_METADATA = _declared_metadata()
+
+
+def _metadata_value(kind: str, cursor) -> Any:
+    rows = cursor.fetchall()
+    if kind == "scalar":
+        return rows[0][0] if rows else None
+    if kind == "list":
+        return [r[0] for r in rows]
+    if kind == "mapping":
+        return {str(r[0]): r[1] for r in rows}
+    return dg.MetadataValue.md(_markdown_table([c.name for c in cursor.description], rows))
+
+
 def _enrich(event, key: dg.AssetKey, warehouse) -> Any:
-    """Measurements and exclusion counts as materialization metadata of the models that own them."""
-    if key == dg.AssetKey(["marts", "dq_source_validation"]):
-        rows = warehouse.fetchall(
-            "select measurement, n_checked, n_agree, agreement_rate, threshold, decision "
-            "from marts.dq_source_validation order by gate nulls last, measurement"
-        )
-        return event.with_metadata({
-            **event.metadata,
-            "measurements": dg.MetadataValue.md(
-                _markdown_table(["measurement", "n_checked", "n_agree", "agreement", "threshold", "decision"], rows)
-            ),
-            "gates_open": [r[0] for r in rows if r[5].startswith("supports")],
-            "gates_closed": [r[0] for r in rows if r[5].startswith("blocks")],
-        })
-    if key == dg.AssetKey(["marts", "fact_voice_ai_sessions"]):
-        n_fact = warehouse.scalar("select count(*) from marts.fact_voice_ai_sessions")
-        reasons = warehouse.fetchall(
-            "select exclusion_reason, count(*) from intermediate.int_session_exclusions group by 1 order by 2 desc"
-        )
-        return event.with_metadata({
-            **event.metadata,
-            "dagster/row_count": n_fact,
-            "sessions_excluded": sum(n for _, n in reasons),
-            "exclusions_by_reason": {r: n for r, n in reasons},
-        })
-    return event
+    """The metadata a model declares in its dbt meta, computed after it was built."""
+    queries = DECLARED_METADATA.get(key)
+    if not queries:
+        return event
+    with warehouse.connect(autocommit=True) as conn:
+        extra = {name: _metadata_value(kind, conn.execute(sql)) for name, (kind, sql) in queries.items()}
+    return event.with_metadata({**event.metadata, **extra})
 
 
 def _run_results(invocation) -> dict | None:

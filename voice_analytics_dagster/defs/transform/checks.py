@@ -14,6 +14,7 @@ import math
 
 import dagster as dg
 
+from voice_analytics_dagster.defs.transform import relations
 from voice_analytics_dagster.defs.transform.assets import dbt_model_key
 from voice_analytics_dagster.lib.resources import WarehouseResource
 
@@ -30,15 +31,21 @@ VOLUME_RATIO_LOW, VOLUME_RATIO_HIGH = 0.5, 2.0
 # One pass: the three sets of session ids full-joined once, each difference a filtered count
 # (set semantics as EXCEPT / INTERSECT: distinct ids). The query alone on a built warehouse of
 # 1,000,000 sessions: 2.2 s with a scan and an EXCEPT per figure, 0.8 s so (30 Nov).
+def _sql(text: str) -> str:
+    """The relations a check reads, named by the manifest (defs/transform/relations.py)."""
+    return (text.replace("{fact}", relations.FACT).replace("{staged}", relations.STAGED_SESSIONS)
+            .replace("{excluded}", relations.SESSION_EXCLUSIONS))
+
+
 RECONCILIATION_SQL = """
 with ids as (
     select session_id,
            r.session_id is not null as in_read,
            f.session_id is not null as in_fact,
            e.session_id is not null as in_excluded
-    from staging.stg_voice_export__sessions r
-    full join marts.fact_voice_ai_sessions f using (session_id)
-    full join intermediate.int_session_exclusions e using (session_id)
+    from {staged} r
+    full join {fact} f using (session_id)
+    full join {excluded} e using (session_id)
 ),
 differences as (
     select
@@ -51,9 +58,9 @@ differences as (
     from ids
 )
 select
-    (select count(*) from staging.stg_voice_export__sessions) as sessions_read,
-    (select count(*) from marts.fact_voice_ai_sessions) as sessions_in_fact,
-    (select count(*) from intermediate.int_session_exclusions) as sessions_excluded,
+    (select count(*) from {staged}) as sessions_read,
+    (select count(*) from {fact}) as sessions_in_fact,
+    (select count(*) from {excluded}) as sessions_excluded,
     coalesce(missing_sample, '{}'), missing, coalesce(unexpected_sample, '{}'), unexpected, both_in_fact_and_excluded
 from differences
 """
@@ -62,7 +69,7 @@ from differences
 @dg.asset_check(asset=FACT, name="sessions_reconcile", blocking=True,
                 description="Sessions read = sessions in the fact + sessions excluded with a reason.")
 def sessions_reconcile(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    row = warehouse.get().fetchall(RECONCILIATION_SQL)[0]
+    row = warehouse.get().fetchall(_sql(RECONCILIATION_SQL))[0]
     read, in_fact, excluded, missing_sample, missing, unexpected_sample, unexpected, both = row
     passed = missing == 0 and unexpected == 0 and both == 0 and read == in_fact + excluded
     return dg.AssetCheckResult(
@@ -95,9 +102,9 @@ def volume_anomaly(latest: int, trailing: list[int]) -> tuple[bool, float | None
                 description="The latest day's sessions against the trailing 7-day mean (warn).")
 def daily_volume_within_range(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     rows = warehouse.get().fetchall(
-        """select session_date, count(*) from marts.fact_voice_ai_sessions
-           where session_date > (select max(session_date) from marts.fact_voice_ai_sessions) - %s
-           group by 1 order by 1""",
+        _sql("""select session_date, count(*) from {fact}
+           where session_date > (select max(session_date) from {fact}) - %s
+           group by 1 order by 1"""),
         (VOLUME_WINDOW_DAYS + 1,),
     )
     if not rows:
@@ -127,10 +134,9 @@ def daily_volume_within_range(warehouse: WarehouseResource) -> dg.AssetCheckResu
                             "say) is blocked rather than published as empty dashboards.")
 def fact_has_sessions(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     in_fact, excluded = warehouse.get().fetchall(
-        "select (select count(*) from marts.fact_voice_ai_sessions), "
-        "(select count(*) from intermediate.int_session_exclusions)")[0]
+        _sql("select (select count(*) from {fact}), (select count(*) from {excluded})"))[0]
     reasons = warehouse.get().fetchall(
-        "select exclusion_reason, count(*) from intermediate.int_session_exclusions group by 1 order by 2 desc limit 3")
+        _sql("select exclusion_reason, count(*) from {excluded} group by 1 order by 2 desc limit 3"))
     return dg.AssetCheckResult(
         passed=in_fact > 0, severity=dg.AssetCheckSeverity.ERROR,
         metadata={"sessions_in_fact": in_fact, "sessions_excluded": excluded,

@@ -25,11 +25,11 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
+from voice_analytics_dagster.defs.transform.relations import FACT
 from voice_analytics_dagster.lib.contract import LOAD_ORDER
 
 STATE_TABLE = "raw.dbt_built_batches"
 BUILD_LOG = "raw.dbt_incremental_builds"
-FACT = "marts.fact_voice_ai_sessions"
 
 DAYS_TABLE = "raw.dbt_rebuild_days"
 

@@ -6,6 +6,7 @@ Models are keyed and grouped by their schema (``marts/fact_voice_ai_sessions`` i
 names another key); every dbt test is an asset check on its model, described in words.
 """
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -103,6 +104,24 @@ _TEST_WORDS = {
                                          "published siblings (complementary suppression).",
     "column_rules": lambda c, k: "Every column's rule in one scan: " + _listed(sorted(k.get("rules", {})), 8) + ".",
 }
+
+
+def relation_of(node: Mapping[str, Any]) -> str:
+    """schema.table of a dbt model node (its alias when it has one)."""
+    return f"{node['schema']}.{node.get('alias') or node['name']}"
+
+
+def metadata_queries(props: Mapping[str, Any], models: Mapping[str, Mapping[str, Any]]) -> dict[str, tuple[str, str]]:
+    """A model's materialization metadata, declared in its dbt meta (``dagster.metadata``: name ->
+    {as: scalar | list | mapping | table, sql}), with ``{this}`` and ``{ref:model}`` resolved to
+    relations. ``models``: dbt model nodes by name. Pure."""
+    out = {}
+    for name, spec in ((_meta(props).get("dagster") or {}).get("metadata") or {}).items():
+        sql = spec["sql"].replace("{this}", relation_of(props))
+        for ref in re.findall(r"\{ref:(\w+)\}", sql):
+            sql = sql.replace("{ref:" + ref + "}", relation_of(models[ref]))
+        out[name] = (spec.get("as", "scalar"), sql)
+    return out
 
 
 def check_description(test: Mapping[str, Any]) -> str:
