@@ -2,9 +2,7 @@
     added afterwards, instead of dbt-postgres's CREATE TABLE (columns and constraints) followed by
     INSERT ... SELECT: PostgreSQL never plans an INSERT with parallel workers, so on two cores a
     contracted model's select ran on one of them while the other was idle (the session fact is
-    built alone on the build's critical path). Measured on 1,000,000 sessions (30 Nov, quiet
-    machine, the compiled selects, each twice): fact_voice_ai_sessions 5.1-5.2 s -> 3.4-3.8 s,
-    dq_source_validation 3.3 s -> 1.9 s, fct_efficiency_by_period 3.0 s -> 2.6 s.
+    built alone on the build's critical path; docs/PERFORMANCE.md has the measurement).
 
     The guarantees are dbt's: the contract's column names and types are asserted against the
     select first (get_assert_columns_equivalent, unchanged), the columns are written in the

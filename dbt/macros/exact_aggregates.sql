@@ -7,17 +7,15 @@
   differed in the 16th digit (tests/e2e/test_faults.py: A, then B, then A again gave another
   fct_error_rate_comparisons than A alone). Accumulating in numeric is exact, so the figures are
   reproducible; the result is cast back to float8, the type the contracts declare.
-  Cost, measured by `voice-analytics bench --sessions 1000000` (30 Nov, quiet machine):
-  int_turns_aggregated_to_sessions 12.4 s and fct_accessibility_by_segment 11.0 s, against 8.6 s
-  and under 7.2 s with float8 accumulation (26 Nov, shared machine): a few seconds of a 192 s run.
+  Its cost is a few seconds of a run at 1,000,000 sessions (docs/PERFORMANCE.md).
   Integer-valued float8 sums (counts, squares of counts) are exact below 2^53 and need none of this.
 
   Where every group must be sorted anyway, ``ordered_avg``/``ordered_sum`` are the cheaper way to
   the same reproducibility: float8 accumulation in a fixed order (a unique key within the group)
   gives the same bits whatever the physical order. PostgreSQL sorts the input once by the group
   keys followed by that order (presorted aggregate input), so it costs nothing when the query
-  sorts by the group keys already. int_turns_aggregated_to_sessions at 1,000,000 sessions
-  (5.4 M turns; 30 Nov, quiet machine): 11.0 s with numeric accumulation, 5.8 s ordered.
+  sorts by the group keys already (about half the time of numeric accumulation on the staged
+  turns: docs/PERFORMANCE.md).
 -#}
 
 {% macro _exact(fn, expr, filter) -%}

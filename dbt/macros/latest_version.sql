@@ -17,14 +17,13 @@
     written into the SQL as a constant array: PostgreSQL then prunes the other batches' partitions
     when it plans and tests membership with a hash. Read at run time instead (= any(array(select
     ...))), the array is a parameter: every row was compared with every active batch of every
-    table in turn, 3.6 s for one scan of 5.4 M turns with 121 daily deliveries of five files
-    active, against 0.6 s (measured 30 Nov). The ingestion has finished before dbt starts (the
+    table in turn, six times slower with 121 daily deliveries active (docs/PERFORMANCE.md). The
+    ingestion has finished before dbt starts (the
     warehouse lock), so the list cannot change during the build.
 
     One active batch (a single export folder, the common case) holds each key once (the loader
     quarantines a key repeated within a file), so the choice is the batch itself, without the
-    sort of every row by key that several batches need: stg_voice_export__turns at 1,000,000
-    sessions (5.4 M turns; 30 Nov, quiet machine) 8.0 s with the sort, 5.7 s without. -#}
+    sort of every row by key that several batches need (docs/PERFORMANCE.md). -#}
 {% macro active_batch_ids(relation) -%}
     {#- not at parse time, nor before the first load (no raw.load_batches: nothing is active) -#}
     {%- if not execute or adapter.get_relation(database=target.database, schema='raw',

@@ -4,7 +4,7 @@
   dbt's own version groups every non-null key with a hash aggregate and keeps the groups of more
   than one row. On 5.4 M staged turns (1,000,000 sessions) that hash table does not fit in
   work_mem and spills 200 MB to disk: 2.6-2.8 s alone, 7.1 s inside the build, on the path every
-  later model waits on. A larger work_mem made it slower (4.8 s at 64 MB, 1 Dec). Counting the
+  later model waits on; a larger work_mem made it slower. Counting the
   distinct keys sorts them instead: 1.3 s on the same turns, 1.7 s with the rows shuffled first
   (against 3.5-3.8 s for the hash aggregate), 0.18 s against 0.59 s on the fact's 1 M session ids.
 

@@ -94,15 +94,18 @@ def fingerprint(db, lineage: bool = True) -> dict[str, str]:
     per training) and fct_session_outcome_history (one row per version of a session's outcome,
     with the build times that saw it); the training's own identity and clock (training_id, trained_at, fit_seconds)
     are left out of the model tables, whose figures are deterministic for the same data.
-    ``lineage=False`` also leaves out the load-batch lineage columns (``*batch_id``): the same
-    rows delivered in another file have other batch ids and the same content otherwise."""
+    ``lineage=False`` also leaves out the lineage columns (``*batch_id``, and the model's record of
+    the files and folders it was trained on): the same rows delivered in another file have other
+    batch ids and checksums and the same content otherwise."""
     tables = [r[0] for r in db.rows(
         "select table_name from information_schema.tables where table_schema = 'analytics' "
         "and table_name not in ('publication_log', 'fct_abandonment_model_history', 'fct_session_outcome_history') "
         "order by 1")]
     out = {}
     for t in tables:
-        lineage_clause = "" if lineage else " or column_name like '%%batch_id'"
+        # lineage: the load batches a row came from, and the files and folders a training read
+        lineage_clause = "" if lineage else (" or column_name like '%%batch_id' or column_name in "
+                                             "('source_folders', 'input_files', 'input_sha256')")
         drop = [r[0] for r in db.rows(
             "select column_name from information_schema.columns where table_schema = 'analytics' "
             "and table_name = %s and (column_name in ('training_id', 'trained_at', 'fit_seconds')"

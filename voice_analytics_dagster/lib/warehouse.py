@@ -242,12 +242,12 @@ _checked_clusters: set[Path] = set()
 # data folder is new (an existing folder is left as it is):
 # - wal_level 'minimal' (no replication from a development server): a table created and filled in
 #   one transaction (every COPY batch, every dbt table build) is written once instead of twice.
-#   `create table ... as` of the 5.4 M staged turns of 1M sessions: 4.3 s at 'replica', 2.0 s
-#   at 'minimal' (30 Nov, quiet machine). Crash safety is unchanged (such tables are synced at
-#   commit); what is lost is streaming replication and point-in-time recovery.
+#   It halves the build of the big staged tables (docs/PERFORMANCE.md). Crash safety is unchanged
+#   (such tables are synced at commit); what is lost is streaming replication and point-in-time
+#   recovery.
 # - databases created with the builtin C.UTF-8 locale (template1 is recreated so): text sorts
-#   compare bytes, as the libc C.UTF-8 locale orders them, without its per-comparison cost.
-#   Sorting the 5.4 M turn ids: 1.6 s builtin, 4.2 s libc C.UTF-8.
+#   compare bytes, as the libc C.UTF-8 locale orders them, without its per-comparison cost
+#   (sorts take a third of the time: docs/PERFORMANCE.md).
 EMBEDDED_SERVER_SETTINGS = {"wal_level": "minimal", "max_wal_senders": "0"}
 BUILTIN_LOCALE_DDL = (
     "alter database template1 is_template false",

@@ -6,8 +6,8 @@
 -- Three passes, not one join per measurement: every session-level measurement is a filtered
 -- count over one row per session (sessions left-joined once to users, turn aggregates and AI
 -- metrics), applications are read once, and the turns once (their session's day is on the
--- staged turn). At 1,000,000 sessions (30 Nov, quiet machine): 10.4 s with a join per
--- measurement, of which 2.6 s joining 5.4 M turns to sessions again.
+-- staged turn), instead of a join per measurement that re-joined the turns to the sessions
+-- (docs/PERFORMANCE.md).
 with per_session as (
     select
         count(*) as n_sessions,

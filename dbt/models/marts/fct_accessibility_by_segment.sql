@@ -33,8 +33,7 @@ reference as (
 -- The finest cells first (every attribute), their sums exact in numeric; the grouping sets then
 -- add up those few cells. Exact sums add up to the same exact sums, so the figures are those of
 -- aggregating the sessions in each grouping set directly, with one numeric addition per session
--- and measure instead of one per grouping set (12). Measured at 1,000,000 sessions (30 Nov, the
--- compiled select alone): 5.2-5.5 s -> 3.9 s, the 48 rows equal to the bit.
+-- and measure instead of one per grouping set (12), the rows equal to the bit (docs/PERFORMANCE.md).
 finest as (
     select
         {%- for a in attributes %}

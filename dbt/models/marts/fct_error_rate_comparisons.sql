@@ -30,9 +30,8 @@ in_groups as (
 ),
 
 -- additive sums (the ratio estimator of any union of strata) per group and stratum, every error
--- type in the same pass, then one row per error type. Aggregating one row per session and error
--- type hashed 8 M rows at 1,000,000 sessions: the model's select 3.2-3.4 s -> 1.5 s (30 Nov, the
--- 20 rows equal to the bit). The sums are of whole numbers, exact in float8 whatever their order
+-- type in the same pass, then one row per error type, instead of hashing one row per session and
+-- error type (docs/PERFORMANCE.md). The sums are of whole numbers, exact in float8 whatever their order
 -- (far below 2^53).
 strata_by_group as (
     select

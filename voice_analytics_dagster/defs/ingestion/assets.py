@@ -3,9 +3,8 @@ materialized by one step (``raw_export``) that loads the files two at a time.
 
 Why one step: the run's executor is in-process (a process per step costs more than it saves on
 2 cores), so five assets meant five loads one after another, while a COPY keeps one server
-process busy and the other core idle. Two loads at once, the largest file first: ingestion of
-1M sessions 25.5 s one after another, 18.6-20.8 s two at a time together with the loader's own
-changes (`voice-analytics bench`, 30 Nov).
+process busy and the other core idle. Two loads at once, the largest file first (the
+measurement: docs/PERFORMANCE.md).
 Each file is still one transaction with its own connection; a file that fails does not undo
 the others, and a retry of the step skips what is loaded (idempotent by checksum).
 

@@ -29,8 +29,8 @@ VOLUME_Z = 4.0
 VOLUME_RATIO_LOW, VOLUME_RATIO_HIGH = 0.5, 2.0
 
 # One pass: the three sets of session ids full-joined once, each difference a filtered count
-# (set semantics as EXCEPT / INTERSECT: distinct ids). The query alone on a built warehouse of
-# 1,000,000 sessions: 2.2 s with a scan and an EXCEPT per figure, 0.8 s so (30 Nov).
+# (set semantics as EXCEPT / INTERSECT: distinct ids), instead of a scan and an EXCEPT per figure
+# (docs/PERFORMANCE.md).
 def _sql(text: str) -> str:
     """The relations a check reads, named by the manifest (defs/transform/relations.py)."""
     return (text.replace("{fact}", relations.FACT).replace("{staged}", relations.STAGED_SESSIONS)

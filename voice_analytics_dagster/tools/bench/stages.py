@@ -111,8 +111,7 @@ def dbt_invocations(run_id: str) -> list[dict]:
     """Where each dbt step's time goes, from its dbt.log: the whole dbt command, the project
     load (start to "Concurrency: N threads", i.e. parsing), and the nodes' execution
     (run_results.json elapsed_time); split_dbt_step adds what the step spent before dbt's first
-    and after its last log line. (Until 1 Dec the whole step time minus the command was reported
-    as Dagster's share; 1.7-2.5 s of it per step was the dbt process starting.)"""
+    and after its last log line (the dbt process starting is not Dagster's share)."""
     from voice_analytics_dagster.lib.settings import DBT_PROJECT_DIR
 
     out = []
@@ -145,9 +144,8 @@ def dbt_invocations(run_id: str) -> list[dict]:
 
 def split_dbt_step(invocation: dict, interval: tuple[float, float] | None) -> dict:
     """The dbt step's time around dbt's command: ``startup_s`` from the step's start to dbt's first
-    log line (dagster-dbt preparing the invocation and the dbt process importing dbt, 1.7-2.5 s a
-    step at 1M on 1 Dec), ``after_s`` from dbt's last log line to the step's end (Dagster storing
-    the step's events). Pure."""
+    log line (dagster-dbt preparing the invocation and the dbt process importing dbt), ``after_s``
+    from dbt's last log line to the step's end (Dagster storing the step's events). Pure."""
     out = dict(invocation)
     if interval is not None and invocation.get("first_ts") is not None and invocation.get("last_ts") is not None:
         out["startup_s"] = invocation["first_ts"] - interval[0]
