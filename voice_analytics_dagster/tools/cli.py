@@ -81,9 +81,16 @@ def use_demo_home() -> Path:
     secrets, so that synthetic data never enters a warehouse that holds real data."""
     import os
 
-    from voice_analytics_dagster.lib.settings import get_settings, reset_settings_cache
+    from voice_analytics_dagster.lib.settings import (
+        get_settings,
+        load_superset_settings,
+        reset_settings_cache,
+    )
 
-    home = get_settings().demo_home
+    main = get_settings()
+    home = main.demo_home
+    # one Superset installation serves both homes (its virtualenv is large and slow to install)
+    os.environ.setdefault("VOICE_ANALYTICS_SUPERSET_VENV", str(load_superset_settings(main).venv))
     os.environ["VOICE_ANALYTICS_HOME"] = str(home)
     for name in ("VOICE_ANALYTICS_DATABASE_URL", "VOICE_ANALYTICS_DATABASE"):
         os.environ.pop(name, None)
@@ -112,6 +119,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _print("\nNext (the demo has a home of its own: add --demo to reach it):")
         _print(f"  {cmd} --demo ui        # Dagster UI on http://127.0.0.1:3000 (lineage, checks, runs)")
         _print(f'  {cmd} --demo psql -c "select * from analytics.publication_log"   # the bundled psql')
+        _print(f"  {cmd} --demo superset up  # the five dashboards in a browser, on http://127.0.0.1:8088")
         _print(f"  {cmd} run --source DIR  # your own export, in the default home")
     return 0 if outcome.published else 1
 
