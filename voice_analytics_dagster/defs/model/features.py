@@ -66,6 +66,7 @@ EXCLUDED: dict[str, str] = {
     "silence_turn_count": "count: grows with the session's length (the share is a feature)",
     "noise_turn_count": "count: grows with the session's length (the share is a feature)",
     "low_asr_confidence_turn_count": "count: grows with the session's length",
+    "asr_confidence_turn_count": "count: grows with the session's length",
     "unknown_intent_turn_count": "count: grows with the session's length",
     "duplicate_turn_number_count": "a data-quality count, grows with the session's length",
     "reported_turn_count": "the platform's turn count: known only at the end",
