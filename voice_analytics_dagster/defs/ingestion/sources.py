@@ -232,7 +232,8 @@ def convert_source(source: Path, fmt: str, root: Path, settings: AdapterSettings
         else:
             (target / SYNTHETIC_MARKER).unlink(missing_ok=True)
         (target / STAMP_FILE).write_text(_stamp(folder, fmt, settings))
-        out.append(DeliveryConversion(name, folder, target, result.manifest))
+        # as written (JSON): the same manifest as a later run that reuses the conversion reads
+        out.append(DeliveryConversion(name, folder, target, read_manifest(result.out_dir) or {}))
     return out
 
 
