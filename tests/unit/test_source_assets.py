@@ -143,3 +143,32 @@ def test_the_raw_assets_depend_on_the_export_which_depends_on_each_platform():
     specs = {s.key: s for s in source_adapters.specs}
     assert all(specs[k].skippable for k in platforms) and all(specs[k].group_name == "sources" for k in specs)
     assert all(c.blocking for c in source_adapters.check_specs)
+
+
+def test_a_failed_adapter_check_blocks_until_a_run_reads_other_records(tmp_path):
+    """Publication refuses while the latest evaluation of an error check upstream failed
+    (lib/eventlog.latest_failed_checks). A later run that reads a CSV export (or corrected logs)
+    plans the check again: it no longer reads as failed, so a fixed source is not blocked forever."""
+    from voice_analytics_dagster.lib.eventlog import latest_failed_checks
+
+    instance = dg.DagsterInstance.ephemeral()
+    keys = [dg.AssetCheckKey(source_key(f), ADAPTER_CHECK) for f in ("lex-v2", "dialogflow-cx", "rasa")]
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    shutil.copy(FIXTURES / "rasa" / "bad_records.jsonl", bad)
+    csv = tmp_path / "csv"
+    csv.mkdir()
+    for t in contract.TABLES:
+        (csv / t.file).write_text(",".join(t.column_names) + "\n")
+
+    def run(source):
+        return dg.materialize([source_adapters], instance=instance, raise_on_error=False,
+                              resources={"export_source": ExportSourceResource(source_dir=str(source))})
+
+    assert not run(bad).success
+    assert [c.name for c in latest_failed_checks(instance, keys)] == [f"sources/rasa:{ADAPTER_CHECK}"]
+    assert run(csv).success
+    assert latest_failed_checks(instance, keys) == []
+    assert not run(bad).success and latest_failed_checks(instance, keys)
+    assert run(FIXTURES / "rasa" / "conversations").success  # the same platform, records fixed
+    assert latest_failed_checks(instance, keys) == []
