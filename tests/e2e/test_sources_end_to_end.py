@@ -5,7 +5,7 @@ folder; what a platform does not record is NULL in analytics and on the dashboar
 role sees them), never 0 or 'no'; a truncated file and unmappable records block publication.
 
 Each platform's run is a real CLI process into a database of its own (tests/e2e/platform_logs.py
-writes the logs). Measured here (2 shared cores): 25-40 s per publishing run, 8-15 s per blocked one.
+writes the logs); the module's fixture prints each run's time.
 """
 
 from __future__ import annotations
