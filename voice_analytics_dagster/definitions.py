@@ -12,6 +12,7 @@ from voice_analytics_dagster.defs.automation.schedules import (
 )
 from voice_analytics_dagster.defs.bi.assets import dashboard_specs
 from voice_analytics_dagster.defs.ingestion.assets import raw_assets
+from voice_analytics_dagster.defs.ingestion.source_assets import source_assets
 from voice_analytics_dagster.defs.model.assets import abandonment_model
 from voice_analytics_dagster.defs.publish.assets import publish_certified_schema
 from voice_analytics_dagster.defs.report.assets import voice_analytics_report
@@ -26,6 +27,7 @@ from voice_analytics_dagster.lib.resources import (
 
 defs = dg.Definitions(
     assets=[
+        *source_assets,              # ingestion: sources/ (platform logs converted onto the contract)
         *raw_assets,                 # ingestion: raw/<table>
         voice_dbt_models,            # transform: staging/, intermediate/, marts/, snapshots/
         abandonment_model,           # model: analysis/

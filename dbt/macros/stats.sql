@@ -73,15 +73,16 @@
     end
 {%- endmacro %}
 
-{#- 95% interval of a ratio estimator (t with n - 1 degrees of freedom), clipped to [0, 1] for proportions. -#}
+{#- 95% interval of a ratio estimator (t with n - 1 degrees of freedom), clipped to [0, 1] for proportions;
+    NULL without a denominator (greatest/least skip a NULL: the clip alone would read as 0 and 1). -#}
 {% macro ratio_ci_low(n, sx, sy, sxx, sxy, syy) -%}
-    greatest(0.0::float8, ({{ sy }})::float8 / nullif(({{ sx }}), 0)
-        - {{ t_quantile_975('(' ~ n ~ ') - 1') }} * {{ ratio_se(n, sx, sy, sxx, sxy, syy) }})
+    case when ({{ sx }}) > 0 then greatest(0.0::float8, ({{ sy }})::float8 / nullif(({{ sx }}), 0)
+        - {{ t_quantile_975('(' ~ n ~ ') - 1') }} * {{ ratio_se(n, sx, sy, sxx, sxy, syy) }}) end
 {%- endmacro %}
 
 {% macro ratio_ci_high(n, sx, sy, sxx, sxy, syy) -%}
-    least(1.0::float8, ({{ sy }})::float8 / nullif(({{ sx }}), 0)
-        + {{ t_quantile_975('(' ~ n ~ ') - 1') }} * {{ ratio_se(n, sx, sy, sxx, sxy, syy) }})
+    case when ({{ sx }}) > 0 then least(1.0::float8, ({{ sy }})::float8 / nullif(({{ sx }}), 0)
+        + {{ t_quantile_975('(' ~ n ~ ') - 1') }} * {{ ratio_se(n, sx, sy, sxx, sxy, syy) }}) end
 {%- endmacro %}
 
 

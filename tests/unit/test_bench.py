@@ -19,6 +19,7 @@ from voice_analytics_dagster.tools.bench.stages import (
 def test_every_step_of_the_pipeline_job_has_its_stage():
     # the step keys of a real run (tests/e2e runs print the same)
     expected = {
+        "source_adapters": "ingestion",
         "raw_export": "ingestion",
         "raw__voice_turns": "ingestion",
         "raw__users": "ingestion",

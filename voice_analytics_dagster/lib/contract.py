@@ -10,7 +10,8 @@ missing (NULL); enum and yes/no values are compared case-insensitively.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 ColumnType = Literal["text", "integer", "decimal", "yesno", "date", "enum"]
@@ -97,6 +98,19 @@ class Table:
             if c.name == name:
                 return c
         raise KeyError(f"{self.name} has no column {name!r}")
+
+    def with_nullable(self, columns: Iterable[str]) -> Table:
+        """This table with ``columns`` accepting an empty value (NULL): what a platform adapter's
+        files leave empty because the platform never records it (their manifest says which).
+        Every rule built from the table (the loader's SQL, its quarantine reasons) follows."""
+        wanted = set(columns)
+        unknown = wanted - set(self.column_names)
+        if unknown:
+            raise KeyError(f"{self.name} has no column(s) {', '.join(sorted(unknown))}")
+        if not wanted:
+            return self
+        return replace(self, columns=tuple(replace(c, required=False) if c.name in wanted else c
+                                           for c in self.columns))
 
 
 YESNO = ("yes", "no")

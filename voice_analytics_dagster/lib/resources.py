@@ -73,10 +73,13 @@ class WarehouseLockResource(dg.ConfigurableResource):
 
 
 class ExportSourceResource(dg.ConfigurableResource):
-    """Where exports come from: an export folder (five CSV files) or a landing folder of dated
-    deliveries. Unset: the configured landing folder (VOICE_ANALYTICS_LANDING_DIR)."""
+    """Where exports come from: an export folder (five CSV files, or the logs of Amazon Lex V2,
+    Dialogflow CX or Rasa) or a landing folder of dated deliveries. Unset: the configured
+    landing folder (VOICE_ANALYTICS_LANDING_DIR). ``format``: csv, lex-v2, dialogflow-cx or
+    rasa; unset: detected from the files (defs/ingestion/sources.py)."""
 
     source_dir: str | None = None
+    format: str | None = None
 
     def folder(self):
         from pathlib import Path

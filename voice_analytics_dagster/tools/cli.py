@@ -40,13 +40,28 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def source_format(source: Path, given: str | None) -> str | None:
+    """The format a run reads ``source`` in: ``given``, or detected, its evidence printed.
+    A folder whose format cannot be told raises DetectionError (exit 2, nothing run). A source
+    that is not a folder is left to the run, which reports it (and logs the blocked run)."""
+    from voice_analytics_dagster.defs.ingestion.sources import resolve_format
+
+    if given is not None or not source.is_dir():
+        return given
+    found = resolve_format(source)
+    _print(f"source {source}: {found.describe()}")
+    return found.format
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from voice_analytics_dagster.tools.pipeline import run_pipeline
 
     wait = 0.0 if args.no_wait else args.wait
+    fmt = source_format(Path(args.source), args.format)
     outcome = run_pipeline(Path(args.source), verbose=args.verbose, full_refresh=args.full_refresh,
                            wait_seconds=wait, from_date=args.from_date, to_date=args.to_date,
-                           lookback_days=args.lookback_days, accept_shrink=args.accept_shrink)
+                           lookback_days=args.lookback_days, accept_shrink=args.accept_shrink,
+                           source_format=fmt)
     _print(outcome.report())
     return 0 if outcome.published else 1
 
@@ -54,7 +69,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from voice_analytics_dagster.tools.doctor import run_doctor
 
-    report = run_doctor(Path(args.source) if args.source else None, sample_size=args.sample)
+    report = run_doctor(Path(args.source) if args.source else None, sample_size=args.sample,
+                        source_format=args.format)
     _print(report.render())
     return 0 if report.ok else 1
 
@@ -333,6 +349,8 @@ SOURCES_HEADER = (
 # -- parser ------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
+    from voice_analytics_dagster.defs.ingestion.adapters.detect import FORMATS
+
     p = argparse.ArgumentParser(
         prog="voice-analytics",
         description="Certified analytics for Voice AI interaction data (Dagster + dbt + PostgreSQL).",
@@ -353,7 +371,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=cmd_generate)
 
     r = sub.add_parser("run", help="materialize every asset from an export and publish if every blocking check passed")
-    r.add_argument("--source", required=True, help="export folder (five CSV files) or landing folder of dated deliveries")
+    r.add_argument("--source", required=True, help="export folder (five CSV files, or Lex V2, Dialogflow CX or Rasa "
+                                                   "logs) or landing folder of dated deliveries")
+    r.add_argument("--format", choices=FORMATS, help="the source's format (default: detected from its files, "
+                                                     "the evidence printed; docs/SOURCES.md)")
     r.add_argument("--full-refresh", action="store_true", help="rebuild incremental models from scratch")
     r.add_argument("--from-date", metavar="YYYY-MM-DD", help="backfill: also rebuild the session days from this day")
     r.add_argument("--to-date", metavar="YYYY-MM-DD", help="backfill: ... to this day (inclusive)")
@@ -371,7 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
 
     doc = sub.add_parser("doctor", help="check the set-up (server, databases, roles, dbt, Dagster) and an export")
-    doc.add_argument("--source", help="an export folder or landing folder to check against the contract")
+    doc.add_argument("--source", help="an export folder or landing folder to check against the contract "
+                                      "(platform logs are converted into a temporary folder first)")
+    doc.add_argument("--format", choices=FORMATS, help="the source's format (default: detected)")
     doc.add_argument("--sample", type=int, default=5, help="bad rows shown per file (default 5)")
     doc.set_defaults(func=cmd_doctor)
 

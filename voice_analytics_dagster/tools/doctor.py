@@ -8,7 +8,8 @@ Checks, in order (a failed step skips the steps that need it):
 4. BI role: it exists, logs in, reads every certified table and nothing in the working schemas;
 5. dbt: the manifest that the code location loads exists and is newer than the dbt project;
 6. Dagster: dagster.yaml exists and its storage database answers;
-7. export (``--source``): every file is present, its header matches the contract, and the
+7. export (``--source``): its format (given or detected; platform logs are converted into a
+   temporary folder first, tools/doctor_sources.py), every file is present, its header matches the contract, and the
    loader's real COPY and validation run on it (into temporary tables, in a transaction that is
    rolled back: nothing is written) to count the rows that would be quarantined, show a sample
    with line, column and reason, and find foreign keys without a parent.
@@ -346,12 +347,24 @@ def _orphans(conn: psycopg.Connection, validated: dict[str, str]) -> Iterator[tu
 
 
 def check_export(settings: Settings, source: Path, server, databases: dict[str, bool] | None,
-                 report: DoctorReport, sample_size: int = 5) -> None:
-    from voice_analytics_dagster.defs.ingestion.batches import discover_deliveries
-    from voice_analytics_dagster.defs.ingestion.reader import IngestionError
-    from voice_analytics_dagster.lib.warehouse import Warehouse
+                 report: DoctorReport, sample_size: int = 5, source_format: str | None = None) -> None:
+    from voice_analytics_dagster.tools.doctor_sources import export_to_check
 
     topic = f"export {source}"
+    with export_to_check(settings, source, source_format, report, topic, sample_size) as (folder, manifests):
+        if folder is not None:
+            _check_contract_files(settings, folder, server, databases, report, sample_size, topic, manifests)
+
+
+def _check_contract_files(settings: Settings, source: Path, server, databases: dict[str, bool] | None,
+                          report: DoctorReport, sample_size: int, topic: str, manifests: dict) -> None:
+    """The contract files of ``source`` (an export, or a platform's converted logs: then
+    ``manifests`` holds each delivery's adapter manifest, whose not-recorded columns may be empty)."""
+    from voice_analytics_dagster.defs.ingestion.batches import discover_deliveries
+    from voice_analytics_dagster.defs.ingestion.reader import IngestionError
+    from voice_analytics_dagster.defs.ingestion.sources import nullable_columns
+    from voice_analytics_dagster.lib.warehouse import Warehouse
+
     try:
         deliveries = discover_deliveries(source)
     except IngestionError as exc:
@@ -375,9 +388,11 @@ def check_export(settings: Settings, source: Path, server, databases: dict[str, 
             scope = conn.transaction(force_rollback=True) if conn is not None else contextlib.nullcontext()
             with scope:
                 validated: dict[str, str] = {}
+                manifest = manifests.get(delivery.name)
                 for t in TABLES:
+                    nullable = nullable_columns(manifest, t) if manifest is not None else frozenset()
                     relation = _check_file(settings, conn, t, delivery.file(t), prefix + t.file, report, topic,
-                                           sample_size)
+                                           sample_size, nullable)
                     if relation:
                         validated[t.name] = relation
                 if conn is not None and delivery.name is None:
@@ -392,7 +407,7 @@ def check_export(settings: Settings, source: Path, server, databases: dict[str, 
 
 
 def _check_file(settings: Settings, conn: psycopg.Connection | None, t: Table, path: Path, name: str,
-                report: DoctorReport, topic: str, sample_size: int) -> str | None:
+                report: DoctorReport, topic: str, sample_size: int, nullable: frozenset = frozenset()) -> str | None:
     """One file: present, header, and (with a connection) the real validation. Returns the
     relation holding its validated rows (inside the caller's rolled-back transaction), or None."""
     from voice_analytics_dagster.defs.ingestion.assets import RETYPED_SHARE
@@ -411,7 +426,7 @@ def _check_file(settings: Settings, conn: psycopg.Connection | None, t: Table, p
         return None
     try:
         with conn.transaction():
-            v = validate_file(conn, t, path, sample_size=sample_size, keep=True)
+            v = validate_file(conn, t, path, sample_size=sample_size, keep=True, nullable=nullable)
     except IngestionError as exc:
         report.add(FAIL, topic, str(exc))
         return None
@@ -428,7 +443,8 @@ def _check_file(settings: Settings, conn: psycopg.Connection | None, t: Table, p
         report.add(FAIL, topic, f"{name}: column(s) {', '.join(retyped)} no longer parse as their contract type "
                                 f"in most rows (retyped?); {counts}", details=_sample_lines(v.sample))
     elif v.rows_read == 0:
-        report.add(WARN, topic, f"{name}: header only, no rows")
+        report.add(WARN if len(nullable) < len(t.columns) else INFO, topic, f"{name}: header only, no rows"
+                   + ("" if len(nullable) < len(t.columns) else " (the platform does not record this table)"))
     elif v.rows_quarantined > settings.quarantine_tolerance * v.rows_read:
         report.add(FAIL, topic, f"{name}: {counts}; more than VOICE_ANALYTICS_QUARANTINE_TOLERANCE="
                                 f"{settings.quarantine_tolerance:g} allows (publication would be blocked). "
@@ -449,7 +465,8 @@ def _header_columns(path: Path) -> tuple[str, ...]:
 
 # -- all of it --------------------------------------------------------------------------------------
 
-def run_doctor(source: Path | None = None, sample_size: int = 5, environ=None) -> DoctorReport:
+def run_doctor(source: Path | None = None, sample_size: int = 5, environ=None,
+               source_format: str | None = None) -> DoctorReport:
     report = DoctorReport()
     try:
         settings = load_settings(os.environ if environ is None else environ)
@@ -471,5 +488,5 @@ def run_doctor(source: Path | None = None, sample_size: int = 5, environ=None) -
     if server is not None:
         check_dagster(settings, server, report)
     if source is not None:
-        check_export(settings, Path(source), server, databases, report, sample_size)
+        check_export(settings, Path(source), server, databases, report, sample_size, source_format)
     return report

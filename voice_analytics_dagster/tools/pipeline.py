@@ -198,8 +198,10 @@ def dbt_ops_config(node_names: list[str], full_refresh: bool = False, from_date:
 def run_pipeline(source: Path, verbose: bool = False, full_refresh: bool = False,
                  extra_run_config: dict | None = None, wait_seconds: float | None = None,
                  from_date: str | None = None, to_date: str | None = None,
-                 lookback_days: int | None = None, accept_shrink: bool = False) -> RunOutcome:
+                 lookback_days: int | None = None, accept_shrink: bool = False,
+                 source_format: str | None = None) -> RunOutcome:
     """Materialize every asset from ``source``; publish iff every blocking check passed.
+    ``source_format``: csv, lex-v2, dialogflow-cx or rasa; None: detected by the run.
 
     The run holds the warehouse run lock from before the Dagster run starts to the end
     (runlock.py): a concurrent run waits up to ``wait_seconds`` (default
@@ -211,7 +213,7 @@ def run_pipeline(source: Path, verbose: bool = False, full_refresh: bool = False
     wh.ensure_databases()
     wait = settings.run_lock_wait_seconds if wait_seconds is None else wait_seconds
     options = RunOptions(full_refresh=full_refresh, from_date=from_date, to_date=to_date,
-                         lookback_days=lookback_days, accept_shrink=accept_shrink)
+                         lookback_days=lookback_days, accept_shrink=accept_shrink, source_format=source_format)
     with runlock.hold(wh.url(), "cli", wait, on_wait=_say):
         return _run_locked(settings, wh, Path(source).resolve(), verbose, extra_run_config, options)
 
@@ -223,13 +225,17 @@ class RunOptions:
     to_date: str | None = None
     lookback_days: int | None = None
     accept_shrink: bool = False
+    source_format: str | None = None  # None: detected by the run's sources step
 
 
 def run_config(source: Path, job_nodes: list[str], options: RunOptions, verbose: bool,
                extra: dict | None = None) -> dict:
     """The Dagster run config of a CLI run. Pure."""
+    source_config = {"source_dir": str(source)}
+    if options.source_format is not None:
+        source_config["format"] = options.source_format
     config: dict = {
-        "resources": {"export_source": {"config": {"source_dir": str(source)}}},
+        "resources": {"export_source": {"config": source_config}},
         # the event log goes to the run's log file (and the instance); the terminal gets a summary
         "loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "INFO"}}},
     }
@@ -262,15 +268,26 @@ def _run_locked(settings, wh: Warehouse, source: Path, verbose: bool, extra_run_
             pending.wait()  # a run that failed before dbt still leaves a finished parse
 
 
-def launch_tags(source: Path) -> dict[str, str]:
+def launch_tags(source: Path, source_format: str | None = None) -> dict[str, str]:
     """What the run reads, as run tags, known before it starts (a source that cannot be read is
-    reported by the run's ingestion step, with its file, line and column)."""
+    reported by the run's sources or ingestion step, with its file, line and column). The
+    dataset of platform records is known once they are converted: that step adds it."""
     from voice_analytics_dagster.defs.ingestion.batches import discover_deliveries
-    from voice_analytics_dagster.lib.provenance import CSV_FORMAT, dataset_of_source, run_tags
+    from voice_analytics_dagster.defs.ingestion.sources import resolve_format
+    from voice_analytics_dagster.lib.provenance import (
+        CSV_FORMAT,
+        FORMAT_TAG,
+        SOURCE_TAG,
+        dataset_of_source,
+        run_tags,
+    )
 
     try:
+        fmt = resolve_format(source, source_format).format
+        if fmt != CSV_FORMAT:
+            return {SOURCE_TAG: str(source), FORMAT_TAG: fmt}
         dataset = dataset_of_source([d.folder for d in discover_deliveries(source)])
-    except Exception:  # noqa: BLE001 - the run's ingestion step reports it properly
+    except Exception:  # noqa: BLE001 - the run's sources and ingestion steps report it properly
         return {}
     return run_tags(source, CSV_FORMAT, dataset)
 
@@ -297,7 +314,8 @@ def _execute(settings, wh: Warehouse, source: Path, verbose: bool, extra_run_con
     log_dir = settings.home / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / "last-run.log"
-    tags = {WAREHOUSE_TAG: "write", DATABASE_TAG: database, LOCK_TAG: "held", **launch_tags(source)}
+    tags = {WAREHOUSE_TAG: "write", DATABASE_TAG: database, LOCK_TAG: "held",
+            **launch_tags(source, options.source_format)}
     with open(log_path, "w") as log:
         with contextlib.redirect_stdout(sys.stdout if verbose else log), \
                 contextlib.redirect_stderr(sys.stderr if verbose else log):

@@ -19,9 +19,14 @@ with per_session as (
         count(m.session_id) as n_with_metrics,
         -- metrics against turns: sessions with both (every turn aggregate has its session)
         count(*) filter (where m.session_id is not null and t.session_id is not null) as n_metrics_and_turns,
-        count(*) filter (where abs(m.reported_avg_asr_confidence - t.avg_asr_confidence) <= {{ tol }}) as n_asr_agrees,
-        count(*) filter (where abs(m.reported_avg_intent_confidence - t.avg_intent_confidence) <= {{ tol }})
-            as n_intent_agrees,
+        -- a mean the turns cannot give (none has the value: a platform that does not record it)
+        -- agrees with a metric that is NULL too
+        count(*) filter (where abs(m.reported_avg_asr_confidence - t.avg_asr_confidence) <= {{ tol }}
+                            or (m.reported_avg_asr_confidence is null and t.avg_asr_confidence is null
+                                and m.session_id is not null and t.session_id is not null)) as n_asr_agrees,
+        count(*) filter (where abs(m.reported_avg_intent_confidence - t.avg_intent_confidence) <= {{ tol }}
+                            or (m.reported_avg_intent_confidence is null and t.avg_intent_confidence is null
+                                and m.session_id is not null and t.session_id is not null)) as n_intent_agrees,
         count(*) filter (where abs(m.reported_misunderstanding_rate
                                    - t.misunderstanding_turn_count::float8 / t.turn_count) <= {{ tol }})
             as n_misunderstanding_agrees,

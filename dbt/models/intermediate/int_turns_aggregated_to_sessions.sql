@@ -1,5 +1,7 @@
 -- One row per session that has turns: the turns' facts aggregated to the session.
--- Every proportion here has the session's turn_count as its denominator.
+-- Every proportion here has the session's turn_count as its denominator; means of a value are
+-- over the turns that have it (NULL when none has: a platform that does not record it), and
+-- asr_confidence_turn_count counts those turns for the low-confidence share.
 -- Incremental by session day (macros/incremental.sql): an incremental run aggregates only the
 -- turns of the affected days' sessions (a late turn makes its session's day affected).
 {{ config(materialized='incremental', incremental_strategy='replace_days', unique_key='session_id',
@@ -24,6 +26,7 @@ select
     count(*) filter (where error_type = 'silence') as silence_turn_count,
     count(*) filter (where error_type = 'noise') as noise_turn_count,
     count(*) filter (where asr_confidence < {{ var('asr_low_confidence_threshold') }}) as low_asr_confidence_turn_count,
+    count(asr_confidence) as asr_confidence_turn_count,
     count(*) filter (where detected_intent = 'unknown') as unknown_intent_turn_count,
     {{ ordered_avg('asr_confidence', turn_order) }} as avg_asr_confidence,
     min(asr_confidence) as min_asr_confidence,

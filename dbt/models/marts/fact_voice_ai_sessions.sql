@@ -92,6 +92,7 @@ select
     t.silence_turn_count::integer as silence_turn_count,
     t.noise_turn_count::integer as noise_turn_count,
     t.low_asr_confidence_turn_count::integer as low_asr_confidence_turn_count,
+    t.asr_confidence_turn_count::integer as asr_confidence_turn_count,
     t.unknown_intent_turn_count::integer as unknown_intent_turn_count,
     (t.error_turn_count::float8 / t.turn_count) as error_turn_rate,
     (t.misunderstanding_turn_count::float8 / t.turn_count) as misunderstanding_rate,

@@ -5,7 +5,13 @@
 -- here), and the mean ASR and intent confidence; rounded for reading in the last select.
 -- Segments built from fewer than var('min_cell_size') sessions are suppressed (with
 -- complementary suppression within each set of sibling segments).
+-- An attribute the source did not record for a user (a platform bot that does not set it) is a
+-- segment of its own, "not recorded" (key region=not recorded, the attribute column NULL), never
+-- folded into a value (a NULL disability is not "without disability"); such a segment has no
+-- reference and is in no comparison. Mean confidences are over the sessions that have one.
 {%- set attributes = ['region', 'has_disability', 'is_first_time_digital_user', 'language'] %}
+{#- each attribute's name in segment_key (its sibling sets are read from the key) -#}
+{%- set segment_key_parts = ['region', 'disability', 'first_time', 'language'] %}
 {%- set outcomes = [('completion', 'is_completed'), ('abandonment', 'is_abandoned'), ('transfer', 'is_transferred')] %}
 {%- set sets_by_user = ['()', '(region)', '(has_disability)', '(is_first_time_digital_user)',
                         '(region, has_disability)', '(region, is_first_time_digital_user)',
@@ -27,7 +33,8 @@ reference as (
         'urban'::text as region,
         false as has_disability,
         false as is_first_time_digital_user,
-        (select language from sessions group by language order by count(*) desc, language limit 1) as language
+        (select language from sessions where language is not null
+         group by language order by count(*) desc, language limit 1) as language
 ),
 
 -- The finest cells first (every attribute), their sums exact in numeric; the grouping sets then
@@ -67,7 +74,9 @@ grouped as (
         {{ mean_from_sums('sum(avg_asr_confidence_n)', 'sum(avg_asr_confidence_sum)') }} as asr_mean,
         {{ stddev_from_sums('sum(avg_asr_confidence_n)', 'sum(avg_asr_confidence_sum)', 'sum(avg_asr_confidence_sum2)') }} as asr_sd,
         {{ mean_from_sums('sum(avg_intent_confidence_n)', 'sum(avg_intent_confidence_sum)') }} as intent_mean,
-        {{ stddev_from_sums('sum(avg_intent_confidence_n)', 'sum(avg_intent_confidence_sum)', 'sum(avg_intent_confidence_sum2)') }} as intent_sd
+        {{ stddev_from_sums('sum(avg_intent_confidence_n)', 'sum(avg_intent_confidence_sum)', 'sum(avg_intent_confidence_sum2)') }} as intent_sd,
+        sum(avg_asr_confidence_n)::bigint as asr_n,
+        sum(avg_intent_confidence_n)::bigint as intent_n
     from finest
     group by grouping sets ({{ (sets_by_user + sets_with_language) | join(', ') }})
 ),
@@ -108,18 +117,27 @@ labelled as (
             case when g.by_is_first_time_digital_user then 'first_time_digital_user' end,
             case when g.by_language then 'language' end), ''), 'all') as segment_dimension,
         coalesce(nullif(concat_ws(', ',
-            case when g.by_region then g.region end,
-            case when g.by_has_disability then case when g.has_disability then 'with disability' else 'without disability' end end,
+            case when g.by_region then coalesce(g.region, 'region not recorded') end,
+            case when g.by_has_disability then case when g.has_disability then 'with disability'
+                                                    when not g.has_disability then 'without disability'
+                                                    else 'disability not recorded' end end,
             case when g.by_is_first_time_digital_user then
-                case when g.is_first_time_digital_user then 'first-time digital user' else 'experienced digital user' end end,
-            case when g.by_language then g.language end), ''), 'all sessions') as segment_label,
+                case when g.is_first_time_digital_user then 'first-time digital user'
+                     when not g.is_first_time_digital_user then 'experienced digital user'
+                     else 'first-time digital use not recorded' end end,
+            case when g.by_language then coalesce(g.language, 'language not recorded') end), ''), 'all sessions') as segment_label,
         coalesce(nullif(concat_ws('|',
-            case when g.by_region then 'region=' || g.region end,
-            case when g.by_has_disability then 'disability=' || g.has_disability::text end,
-            case when g.by_is_first_time_digital_user then 'first_time=' || g.is_first_time_digital_user::text end,
-            case when g.by_language then 'language=' || g.language end), ''), 'all') as segment_key,
-        -- the same dimension with every attribute at its reference value
-        case when g.by_region or g.by_has_disability or g.by_is_first_time_digital_user or g.by_language then
+            case when g.by_region then 'region=' || coalesce(g.region, 'not recorded') end,
+            case when g.by_has_disability then 'disability=' || coalesce(g.has_disability::text, 'not recorded') end,
+            case when g.by_is_first_time_digital_user then
+                'first_time=' || coalesce(g.is_first_time_digital_user::text, 'not recorded') end,
+            case when g.by_language then 'language=' || coalesce(g.language, 'not recorded') end), ''), 'all') as segment_key,
+        -- the same dimension with every attribute at its reference value; none for a segment
+        -- whose value of an attribute is not recorded (it is compared with nothing)
+        case when (g.by_region or g.by_has_disability or g.by_is_first_time_digital_user or g.by_language)
+              and not (g.by_region and g.region is null) and not (g.by_has_disability and g.has_disability is null)
+              and not (g.by_is_first_time_digital_user and g.is_first_time_digital_user is null)
+              and not (g.by_language and g.language is null) then
             concat_ws('|',
                 case when g.by_region then 'region=' || r.region end,
                 case when g.by_has_disability then 'disability=' || r.has_disability::text end,
@@ -140,8 +158,8 @@ labelled as (
 cells as (
     select
         *,
-        {%- for a in attributes %}
-        {{ segment_sibling_set(a, attributes) }} as sibling_set_{{ loop.index }}{% if not loop.last %},{% endif %}
+        {%- for part in segment_key_parts %}
+        {{ segment_key_sibling_set(part) }} as sibling_set_{{ loop.index }}{% if not loop.last %},{% endif %}
         {%- endfor %}
     from labelled
 ),
@@ -165,8 +183,10 @@ published as (
         {%- endfor %}
         case when not s.suppressed then c.asr_mean end as asr_mean,
         case when not s.suppressed then c.asr_sd end as asr_sd,
+        case when not s.suppressed then c.asr_n end as asr_n,
         case when not s.suppressed then c.intent_mean end as intent_mean,
-        case when not s.suppressed then c.intent_sd end as intent_sd
+        case when not s.suppressed then c.intent_sd end as intent_sd,
+        case when not s.suppressed then c.intent_n end as intent_n
     from cells c
     join suppression s on s.cell_key = c.segment_key
 ),
@@ -208,12 +228,14 @@ select
         {{ two_proportion_null_se('p.' ~ name ~ '_sessions', 'p.n_sessions', 'r.' ~ name ~ '_sessions', 'r.n_sessions') }}
     end as {{ name }}_null_se,
     {%- endfor %}
+    p.asr_n::bigint as asr_confidence_n_sessions,
     p.asr_mean::float8 as mean_asr_confidence,
-    {{ mean_ci_low('p.asr_mean', 'p.asr_sd', 'p.n_sessions') }} as mean_asr_confidence_ci_low,
-    {{ mean_ci_high('p.asr_mean', 'p.asr_sd', 'p.n_sessions') }} as mean_asr_confidence_ci_high,
+    {{ mean_ci_low('p.asr_mean', 'p.asr_sd', 'p.asr_n') }} as mean_asr_confidence_ci_low,
+    {{ mean_ci_high('p.asr_mean', 'p.asr_sd', 'p.asr_n') }} as mean_asr_confidence_ci_high,
+    p.intent_n::bigint as intent_confidence_n_sessions,
     p.intent_mean::float8 as mean_intent_confidence,
-    {{ mean_ci_low('p.intent_mean', 'p.intent_sd', 'p.n_sessions') }} as mean_intent_confidence_ci_low,
-    {{ mean_ci_high('p.intent_mean', 'p.intent_sd', 'p.n_sessions') }} as mean_intent_confidence_ci_high,
+    {{ mean_ci_low('p.intent_mean', 'p.intent_sd', 'p.intent_n') }} as mean_intent_confidence_ci_low,
+    {{ mean_ci_high('p.intent_mean', 'p.intent_sd', 'p.intent_n') }} as mean_intent_confidence_ci_high,
     {{ var('min_cell_size') }}::integer as min_cell_size
 from published p
 left join published r on r.segment_key = p.reference_segment_key
@@ -287,9 +309,11 @@ select
     {%- endfor %}
     f.holm_family_size,
     {{ var('equivalence_margin') }}::float8 as equivalence_margin,
+    m.asr_confidence_n_sessions,
     {{ rounded('m.mean_asr_confidence') }} as mean_asr_confidence,
     {{ rounded_down('m.mean_asr_confidence_ci_low') }} as mean_asr_confidence_ci_low,
     {{ rounded_up('m.mean_asr_confidence_ci_high') }} as mean_asr_confidence_ci_high,
+    m.intent_confidence_n_sessions,
     {{ rounded('m.mean_intent_confidence') }} as mean_intent_confidence,
     {{ rounded_down('m.mean_intent_confidence_ci_low') }} as mean_intent_confidence_ci_low,
     {{ rounded_up('m.mean_intent_confidence_ci_high') }} as mean_intent_confidence_ci_high,

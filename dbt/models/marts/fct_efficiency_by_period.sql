@@ -1,6 +1,8 @@
 -- One row per day and ISO week with sessions: turns per session, session duration, error-turn
 -- rate and time to completion, as means with intervals and as medians and 90th percentiles,
--- rounded for reading in the last select (doc block rounding).
+-- rounded for reading in the last select (doc block rounding). A duration the source does not
+-- record (no conversational platform logs turn durations) stays NULL: its means and percentiles
+-- are over the sessions that have one, NULL when none has, never 0.
 with sessions as (
     select session_date, session_week, is_completed, turn_count, error_turn_count,
            turn_duration_sec_total, reported_duration_sec
@@ -22,6 +24,7 @@ cells as (
         avg(turn_count) as turns_mean, stddev_samp(turn_count) as turns_sd,
         percentile_cont(0.5) within group (order by turn_count) as turns_median,
         percentile_cont(0.9) within group (order by turn_count) as turns_p90,
+        count(turn_duration_sec_total) as n_durations,
         {{ exact_avg('turn_duration_sec_total') }} as duration_mean, {{ exact_stddev('turn_duration_sec_total') }} as duration_sd,
         percentile_cont(0.5) within group (order by turn_duration_sec_total) as duration_median,
         percentile_cont(0.9) within group (order by turn_duration_sec_total) as duration_p90,
@@ -33,6 +36,7 @@ cells as (
         sum(turn_count::float8 * error_turn_count) as sxy,
         sum(error_turn_count::float8 ^ 2) as syy,
         count(*) filter (where is_completed) as n_completed,
+        count(turn_duration_sec_total) filter (where is_completed) as n_completed_durations,
         {{ exact_avg('turn_duration_sec_total', 'is_completed') }} as ttc_mean,
         {{ exact_stddev('turn_duration_sec_total', 'is_completed') }} as ttc_sd,
         percentile_cont(0.5) within group (order by turn_duration_sec_total) filter (where is_completed) as ttc_median,
@@ -78,8 +82,8 @@ select
     case when not suppressed then {{ rounded('turns_median', 2) }} end as turns_per_session_median,
     case when not suppressed then {{ rounded('turns_p90', 2) }} end as turns_per_session_p90,
     case when not suppressed then {{ rounded('duration_mean', 1) }} end as duration_sec_mean,
-    case when not suppressed then {{ rounded_down(mean_ci_low('duration_mean', 'duration_sd', 'n_sessions'), 1) }} end as duration_sec_ci_low,
-    case when not suppressed then {{ rounded_up(mean_ci_high('duration_mean', 'duration_sd', 'n_sessions'), 1) }} end as duration_sec_ci_high,
+    case when not suppressed then {{ rounded_down(mean_ci_low('duration_mean', 'duration_sd', 'n_durations'), 1) }} end as duration_sec_ci_low,
+    case when not suppressed then {{ rounded_up(mean_ci_high('duration_mean', 'duration_sd', 'n_durations'), 1) }} end as duration_sec_ci_high,
     case when not suppressed then {{ rounded('duration_median', 1) }} end as duration_sec_median,
     case when not suppressed then {{ rounded('duration_p90', 1) }} end as duration_sec_p90,
     case when not suppressed then {{ rounded('reported_duration_median', 1) }} end as reported_duration_sec_median,
@@ -93,8 +97,8 @@ select
     ttc_suppressed as time_to_completion_suppressed,
     case when not ttc_suppressed then n_completed end::bigint as n_completed_sessions,
     case when not ttc_suppressed then {{ rounded('ttc_mean', 1) }} end as time_to_completion_sec_mean,
-    case when not ttc_suppressed then {{ rounded_down(mean_ci_low('ttc_mean', 'ttc_sd', 'n_completed'), 1) }} end as time_to_completion_sec_ci_low,
-    case when not ttc_suppressed then {{ rounded_up(mean_ci_high('ttc_mean', 'ttc_sd', 'n_completed'), 1) }} end as time_to_completion_sec_ci_high,
+    case when not ttc_suppressed then {{ rounded_down(mean_ci_low('ttc_mean', 'ttc_sd', 'n_completed_durations'), 1) }} end as time_to_completion_sec_ci_low,
+    case when not ttc_suppressed then {{ rounded_up(mean_ci_high('ttc_mean', 'ttc_sd', 'n_completed_durations'), 1) }} end as time_to_completion_sec_ci_high,
     case when not ttc_suppressed then {{ rounded('ttc_median', 1) }} end as time_to_completion_sec_median,
     case when not ttc_suppressed then {{ rounded('ttc_p90', 1) }} end as time_to_completion_sec_p90,
     {{ var('min_cell_size') }}::integer as min_cell_size

@@ -9,7 +9,9 @@
 with sessions as (
     select session_date, session_month, asr_model_version, turn_count,
            error_turn_count, misunderstanding_turn_count, silence_turn_count, noise_turn_count,
-           concat_ws('|', region, has_disability::text, is_first_time_digital_user::text, language) as stratum
+           -- a value the source did not record is a stratum value of its own (concat_ws would skip it)
+           concat_ws('|', coalesce(region, '?'), coalesce(has_disability::text, '?'),
+                     coalesce(is_first_time_digital_user::text, '?'), coalesce(language, '?')) as stratum
     from {{ ref('fact_voice_ai_sessions') }}
 ),
 

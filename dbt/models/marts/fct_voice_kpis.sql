@@ -9,14 +9,17 @@
     ('completion_rate', 'platform', 'completed', 'Task completion rate: sessions that ended completed / sessions.'),
 ] %}
 {%- set reasons = ['repeated_errors', 'user_request', 'system', 'unspecified'] %}
+{#- turn KPIs: (kpi, group, numerator, denominator, definition). The low-confidence share's
+    denominator is the turns that have an ASR confidence (every turn of a CSV export; a platform
+    records it for spoken caller turns only): NULL, not 0, where no turn has one. -#}
 {%- set turn_kpis = [
-    ('no_match_rate', 'industry', 'misunderstanding_turn_count', 'No-match rate: turns the assistant did not understand (error_type misunderstanding) / turns.'),
-    ('no_input_rate', 'industry', 'silence_turn_count', 'No-input rate: turns without caller input (error_type silence) / turns.'),
-    ('low_asr_confidence_turn_share', 'industry', 'low_asr_confidence_turn_count',
-        'Share of turns whose ASR confidence is below ' ~ threshold ~ ' (var asr_low_confidence_threshold, VOICE_ANALYTICS_ASR_LOW_CONFIDENCE) / turns.'),
-    ('intent_detection_rate', 'industry', 'detected_intent_turn_count', 'Intent detection rate: turns with a detected intent (not unknown) / turns.'),
-    ('error_turn_rate', 'platform', 'error_turn_count', 'Error-turn rate: turns with any error (misunderstanding, silence, noise) / turns.'),
-    ('noise_rate', 'platform', 'noise_turn_count', 'Noise rate: turns with recognition noise / turns.'),
+    ('no_match_rate', 'industry', 'misunderstanding_turn_count', 'turn_count', 'No-match rate: turns the assistant did not understand (error_type misunderstanding) / turns.'),
+    ('no_input_rate', 'industry', 'silence_turn_count', 'turn_count', 'No-input rate: turns without caller input (error_type silence) / turns.'),
+    ('low_asr_confidence_turn_share', 'industry', 'low_asr_confidence_turn_count', 'asr_confidence_turn_count',
+        'Share of turns whose ASR confidence is below ' ~ threshold ~ ' (var asr_low_confidence_threshold, VOICE_ANALYTICS_ASR_LOW_CONFIDENCE) / turns with an ASR confidence.'),
+    ('intent_detection_rate', 'industry', 'detected_intent_turn_count', 'turn_count', 'Intent detection rate: turns with a detected intent (not unknown) / turns.'),
+    ('error_turn_rate', 'platform', 'error_turn_count', 'turn_count', 'Error-turn rate: turns with any error (misunderstanding, silence, noise) / turns.'),
+    ('noise_rate', 'platform', 'noise_turn_count', 'turn_count', 'Noise rate: turns with recognition noise / turns.'),
 ] %}
 
 with sessions as (
@@ -26,7 +29,7 @@ with sessions as (
         is_completed as completed,
         case when is_transferred then coalesce(transfer_reason, 'unspecified') end as reason,
         turn_count,
-        misunderstanding_turn_count, silence_turn_count, low_asr_confidence_turn_count,
+        misunderstanding_turn_count, silence_turn_count, low_asr_confidence_turn_count, asr_confidence_turn_count,
         turn_count - unknown_intent_turn_count as detected_intent_turn_count,
         error_turn_count, noise_turn_count
     from {{ ref('fact_voice_ai_sessions') }}
@@ -57,11 +60,12 @@ periods as (
         {%- for r in reasons %}
         count(*) filter (where reason = '{{ r }}') as reason_{{ r }},
         {%- endfor %}
-        sum(turn_count)::float8 as n_turns,
-        sum(turn_count::float8 ^ 2) as sxx,
-        {%- for kpi, group, col, definition in turn_kpis %}
+        {%- for kpi, group, col, denominator, definition in turn_kpis %}
+        count(*) filter (where {{ denominator }} > 0) as {{ kpi }}_n,
+        sum({{ denominator }})::float8 as {{ kpi }}_x,
+        sum({{ denominator }}::float8 ^ 2) as {{ kpi }}_sxx,
         sum({{ col }})::float8 as {{ kpi }}_y,
-        sum(turn_count::float8 * {{ col }}) as {{ kpi }}_sxy,
+        sum({{ denominator }}::float8 * {{ col }}) as {{ kpi }}_sxy,
         sum({{ col }}::float8 ^ 2) as {{ kpi }}_syy{% if not loop.last %},{% endif %}
         {%- endfor %}
     from in_periods
@@ -69,23 +73,24 @@ periods as (
 ),
 
 kpis as (
-    select p.period_grain, p.period_start, p.period_end, k.*, p.sxx
+    select p.period_grain, p.period_start, p.period_end, k.*
     from periods p
     cross join lateral (values
         {%- for kpi, group, flag, definition in session_kpis %}
         ('{{ kpi }}', '{{ group }}', 'sessions', '{{ definition | replace("'", "''") }}',
-         p.{{ flag }}::float8, p.n_sessions::float8, p.n_sessions, null::float8, null::float8),
+         p.{{ flag }}::float8, p.n_sessions::float8, p.n_sessions, null::float8, null::float8, null::float8),
         {%- endfor %}
         {%- for r in reasons %}
         ('transfer_reason_share:{{ r }}', 'industry', 'transferred sessions',
          'Share of transferred sessions whose transfer_reason is {{ r }}{{ " (none recorded)" if r == "unspecified" }}: those sessions / transferred sessions.',
-         p.reason_{{ r }}::float8, p.transferred::float8, p.transferred, null::float8, null::float8),
+         p.reason_{{ r }}::float8, p.transferred::float8, p.transferred, null::float8, null::float8, null::float8),
         {%- endfor %}
-        {%- for kpi, group, col, definition in turn_kpis %}
+        {%- for kpi, group, col, denominator, definition in turn_kpis %}
         ('{{ kpi }}', '{{ group }}', 'turns', '{{ definition | replace("'", "''") }}',
-         p.{{ kpi }}_y, p.n_turns, p.n_sessions, p.{{ kpi }}_sxy, p.{{ kpi }}_syy){% if not loop.last %},{% endif %}
+         p.{{ kpi }}_y, p.{{ kpi }}_x, p.{{ kpi }}_n, p.{{ kpi }}_sxx, p.{{ kpi }}_sxy, p.{{ kpi }}_syy)
+        {%- if not loop.last %},{% endif %}
         {%- endfor %}
-    ) as k (kpi, kpi_group, unit, definition, numerator, denominator, base_sessions, sxy, syy)
+    ) as k (kpi, kpi_group, unit, definition, numerator, denominator, base_sessions, sxx, sxy, syy)
 ),
 
 cells as (
@@ -98,7 +103,10 @@ cells as (
 ),
 
 kpi_suppression as (
-    {{ small_cell_suppression('cells', 'cell_key', 'base_sessions', ['across_periods']) }}
+    -- a turn KPI no turn of the cell records (no ASR confidence: typed text, or a platform that
+    -- does not record it) discloses nothing: not available (NULL, n 0), not withheld
+    {{ small_cell_suppression('cells', 'cell_key', 'base_sessions', ['across_periods'],
+                              unrecorded="unit = 'turns' and denominator = 0") }}
 ),
 
 period_suppression as (

@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 
+from voice_analytics_dagster.defs.ingestion.adapters import load_adapter_settings
 from voice_analytics_dagster.defs.ingestion.batches import (
     Delivery,
     activate_batches,
@@ -37,6 +38,13 @@ from voice_analytics_dagster.defs.ingestion.batches import (
 )
 from voice_analytics_dagster.defs.ingestion.copy import LoadResult, load_file
 from voice_analytics_dagster.defs.ingestion.reader import IngestionError, SchemaDriftError
+from voice_analytics_dagster.defs.ingestion.source_assets import EXPORT_KEY
+from voice_analytics_dagster.defs.ingestion.sources import (
+    converted_root,
+    current_conversions,
+    nullable_columns,
+    resolve_format,
+)
 from voice_analytics_dagster.defs.ingestion.sql import bootstrap_raw_sql
 from voice_analytics_dagster.lib.contract import TABLES, Table
 from voice_analytics_dagster.lib.provenance import (
@@ -144,6 +152,7 @@ def raw_asset_spec(t: Table) -> dg.AssetSpec:
             "with its file, line and column."
         ),
         metadata={"contract_columns": list(t.column_names), "grain": t.grain, "key": list(t.key)},
+        deps=[EXPORT_KEY],
         skippable=True,
     )
 
@@ -179,9 +188,10 @@ def raw_export(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
                export_source: ExportSourceResource, warehouse_lock: WarehouseLockResource):
     source = export_source.folder()
     try:
-        deliveries = discover_deliveries(source)
+        fmt, folder, manifests = _export_to_load(source, export_source.format)
+        deliveries = discover_deliveries(folder)
         dataset = dataset_of_source([d.folder for d in deliveries])
-    except (IngestionError, MixedDatasetsError) as exc:
+    except (IngestionError, MixedDatasetsError, ValueError) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     wh = warehouse.get()
     try:
@@ -196,7 +206,7 @@ def raw_export(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
     if problem:
         raise dg.Failure(description=problem, allow_retries=False)
     # what this run reads, on the run itself: a demo run can be told from a real one in the UI
-    context.instance.add_run_tags(context.run_id, run_tags(source, CSV_FORMAT, dataset))
+    context.instance.add_run_tags(context.run_id, run_tags(source, fmt, dataset))
     tables = [t for t in TABLES if raw_asset_key(t.name) in context.selected_asset_keys]
     # the largest file first, so that the other worker loads the small ones meanwhile
     tables.sort(key=lambda t: -_export_bytes(deliveries, t))
@@ -206,7 +216,7 @@ def raw_export(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
         # events are collected and yielded from this (the step's) thread once every load is done
         events: list = []
         try:
-            for event in _load_table(context, t, wh, deliveries, events.append, source, dataset):
+            for event in _load_table(context, t, wh, deliveries, events.append, source, dataset, fmt, manifests):
                 events.append(event)
         except Exception as exc:  # noqa: BLE001 - reported below, after every file's events
             return events, exc
@@ -241,18 +251,34 @@ def raw_export(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
     raise next(e for e in failures if not isinstance(e, dg.Failure))
 
 
+def _export_to_load(source, fmt: str | None) -> tuple[str, object, dict]:
+    """(format, the folder to load, adapter manifest per delivery): the source itself for csv,
+    else its current conversion (written by the sources/export step of the run)."""
+    resolved = resolve_format(source, fmt).format
+    if resolved == CSV_FORMAT:
+        return resolved, source, {}
+    settings = get_settings()
+    root = converted_root(settings.home, source, resolved)
+    conversions = current_conversions(source, resolved, root, load_adapter_settings())
+    return resolved, root, {c.delivery: c.manifest for c in conversions}
+
+
 def _load_table(context: dg.AssetExecutionContext, t: Table, wh: Warehouse, deliveries: list[Delivery], log,
-                source, dataset: Dataset):
+                source, dataset: Dataset, fmt: str = CSV_FORMAT, manifests: dict | None = None):
     """The raw asset of table ``t``: load every new delivery, then evaluate its two checks.
-    ``log`` takes the progress lines (the caller logs them from the step's thread)."""
+    ``log`` takes the progress lines (the caller logs them from the step's thread). A delivery
+    converted by a platform adapter (``manifests``) loads the columns its platform does not
+    record as NULL; a CSV export's required values stay required."""
     settings = get_settings()
     results: list[LoadResult] = []
     # named, so that pg_stat_activity shows which table a backend is loading
     with wh.connect(application_name=f"voice-analytics raw/{t.name}") as conn:
         for delivery in deliveries:
             path = delivery.file(t)
+            manifest = (manifests or {}).get(delivery.name)
+            nullable = nullable_columns(manifest, t) if manifest is not None else frozenset()
             try:
-                result = load_file(conn, t, path, delivery.name, context.run_id)
+                result = load_file(conn, t, path, delivery.name, context.run_id, nullable=nullable)
             except IngestionError as exc:
                 if path.exists():
                     record_rejection(conn, t, path, delivery.name, context.run_id, exc)
@@ -274,7 +300,7 @@ def _load_table(context: dg.AssetExecutionContext, t: Table, wh: Warehouse, deli
             )
             results.append(result)
 
-        record_batches(conn, [r.batch_id for r in results if not r.skipped], source, CSV_FORMAT, dataset)
+        record_batches(conn, [r.batch_id for r in results if not r.skipped], source, fmt, dataset)
         activate_batches(conn, t, results)
         new_batches = [r.batch_id for r in results if not r.skipped]
         retyped = conn.execute(RETYPED_SQL, {"batches": new_batches, "share": RETYPED_SHARE}).fetchall()
@@ -293,7 +319,7 @@ def _load_table(context: dg.AssetExecutionContext, t: Table, wh: Warehouse, deli
 
     meta = _describe(results)
     meta["dagster/row_count"] = total_rows
-    meta.update({"source": str(source), "format": CSV_FORMAT, "dataset": dataset.label})
+    meta.update({"source": str(source), "format": fmt, "dataset": dataset.label})
     yield dg.MaterializeResult(asset_key=raw_asset_key(t.name), metadata=meta)
     yield dg.AssetCheckResult(
         asset_key=raw_asset_key(t.name),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,7 +92,7 @@ class _Copied:
 
 
 def load_file(conn: psycopg.Connection, t: Table, path: Path, delivery: str | None = None,
-              run_id: str | None = None) -> LoadResult:
+              run_id: str | None = None, nullable: Iterable[str] = ()) -> LoadResult:
     """Load one file into ``raw.<t.name>`` in one transaction. Idempotent by checksum.
 
     The batch row, the typed rows and the quarantine rows are written in that one transaction:
@@ -100,8 +100,12 @@ def load_file(conn: psycopg.Connection, t: Table, path: Path, delivery: str | No
     tests/e2e/test_faults.py::test_kill_during_ingestion_leaves_no_half_loaded_batch).
     Structural CSV errors (a wrong number of fields, an unterminated quote, bytes that are not
     UTF-8) and a header or date format that differs from the contract raise IngestionError
-    naming the file, the line and the column."""
-    return _load(conn, t, Path(path), delivery, run_id, dry_run=False)
+    naming the file, the line and the column.
+
+    ``nullable``: columns that may be empty in this file although the contract requires them
+    (a platform adapter's output: the columns its manifest says the platform does not record);
+    every other rule holds. Empty by default: a CSV export's required values are required."""
+    return _load(conn, t.with_nullable(nullable), Path(path), delivery, run_id, dry_run=False)
 
 
 def _load(conn: psycopg.Connection, t: Table, path: Path, delivery: str | None, run_id: str | None,
@@ -312,11 +316,13 @@ class Validation:
 
 
 def validate_file(conn: psycopg.Connection, t: Table, path: Path, sample_size: int = 5,
-                  keep: bool = False) -> Validation:
+                  keep: bool = False, nullable: Iterable[str] = ()) -> Validation:
     """Run the loader's real COPY and validation on ``path`` and return what it found, in a
     savepoint that is rolled back: nothing is written (``doctor``). With ``keep`` the rows stay
-    in ``relation`` for the caller, who must roll its own transaction back."""
+    in ``relation`` for the caller, who must roll its own transaction back. ``nullable``: as
+    for load_file."""
     path = Path(path)
+    t = t.with_nullable(nullable)
     with conn.transaction() as tx:
         conn.execute(bootstrap_raw_sql())
         result = _load(conn, t, path, None, None, dry_run=True)

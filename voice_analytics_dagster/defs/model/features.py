@@ -66,6 +66,7 @@ EXCLUDED: dict[str, str] = {
     "silence_turn_count": "count: grows with the session's length (the share is a feature)",
     "noise_turn_count": "count: grows with the session's length (the share is a feature)",
     "low_asr_confidence_turn_count": "count: grows with the session's length",
+    "asr_confidence_turn_count": "count: grows with the session's length",
     "unknown_intent_turn_count": "count: grows with the session's length",
     "duplicate_turn_number_count": "a data-quality count, grows with the session's length",
     "reported_turn_count": "the platform's turn count: known only at the end",
@@ -129,6 +130,7 @@ def build_design(frame: pd.DataFrame, features: tuple[Feature, ...] = FEATURES) 
       frequent (the reference level), named ``column=level``.
     - An indicator with fewer than MIN_INDICATOR_SESSIONS sessions on either side, and a numeric
       feature without variation, is not used (listed in ``unused`` with the reason).
+    - Nor is a feature that is a linear combination of the features before it (redundant_features).
     - Z is X standardised by its mean and sample SD over the sessions used: coefficients are
       log-odds per standard deviation, comparable across features.
     """
@@ -201,12 +203,40 @@ def build_design(frame: pd.DataFrame, features: tuple[Feature, ...] = FEATURES) 
     for name, x in columns.items():
         x -= mean[name]
         x /= sd[name]
+    for name, why in redundant_features(columns).items():
+        unused[name] = why
+        del columns[name], kinds[name], reference_levels[name]
+        mean, sd = mean.drop(name), sd.drop(name)
     Z = pd.DataFrame(columns, index=pd.RangeIndex(len(data)))
     return Design(
         Z=Z, y=data[OUTCOME].astype(bool).to_numpy().astype(np.float64),
         session_ids=data[KEY].astype(str).to_numpy(), mean=mean, sd=sd, kinds=kinds,
         reference_levels=reference_levels, n_input=n_input, dropped_null=dropped_null, unused=unused,
     )
+
+
+def redundant_features(columns: dict[str, np.ndarray]) -> dict[str, str]:
+    """Features (standardised columns, in order) that are a linear combination of the ones kept
+    before them, with the reason. Their coefficients could not be told apart from the others'
+    (a rank-deficient design claims no driver at all). From a platform's logs, whose turns lack
+    an intent exactly when they are no-match or no-input turns, intent_detection_rate is
+    1 - misunderstanding_rate - silence_rate: it is left out, and the others keep their meaning.
+    Read from the k x k cross-product of the columns, without a copy of the design."""
+    names = list(columns)
+    gram = np.array([[float(columns[a] @ columns[b]) for b in names] for a in names]).reshape(len(names), len(names))
+    kept: list[int] = []
+    out = {}
+    for j, name in enumerate(names):
+        trial = [*kept, j]
+        sub = gram[np.ix_(trial, trial)]
+        if np.linalg.matrix_rank(sub, hermitian=True) == len(trial):
+            kept.append(j)
+            continue
+        values, vectors = np.linalg.eigh(sub)
+        null = vectors[:, np.argmin(values)]
+        involved = [names[i] for i, loading in zip(kept, np.abs(null[:-1]), strict=True) if loading > 1e-6]
+        out[name] = "a linear combination of " + (", ".join(involved) or "the features before it")
+    return out
 
 
 def _estimable(indicator: np.ndarray) -> bool:

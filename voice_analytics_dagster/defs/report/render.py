@@ -50,11 +50,14 @@ class ReportData:
 
 def asr_bin_sql(bins: int = 10) -> str:
     """Abandonment by equal-count bins of session ASR confidence, from the certified fact, with
-    Wilson intervals computed in Python (bins are large: n / bins sessions each)."""
+    Wilson intervals computed in Python (bins are large: n / bins sessions each). Sessions without
+    an ASR confidence (typed text, a platform that does not record it) are in no bin: no rows, no
+    plot, when none has one."""
     return f"""
         with binned as (
             select avg_asr_confidence, is_abandoned, ntile({int(bins)}) over (order by avg_asr_confidence, session_id) as bin
             from analytics.fact_voice_ai_sessions
+            where avg_asr_confidence is not null
         )
         select bin, count(*) as n_sessions, count(*) filter (where is_abandoned) as abandoned,
                avg(avg_asr_confidence) as mean_asr, min(avg_asr_confidence) as min_asr, max(avg_asr_confidence) as max_asr

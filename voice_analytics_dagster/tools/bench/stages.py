@@ -21,7 +21,8 @@ STAGES = ("ingestion", "dbt", "checks", "model", "publish", "report")
 def stage_of_step(step_key: str) -> str:
     """The bench stage a Dagster step of the pipeline job belongs to.
 
-    Step keys are Dagster's: ``raw_export`` (the five raw assets; ``raw__<table>`` when they were
+    Step keys are Dagster's: ``source_adapters`` (the sources/* assets: a platform's logs
+    converted onto the contract), ``raw_export`` (the five raw assets; ``raw__<table>`` when they were
     one step each), ``voice_dbt_models`` and
     ``voice_dbt_models_2`` (the dbt build is split in two steps around the model, whose export
     table dbt builds after it), ``<asset>_<check>`` for Python asset checks, ``abandonment_model``,
@@ -35,7 +36,7 @@ def stage_of_step(step_key: str) -> str:
             check_names.add(spec.name)
     if any(step_key.endswith("_" + name) for name in check_names) or step_key.startswith("freshness_check"):
         return "checks"
-    if step_key == "raw_export" or step_key.startswith("raw__"):
+    if step_key in ("source_adapters", "raw_export") or step_key.startswith("raw__"):
         return "ingestion"
     if step_key.startswith("voice_dbt_models"):
         return "dbt"

@@ -51,6 +51,8 @@ def input_files(source: Path) -> list[Path]:
 
 def is_json_file(p: Path) -> bool:
     name = p.name.lower()
+    if name == contract.SYNTHETIC_MARKER:
+        return False  # the generator's marker of a synthetic export, not a platform record
     return any(name.endswith(s) or name.endswith(s + ".gz") for s in JSON_SUFFIXES)
 
 

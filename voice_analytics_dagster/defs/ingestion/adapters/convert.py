@@ -162,7 +162,7 @@ def _convert(adapter: Adapter, source: Path, files: list[Path], work: Path, out_
     ignored: Counter = Counter()
     stats: list[FileStats] = []
     build = BuildContext(names, quarantine)
-    duplicates = empty_sessions = 0
+    duplicates = empty_sessions = conversations = 0
     try:
         for i, path in enumerate(files):
             st = FileStats(names[i])
@@ -174,6 +174,7 @@ def _convert(adapter: Adapter, source: Path, files: list[Path], work: Path, out_
                 except Rejected as exc:
                     quarantine.add(names[i], record.line, join_path(record.path, exc.field), exc.reason, record.value)
         for conv, events in store.conversations():
+            conversations += 1
             events, dropped = without_duplicates(events)
             duplicates += dropped
             for s in adapter.build(conv, events, build):
@@ -207,6 +208,7 @@ def _convert(adapter: Adapter, source: Path, files: list[Path], work: Path, out_
         "source": str(source),
         "detection": evidence or None,
         "inputs": [asdict(s) for s in stats],
+        "conversations": conversations,
         "rows": {t.name: writer.rows[t.name] for t in contract.TABLES},
         "records_quarantined": quarantine.count,
         "quarantine_reasons": dict(quarantine.by_reason),
