@@ -261,7 +261,9 @@ def replace_table(conn: psycopg.Connection, name: str, payload) -> None:
     """Drop, recreate and fill a table (inside the caller's transaction). The primary key is
     added after the rows: one sorted index build instead of an index insertion per row."""
     columns, description = TABLES[name]
-    conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(SCHEMA, name)))
+    # cascade: dbt's staging views on this table (dbt/models/staging/analysis) go with it; the dbt
+    # step after the model creates them again
+    conn.execute(sql.SQL("drop table if exists {} cascade").format(sql.Identifier(SCHEMA, name)))
     conn.execute(create_table_sql(name, columns, description, primary_key=False))
     copy_rows(conn, name, columns, payload)
     conn.execute(primary_key_sql(name))

@@ -1,6 +1,4 @@
 -- One row for the current abandonment model: the Python model's table, the one way dbt reads it.
--- A table, not a view: the model step drops and recreates its tables on every run, which a view
--- on them would forbid.
 select
     training_id,
     model_version,
