@@ -395,7 +395,7 @@ def test_history_is_kept_across_trainings(published, db):
                   "last_session_date"]
     with db.connect() as conn:
         for column in provenance:
-            conn.execute(f"alter table analysis.abandonment_model_history drop column {column}")
+            conn.execute(f"alter table analysis.abandonment_model_history drop column {column} cascade")  # and dbt's view on it
         conn.commit()
     before = frame(db, "select training_id from analysis.abandonment_model_history")
     job = defs.resolve_job_def(PIPELINE_JOB).get_subset(asset_selection=set(abandonment_model.keys))
