@@ -76,20 +76,16 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def me() -> str:
-    """How to run this command again, as the user can copy it: the bare name when it is on PATH,
-    else the path of the script that runs now (e.g. .venv/bin/voice-analytics)."""
-    import shutil
-
+    """How to run this command again, as the user can copy it into their shell: the script that
+    runs now, relative to the current folder when it is under it (.venv/bin/voice-analytics), else
+    its absolute path. Never the bare name: `make` puts .venv/bin on its own PATH, not the user's."""
     script = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
-    on_path = shutil.which("voice-analytics")
-    if on_path and script and Path(on_path).resolve() == script:
-        return "voice-analytics"
-    if script and script.name == "voice-analytics" and script.exists():
-        try:
-            return str(script.relative_to(Path.cwd()))
-        except ValueError:
-            return str(script)
-    return f"{sys.executable} -m voice_analytics_dagster.tools.cli"
+    if script is None or script.name != "voice-analytics" or not script.exists():
+        return f"{sys.executable} -m voice_analytics_dagster.tools.cli"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
 
 
 def use_demo_home() -> Path:
