@@ -28,7 +28,7 @@ demo: setup
 	$(BIN)/voice-analytics demo
 
 test: setup
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 test-fast: setup
 	$(BIN)/pytest -q tests/unit

@@ -103,8 +103,10 @@ def cmd_superset(args: argparse.Namespace) -> int:
         print(f"voice-analytics superset up: {exc}", file=sys.stderr)
         return 1
     from voice_analytics_dagster.lib.settings import load_superset_settings
+    from voice_analytics_dagster.tools.cli import me
 
-    _print(result.render(load_superset_settings(settings), settings))
+    demo = " --demo" if getattr(args, "demo", False) else ""
+    _print(result.render(load_superset_settings(settings), settings, stop=f"{me()}{demo} superset down"))
     return 0
 
 

@@ -17,7 +17,7 @@ class UpResult:
     chart_rows: dict[str, list[int]]
     seconds: dict[str, float]
 
-    def render(self, ss: SupersetSettings, settings: Settings) -> str:
+    def render(self, ss: SupersetSettings, settings: Settings, stop: str = "voice-analytics superset down") -> str:
         secret = ("VOICE_ANALYTICS_SUPERSET_ADMIN_PASSWORD" if settings.mode == "production"
                   else f"{settings.home / 'secrets' / 'superset_admin_password'}")
         timing = ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items())
@@ -27,7 +27,7 @@ class UpResult:
             f"  every chart answered through the chart data API ({len(self.chart_rows)} charts, "
             f"{sum(sum(r) for r in self.chart_rows.values())} rows)",
             f"  time: {timing}",
-            "`voice-analytics superset down` stops it.",
+            f"`{stop}` stops it.",
         ])
 
 
