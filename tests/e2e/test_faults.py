@@ -91,6 +91,9 @@ def test_kill_during_ingestion_leaves_no_half_loaded_batch(warehouse, exports, u
     assert fingerprint(db) == before, "the certified schema changed after a killed run"
     assert "voice_turns.csv" not in batches_of(db, exports["B"]), "the killed file's batch was committed"
     assert incomplete_batches(db) == []
+    # what the other worker committed before the kill says that it is synthetic: the next runs reuse it
+    assert {row for row in db.rows("select dataset, generator_seed from raw.load_batches where file_path like %s",
+                                   (str(exports["B"].resolve()) + "/%",))} <= {("synthetic", 12)}
     warehouse["committed_before_kill"] = batches_of(db, exports["B"])
     # Dagster cannot see that the process died: the run shows as started until a run takes the lock
     (warehouse["killed_run"],) = runs_in_progress(db.name)

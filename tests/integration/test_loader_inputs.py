@@ -19,6 +19,7 @@ from voice_analytics_dagster.defs.ingestion.copy import load_file
 from voice_analytics_dagster.defs.ingestion.reader import IngestionError, SchemaDriftError
 from voice_analytics_dagster.defs.ingestion.sql import QUARANTINE_VALUE_MAX
 from voice_analytics_dagster.lib import contract
+from voice_analytics_dagster.lib.provenance import SYNTHETIC, Dataset, Origin
 
 pytestmark = [pytest.mark.integration]
 
@@ -325,6 +326,18 @@ def test_the_same_file_twice_is_loaded_once(db, tmp_path):
     second = load(db, "voice_turns", path)
     assert second.skipped and second.batch_id == first.batch_id
     assert db.scalar("select count(*) from raw.voice_turns where turn_id = 'ONCE'") == 1
+
+
+def test_a_batch_is_committed_with_its_provenance(db, tmp_path):
+    """Where the file came from is written with its batch row, in the load's transaction: a run
+    that dies after the commit cannot leave a synthetic batch that passes for a real one."""
+    path = write(tmp_path, "voice_turns.csv", f"{TURN_HEADER}\n{turn(1, turn_id='ORIGIN')}\n")
+    origin = Origin(tmp_path, "csv", Dataset(SYNTHETIC, 7))
+    with db.connect() as conn:
+        result = load_file(conn, contract.table("voice_turns"), path, origin=origin)
+        conn.commit()
+    assert db.rows("select source_folder, source_format, dataset, generator_seed from raw.load_batches "
+                   "where batch_id = %s", (result.batch_id,)) == [(str(tmp_path), "csv", SYNTHETIC, 7)]
 
 
 def test_the_same_content_under_another_name_is_not_loaded_again(db, tmp_path):

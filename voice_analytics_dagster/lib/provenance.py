@@ -25,6 +25,7 @@ FORMAT_TAG = "voice_analytics/format"
 DATASET_TAG = "voice_analytics/dataset"
 SEED_TAG = "voice_analytics/generator_seed"
 
+# Columns of raw.load_batches that say where a batch came from (added to older warehouses)
 BATCH_PROVENANCE_DDL = """
 alter table raw.load_batches add column if not exists source_folder text;
 alter table raw.load_batches add column if not exists source_format text;
@@ -104,13 +105,28 @@ def held_datasets(conn) -> dict[str, tuple[int, str]]:
     return {kind: (n, folder) for kind, n, folder in conn.execute(HELD_DATASETS_SQL).fetchall()}
 
 
-def record_batches(conn, batch_ids: Iterable[int], source: Path, fmt: str, dataset: Dataset) -> None:
-    """Stamp newly loaded batches with what they came from."""
+@dataclass(frozen=True)
+class Origin:
+    """What a load batch comes from, written with its batch row in the load's own transaction:
+    a batch that is committed always says whether it is synthetic, even if the run dies next."""
+
+    source: Path
+    format: str
+    dataset: Dataset
+
+    def values(self) -> tuple[str, str, str, int | None]:
+        """(source_folder, source_format, dataset, generator_seed) of raw.load_batches."""
+        return str(self.source), self.format, self.dataset.kind, self.dataset.seed
+
+
+def stamp_unrecorded(conn, batch_ids: Iterable[int], origin: Origin) -> None:
+    """Stamp batches that this run reuses but that carry no provenance (loaded before it was
+    recorded, by an older version); a stamped batch keeps what its own load recorded."""
     ids = list(batch_ids)
     if ids:
         conn.execute(
             "update raw.load_batches set source_folder = %s, source_format = %s, dataset = %s, generator_seed = %s "
-            "where batch_id = any(%s)", (str(source), fmt, dataset.kind, dataset.seed, ids))
+            "where batch_id = any(%s) and dataset is null", (*origin.values(), ids))
 
 
 def run_tags(source: Path, fmt: str, dataset: Dataset) -> dict[str, str]:

@@ -26,6 +26,7 @@ what the failed attempt had not committed. Bad data is never retried (``allow_re
 """
 
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import dagster as dg
 
@@ -48,15 +49,15 @@ from voice_analytics_dagster.defs.ingestion.sources import (
 from voice_analytics_dagster.defs.ingestion.sql import bootstrap_raw_sql
 from voice_analytics_dagster.lib.contract import TABLES, Table
 from voice_analytics_dagster.lib.provenance import (
-    BATCH_PROVENANCE_DDL,
     CSV_FORMAT,
     Dataset,
     MixedDatasetsError,
+    Origin,
     dataset_of_source,
     held_datasets,
     mixing_problem,
-    record_batches,
     run_tags,
+    stamp_unrecorded,
 )
 from voice_analytics_dagster.lib.resources import (
     ExportSourceResource,
@@ -84,7 +85,6 @@ def ensure_raw_schema(conn) -> None:
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(hashtext('voice_analytics.bootstrap_raw'))")
         conn.execute(bootstrap_raw_sql())
-        conn.execute(BATCH_PROVENANCE_DDL)
 
 
 RETYPED_SQL = """
@@ -270,6 +270,7 @@ def _load_table(context: dg.AssetExecutionContext, t: Table, wh: Warehouse, deli
     converted by a platform adapter (``manifests``) loads the columns its platform does not
     record as NULL; a CSV export's required values stay required."""
     settings = get_settings()
+    origin = Origin(Path(source), fmt, dataset)
     results: list[LoadResult] = []
     # named, so that pg_stat_activity shows which table a backend is loading
     with wh.connect(application_name=f"voice-analytics raw/{t.name}") as conn:
@@ -278,7 +279,7 @@ def _load_table(context: dg.AssetExecutionContext, t: Table, wh: Warehouse, deli
             manifest = (manifests or {}).get(delivery.name)
             nullable = nullable_columns(manifest, t) if manifest is not None else frozenset()
             try:
-                result = load_file(conn, t, path, delivery.name, context.run_id, nullable=nullable)
+                result = load_file(conn, t, path, delivery.name, context.run_id, nullable=nullable, origin=origin)
             except IngestionError as exc:
                 if path.exists():
                     record_rejection(conn, t, path, delivery.name, context.run_id, exc)
@@ -300,7 +301,7 @@ def _load_table(context: dg.AssetExecutionContext, t: Table, wh: Warehouse, deli
             )
             results.append(result)
 
-        record_batches(conn, [r.batch_id for r in results if not r.skipped], source, fmt, dataset)
+        stamp_unrecorded(conn, [r.batch_id for r in results], origin)
         activate_batches(conn, t, results)
         new_batches = [r.batch_id for r in results if not r.skipped]
         retyped = conn.execute(RETYPED_SQL, {"batches": new_batches, "share": RETYPED_SHARE}).fetchall()

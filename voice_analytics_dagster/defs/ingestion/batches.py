@@ -17,6 +17,7 @@ import psycopg
 
 from voice_analytics_dagster.defs.ingestion.reader import Header, IngestionError, file_checksum, read_header
 from voice_analytics_dagster.lib.contract import TABLES, Table
+from voice_analytics_dagster.lib.provenance import Origin
 
 if TYPE_CHECKING:
     from voice_analytics_dagster.defs.ingestion.copy import LoadResult
@@ -95,15 +96,19 @@ def loaded_with_checksum(conn: psycopg.Connection, t: Table, checksum: str) -> i
 
 
 def open_batch(conn: psycopg.Connection, t: Table, path: Path, delivery: str | None, run_id: str | None,
-               header: Header) -> int:
-    """The batch row of a load in progress (its checksum a placeholder until the file has streamed)."""
+               header: Header, origin: Origin | None = None) -> int:
+    """The batch row of a load in progress (its checksum a placeholder until the file has streamed),
+    with its provenance (``origin``), so that the batch is never committed without it."""
     stat = path.stat()
+    provenance = origin.values() if origin is not None else (None, None, None, None)
     return conn.execute(
         """insert into raw.load_batches (table_name, file_name, file_path, delivery, file_checksum,
-               file_bytes, file_mtime, header, status, dagster_run_id, started_at)
-           values (%s, %s, %s, %s, %s, %s, %s, %s, 'loaded', %s, clock_timestamp()) returning batch_id""",
+               file_bytes, file_mtime, header, status, dagster_run_id, started_at,
+               source_folder, source_format, dataset, generator_seed)
+           values (%s, %s, %s, %s, %s, %s, %s, %s, 'loaded', %s, clock_timestamp(), %s, %s, %s, %s)
+           returning batch_id""",
         (t.name, path.name, str(path.resolve()), delivery, f"pending:{uuid.uuid4()}", stat.st_size,
-         stat.st_mtime, list(header.columns), run_id),
+         stat.st_mtime, list(header.columns), run_id, *provenance),
     ).fetchone()[0]
 
 

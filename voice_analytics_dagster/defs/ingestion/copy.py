@@ -59,6 +59,7 @@ from voice_analytics_dagster.defs.ingestion.sql import (
     skipped_span_shift_sql,
 )
 from voice_analytics_dagster.lib.contract import Table
+from voice_analytics_dagster.lib.provenance import Origin
 
 FAST_PATH = "checked during COPY"
 CAREFUL_PATH = "validated after COPY"
@@ -92,7 +93,7 @@ class _Copied:
 
 
 def load_file(conn: psycopg.Connection, t: Table, path: Path, delivery: str | None = None,
-              run_id: str | None = None, nullable: Iterable[str] = ()) -> LoadResult:
+              run_id: str | None = None, nullable: Iterable[str] = (), origin: Origin | None = None) -> LoadResult:
     """Load one file into ``raw.<t.name>`` in one transaction. Idempotent by checksum.
 
     The batch row, the typed rows and the quarantine rows are written in that one transaction:
@@ -104,12 +105,15 @@ def load_file(conn: psycopg.Connection, t: Table, path: Path, delivery: str | No
 
     ``nullable``: columns that may be empty in this file although the contract requires them
     (a platform adapter's output: the columns its manifest says the platform does not record);
-    every other rule holds. Empty by default: a CSV export's required values are required."""
-    return _load(conn, t.with_nullable(nullable), Path(path), delivery, run_id, dry_run=False)
+    every other rule holds. Empty by default: a CSV export's required values are required.
+
+    ``origin``: where the file comes from (source folder, format, synthetic or real), written
+    on the batch row in the same transaction."""
+    return _load(conn, t.with_nullable(nullable), Path(path), delivery, run_id, dry_run=False, origin=origin)
 
 
 def _load(conn: psycopg.Connection, t: Table, path: Path, delivery: str | None, run_id: str | None,
-          dry_run: bool) -> LoadResult:
+          dry_run: bool, origin: Origin | None = None) -> LoadResult:
     if not path.exists():
         raise IngestionError(path, None, None, f"missing file: the export must contain {t.file}")
     header, report = check_header(t, path)
@@ -117,7 +121,7 @@ def _load(conn: psycopg.Connection, t: Table, path: Path, delivery: str | None, 
         return _already_loaded(t, path, delivery, known, report)
     with _collect_notices(conn) as notices, conn.transaction() as tx:
         _begin(conn, t)
-        batch_id = open_batch(conn, t, path, delivery, run_id, header)
+        batch_id = open_batch(conn, t, path, delivery, run_id, header, origin)
         copied = _copy_file(conn, t, batch_id, path, header, notices)
         streamed = copied.streamed
         if not dry_run and (twin := loaded_with_checksum(conn, t, streamed.checksum)) is not None:

@@ -10,6 +10,7 @@ import re
 
 from voice_analytics_dagster.defs.ingestion.reader import RELATIVE_DAYS_BACK, WHITESPACE
 from voice_analytics_dagster.lib.contract import EARLIEST_DATE, MAX_TEXT_LENGTH, TABLES, Column, Table
+from voice_analytics_dagster.lib.provenance import BATCH_PROVENANCE_DDL
 
 RAW_SCHEMA = "raw"
 # A quarantined record keeps at most this many characters per field: enough to read and fix the
@@ -386,7 +387,7 @@ create index if not exists quarantine_batch on raw.quarantine (batch_id);
 def bootstrap_raw_sql() -> str:
     """Idempotent DDL of the raw schema: each raw table is partitioned by load batch (a load
     attaches its batch's table as a partition: no second copy of the rows)."""
-    ddl = [RAW_BOOTSTRAP_SQL]
+    ddl = [RAW_BOOTSTRAP_SQL, BATCH_PROVENANCE_DDL]
     for t in TABLES:
         cols = [f"    {ident(c.name)} {c.pg_type}" for c in t.columns]
         cols += ["    _batch_id bigint not null", "    _source_line bigint not null"]
