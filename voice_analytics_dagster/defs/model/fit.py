@@ -235,9 +235,11 @@ def out_of_fold_logit(Z: np.ndarray, y: np.ndarray, fold: np.ndarray) -> np.ndar
     from sklearn.linear_model import LogisticRegression
 
     risk = np.empty(len(y))
+    # warm_start: each fold starts from the previous fold's estimates, which share four fifths of
+    # its sessions; it converges to the same maximum in two Newton steps instead of five
+    model = LogisticRegression(C=np.inf, solver="newton-cholesky", tol=OOF_TOLERANCE, max_iter=100, warm_start=True)
     for k in np.unique(fold):
         test = fold == k
-        model = LogisticRegression(C=np.inf, solver="newton-cholesky", tol=OOF_TOLERANCE, max_iter=100)
         model.fit(Z[~test], y[~test])
         risk[test] = model.predict_proba(Z[test])[:, 1]
     return risk
