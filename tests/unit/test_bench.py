@@ -120,3 +120,19 @@ def test_the_incremental_figures_show_the_day_and_the_run_with_nothing_new():
     # a result written before the run with nothing new was measured still renders
     old = {k: v for k, v in inc.items() if not k.startswith("nothing_new")}
     assert render_incremental(old) == lines[:2]
+
+
+def test_the_partial_parse_stamp_names_the_state_it_was_written_for(tmp_path):
+    """A state another parse wrote since (dagster-dbt's prepare-and-package in `make setup`, with
+    the default profile and no vars) does not pass for the run's: each of the run's dbt steps
+    would parse the whole project again."""
+    from voice_analytics_dagster.tools.pipeline import parse_stamp
+
+    state = tmp_path / "partial_parse.msgpack"
+    assert parse_stamp("f" * 64, state) is None
+    state.write_bytes(b"parsed for the run")
+    ours = parse_stamp("f" * 64, state)
+    assert ours.startswith("f" * 64 + " ") and ours == parse_stamp("f" * 64, state)
+    assert parse_stamp("e" * 64, state) != ours
+    state.write_bytes(b"parsed by make setup")
+    assert parse_stamp("f" * 64, state) != ours

@@ -76,6 +76,25 @@ def parse_fingerprint(env: dict[str, str], dbt_vars: dict) -> str:
     return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
 
 
+def parse_stamp(fingerprint: str, state: Path) -> str | None:
+    """The stamp of a partial-parse state file parsed for ``fingerprint``: it names the file's
+    content too, so that a state another parse wrote since (``dagster-dbt project
+    prepare-and-package`` in ``make setup``, with the default profile and no vars) never passes
+    for the run's; None when there is no state."""
+    try:
+        digest = hashlib.sha256(state.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None
+    return f"{fingerprint} {digest}"
+
+
+def parse_is_current(fingerprint: str) -> bool:
+    """Whether target/partial_parse.msgpack is the state a parse with this fingerprint wrote."""
+    stamp = parse_stamp_path()
+    expected = parse_stamp(fingerprint, DBT_PROJECT_DIR / "target" / "partial_parse.msgpack")
+    return expected is not None and stamp.exists() and stamp.read_text() == expected
+
+
 class PendingParse:
     """A ``dbt parse`` running in the background (see start_dbt_parse); ``wait`` installs its
     partial-parse state in target/ or raises if the parse failed. Idempotent."""
@@ -93,9 +112,9 @@ class PendingParse:
         try:
             if self.process.wait() != 0:
                 raise subprocess.CalledProcessError(self.process.returncode, self.process.args)
-            target = DBT_PROJECT_DIR / "target"
-            os.replace(self.scratch / "partial_parse.msgpack", target / "partial_parse.msgpack")
-            (self.scratch / "stamp").write_text(self.fingerprint)
+            state = self.scratch / "partial_parse.msgpack"
+            (self.scratch / "stamp").write_text(parse_stamp(self.fingerprint, state))
+            os.replace(state, DBT_PROJECT_DIR / "target" / "partial_parse.msgpack")
             os.replace(self.scratch / "stamp", parse_stamp_path())
         finally:
             shutil.rmtree(self.scratch, ignore_errors=True)
@@ -117,11 +136,9 @@ def start_dbt_parse(settings, conn) -> PendingParse:
     env = dbt_env(settings, conn)
     variables = dbt_vars(settings)
     fingerprint = parse_fingerprint(env, variables)
-    target = DBT_PROJECT_DIR / "target"
-    stamp = parse_stamp_path()
-    if (target / "partial_parse.msgpack").exists() and stamp.exists() and stamp.read_text() == fingerprint:
+    if parse_is_current(fingerprint):
         return PendingParse(None, None, None)
-    scratch = target / f".parse-{os.getpid()}"
+    scratch = DBT_PROJECT_DIR / "target" / f".parse-{os.getpid()}"
     process = subprocess.Popen(
         [dbt_executable(), "parse", "--quiet", "--vars", json.dumps(variables, sort_keys=True),
          "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
