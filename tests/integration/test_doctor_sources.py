@@ -9,21 +9,10 @@ import shutil
 
 import pytest
 
+from tests.integration.test_doctor import _doctor, _schema_state
 from tests.unit.adapters_support import FIXTURES
 
 pytestmark = [pytest.mark.integration]
-
-
-def _doctor(capsys, *args: str) -> tuple[int, str]:
-    from voice_analytics_dagster.tools.cli import main
-
-    code = main(["doctor", *args])
-    return code, capsys.readouterr().out
-
-
-def _schema_state(db) -> list[tuple]:
-    return db.rows("select table_schema, table_name from information_schema.tables "
-                   "where table_schema not in ('pg_catalog', 'information_schema') order by 1, 2")
 
 
 def test_platform_logs_are_detected_converted_and_checked_without_side_effects(fresh_db, capsys, dbt_manifest):

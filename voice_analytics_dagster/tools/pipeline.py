@@ -51,7 +51,6 @@ def prepare_dbt(force: bool = False) -> Path:
             check=True,
             cwd=DBT_PROJECT_DIR,
         )
-        parse_stamp_path().unlink(missing_ok=True)  # the partial-parse state is the default profile's now
     return manifest_path()
 
 

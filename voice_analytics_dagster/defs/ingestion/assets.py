@@ -50,7 +50,6 @@ from voice_analytics_dagster.defs.ingestion.sql import bootstrap_raw_sql
 from voice_analytics_dagster.lib.contract import TABLES, Table
 from voice_analytics_dagster.lib.provenance import (
     CSV_FORMAT,
-    Dataset,
     MixedDatasetsError,
     Origin,
     dataset_of_source,
@@ -207,6 +206,7 @@ def raw_export(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
         raise dg.Failure(description=problem, allow_retries=False)
     # what this run reads, on the run itself: a demo run can be told from a real one in the UI
     context.instance.add_run_tags(context.run_id, run_tags(source, fmt, dataset))
+    origin = Origin(Path(source), fmt, dataset)
     tables = [t for t in TABLES if raw_asset_key(t.name) in context.selected_asset_keys]
     # the largest file first, so that the other worker loads the small ones meanwhile
     tables.sort(key=lambda t: -_export_bytes(deliveries, t))
@@ -216,7 +216,7 @@ def raw_export(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
         # events are collected and yielded from this (the step's) thread once every load is done
         events: list = []
         try:
-            for event in _load_table(context, t, wh, deliveries, events.append, source, dataset, fmt, manifests):
+            for event in _load_table(context, t, wh, deliveries, events.append, origin, manifests):
                 events.append(event)
         except Exception as exc:  # noqa: BLE001 - reported below, after every file's events
             return events, exc
@@ -264,13 +264,13 @@ def _export_to_load(source, fmt: str | None) -> tuple[str, object, dict]:
 
 
 def _load_table(context: dg.AssetExecutionContext, t: Table, wh: Warehouse, deliveries: list[Delivery], log,
-                source, dataset: Dataset, fmt: str = CSV_FORMAT, manifests: dict | None = None):
+                origin: Origin, manifests: dict | None = None):
     """The raw asset of table ``t``: load every new delivery, then evaluate its two checks.
     ``log`` takes the progress lines (the caller logs them from the step's thread). A delivery
     converted by a platform adapter (``manifests``) loads the columns its platform does not
-    record as NULL; a CSV export's required values stay required."""
+    record as NULL; a CSV export's required values stay required. ``origin`` (the run's source,
+    format and dataset) is written on every batch this loads."""
     settings = get_settings()
-    origin = Origin(Path(source), fmt, dataset)
     results: list[LoadResult] = []
     # named, so that pg_stat_activity shows which table a backend is loading
     with wh.connect(application_name=f"voice-analytics raw/{t.name}") as conn:
@@ -320,7 +320,7 @@ def _load_table(context: dg.AssetExecutionContext, t: Table, wh: Warehouse, deli
 
     meta = _describe(results)
     meta["dagster/row_count"] = total_rows
-    meta.update({"source": str(source), "format": fmt, "dataset": dataset.label})
+    meta.update({"source": str(origin.source), "format": origin.format, "dataset": origin.dataset.label})
     yield dg.MaterializeResult(asset_key=raw_asset_key(t.name), metadata=meta)
     yield dg.AssetCheckResult(
         asset_key=raw_asset_key(t.name),
