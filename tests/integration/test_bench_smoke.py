@@ -1,7 +1,8 @@
 """CI's small version of `voice-analytics bench` (issue 7): 2,000 sessions, one repeat, through
 the CLI on the session's server. Every stage of the real run and both references (psql \\copy,
 pandas to_sql) must come out measured, with positive times and memory, in the table and the JSON;
-and the incremental mode (two days of history, a third, then nothing new) at its smallest.
+and the incremental mode (two days of history, a third, nothing new, the third day alone) at its
+smallest.
 Not a performance test: the figures are not compared with targets here (README "Performance")."""
 
 from __future__ import annotations
@@ -64,6 +65,12 @@ def test_bench_measures_every_stage_and_both_references(server, dbt_manifest, tm
         assert inc[key] > 0, (key, inc)
     assert inc["one_more_day_stages_s"]["dbt"] > 0 and inc["nothing_new_stages_s"]["dbt"] > 0
     assert f"nothing new delivered: {inc['nothing_new_run_s']:.1f} s" in printed
+    # and the same day alone on a new warehouse, the daily run's yardstick, with their ratio
+    assert inc["day_alone_run_s"] > 0 and inc["day_alone_stages_s"]["dbt"] > 0
+    assert inc["day_over_alone"] == pytest.approx(inc["one_more_day_run_s"] / inc["day_alone_run_s"])
+    assert f"costs {inc['day_over_alone']:.2f}x it (target <= 1.5x)" in printed
+    assert set(inc["peak_mb"]) == {"full", "one_more_day", "nothing_new", "day_alone"}
+    assert all(v > 1 for v in inc["peak_mb"].values()), inc["peak_mb"]
     # the bench dropped its databases: only the session's own remain on the server
     import psycopg
 

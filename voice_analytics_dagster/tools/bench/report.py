@@ -129,12 +129,19 @@ def render_incremental(inc: dict) -> list[str]:
         return ", ".join(f"{k} {v:.1f}" for k, v in d.items() if v)
 
     lines = [f"incremental: full run on {inc['history_days']} days {inc['full_run_s']:.1f} s; "
-             f"one more day {inc['one_more_day_run_s']:.1f} s = {inc['ratio']:.0%} of it (target < 10%)",
+             f"one more day {inc['one_more_day_run_s']:.1f} s = {inc['ratio']:.0%} of it",
              f"  one more day, by stage (s): {stages(inc['one_more_day_stages_s'])}"]
     if "nothing_new_run_s" in inc:
         lines += [f"  nothing new delivered: {inc['nothing_new_run_s']:.1f} s = {inc['nothing_new_ratio']:.0%} "
                   f"of the full run (what every daily run pays, whatever it brings)",
                   f"  nothing new, by stage (s): {stages(inc['nothing_new_stages_s'])}"]
+    if "day_alone_run_s" in inc:
+        lines += [f"  the same day alone on a new warehouse: {inc['day_alone_run_s']:.1f} s; the day onto the history "
+                  f"costs {inc['day_over_alone']:.2f}x it (target <= 1.5x)",
+                  f"  the day alone, by stage (s): {stages(inc['day_alone_stages_s'])}"]
+    if inc.get("peak_mb"):
+        lines.append("  largest process, by run (MB): "
+                     + ", ".join(f"{k.replace('_', ' ')} {v:,.0f}" for k, v in inc["peak_mb"].items()))
     return lines
 
 

@@ -3,6 +3,7 @@ in a subprocess of its own, on a fresh database of the configured server."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import platform
@@ -229,14 +230,54 @@ class Bench:
         stages = self.stages_of(run_id)
         idle, idle_id = self.run(landing, env, "incr-nothing-new")
         idle_stages = self.stages_of(idle_id)
+        # the same day delivered alone to a new warehouse: what the day itself costs, the yardstick
+        # of a daily run (the daily-partitions goal: onto the history at most 1.5 times this)
+        alone_landing = self.workdir / "landing-alone"
+        day_alone(landing, day_dirs[-1].name, alone_landing / day_dirs[-1].name)
+        _, alone_env = self.fresh_database(f"voice_analytics_bench_{os.getpid()}_alone")
+        alone, alone_id = self.run(alone_landing, alone_env, "incr-day-alone")
+        alone_stages = self.stages_of(alone_id)
         shutil.rmtree(by_day, ignore_errors=True)
         shutil.rmtree(landing, ignore_errors=True)
+        shutil.rmtree(alone_landing, ignore_errors=True)
         return {"history_days": days, "full_run_s": full.seconds, "one_more_day_run_s": last.seconds,
                 "ratio": last.seconds / full.seconds, "one_more_day_stages_s": stages,
                 "nothing_new_run_s": idle.seconds, "nothing_new_ratio": idle.seconds / full.seconds,
-                "nothing_new_stages_s": idle_stages}
+                "nothing_new_stages_s": idle_stages,
+                "day_alone_run_s": alone.seconds, "day_alone_stages_s": alone_stages,
+                "day_over_alone": last.seconds / alone.seconds,
+                "peak_mb": {tag: m.tree_peak / 1e6 for tag, m in
+                            (("full", full), ("one_more_day", last), ("nothing_new", idle), ("day_alone", alone))
+                            if m.tree_peak}}
 
 
+
+
+def day_alone(landing: Path, day: str, out: Path) -> None:
+    """The delivery ``day`` of ``landing`` as a delivery of its own in ``out``: its files, and as
+    users.csv the users its sessions and applications refer to, from every delivery (a day's
+    users file holds only the users first seen that day; the others came with earlier days)."""
+    out.mkdir(parents=True)
+    source = landing / day
+    for f in source.iterdir():
+        if f.name != "users.csv":
+            shutil.copy2(f, out / f.name)
+    wanted: set[str] = set()
+    for name in ("voice_sessions.csv", "applications.csv"):
+        with open(source / name, newline="", encoding="utf-8") as fh:
+            wanted.update(row["user_id"] for row in csv.DictReader(fh))
+    header: list[str] = []
+    latest: dict[str, list[str]] = {}  # a user delivered again later: the later row
+    for users in sorted(landing.glob("*/users.csv")):
+        with open(users, newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh)
+            header = next(reader)
+            key = header.index("user_id")
+            latest.update((row[key], row) for row in reader if row[key] in wanted)
+    with open(out / "users.csv", "w", newline="", encoding="utf-8") as dst:
+        writer = csv.writer(dst, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(latest.values())
 
 
 # -- entry point -------------------------------------------------------------------------------
