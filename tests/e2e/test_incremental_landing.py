@@ -254,3 +254,76 @@ def certified_content(db) -> dict[str, list[str]]:
     drop = ["training_id", "trained_at", "fit_seconds"]
     return {t: sorted(json.dumps(r[0], sort_keys=True) for r in db.rows(
         f'select to_jsonb(x) - %s::text[] from analytics."{t}" x', (drop,))) for t in tables}
+
+
+def test_between_trainings_the_last_model_scores_the_new_and_changed_sessions(
+        fresh_db, dbt_manifest, export, tmp_path, monkeypatch):
+    """Days 1 and 2 land and the model is trained; day 3 (with a late turn that changes a day-1
+    session) lands while the model is not due (a growth threshold above day 3's share): the day-3
+    sessions and the changed session are scored by the last model (cv_fold NULL), exactly as its
+    certified coefficients say; nothing else is written again. A run asked to refit trains again
+    and every score is out-of-fold."""
+    import numpy as np
+    import pandas as pd
+
+    from voice_analytics_dagster.defs.model.features import FEATURES, KEY, OUTCOME
+    from voice_analytics_dagster.defs.model.scoring import HASH_COLUMN, ScoringState, score
+    from voice_analytics_dagster.lib.instance import open_instance
+    from voice_analytics_dagster.lib.settings import get_settings, reset_settings_cache
+
+    source, late_session = export
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    monkeypatch.setenv("VOICE_ANALYTICS_LANDING_DIR", str(landing))
+    monkeypatch.setenv("VOICE_ANALYTICS_MODEL_REFIT_GROWTH", "1.0")
+    reset_settings_cache()
+    db = fresh_db
+    instance = open_instance(get_settings())
+    for day in DAYS[:2]:
+        (landing / day).symlink_to(source / day, target_is_directory=True)
+    assert published(db, run_scheduled(instance, landing))
+    training = db.rows("select training_id, n_sessions_read from analytics.fct_abandonment_model_metrics")
+    assert db.scalar("select count(*) from analysis.abandonment_session_scores where cv_fold is null") == 0
+    before = {r[0]: r[1:] for r in db.rows(
+        "select session_id, abandonment_risk, cv_fold, xmin::text from analysis.abandonment_session_scores")}
+
+    (landing / DAYS[2]).symlink_to(source / DAYS[2], target_is_directory=True)
+    run_id = run_scheduled(instance, landing)
+    assert published(db, run_id)
+    # not trained: the same training is certified, the history holds one
+    assert db.rows("select training_id, n_sessions_read from analytics.fct_abandonment_model_metrics") == training
+    assert db.scalar("select count(*) from analytics.fct_abandonment_model_history") == 1
+    model = instance.get_latest_materialization_event(dg.AssetKey(["analysis", "abandonment_session_scores"]))
+    assert model.asset_materialization.metadata["trained"].value is False
+    day3 = {r[0] for r in db.rows("select session_id from analytics.fact_voice_ai_sessions where session_date = %s",
+                                  (DAYS[2],))}
+    after = {r[0]: r[1:] for r in db.rows(
+        "select session_id, abandonment_risk, cv_fold, xmin::text from analysis.abandonment_session_scores")}
+    rescored = {s for s, (_, fold, _) in after.items() if fold is None}
+    assert rescored == day3 | {late_session}
+    # the others were not written again
+    assert {s: v for s, v in after.items() if s not in rescored} == {s: before[s] for s in after if s not in rescored}
+    # every session of the fact is scored (the synthetic export has no NULL model column)
+    assert set(after) == {r[0] for r in db.rows("select session_id from analytics.fact_voice_ai_sessions")}
+
+    # the last model's risk, recomputed from its certified coefficients
+    state = ScoringState.from_json(db.scalar("select scoring_state from analytics.fct_abandonment_model_metrics"))
+    columns = [KEY, OUTCOME, *(f.column for f in FEATURES)]
+    frame = pd.DataFrame(db.rows(f"select {', '.join(columns)} from analytics.fact_voice_ai_sessions "
+                                 "where session_id = any(%s) order by session_id", (sorted(rescored),)), columns=columns)
+    frame[HASH_COLUMN] = 0
+    for c in (f.column for f in FEATURES if f.kind == "numeric"):
+        frame[c] = frame[c].astype(float)
+    expected = score(frame, state)
+    assert list(expected.session_ids) == sorted(rescored)
+    np.testing.assert_allclose([after[s][0] for s in expected.session_ids], expected.risk, rtol=1e-12)
+    exported = dict(db.rows("select session_id, abandonment_risk from analytics.fct_voice_session_export "
+                            "where session_id = any(%s)", (sorted(rescored),)))
+    assert exported == {s: after[s][0] for s in rescored}
+
+    # asked to refit: trained again on every session, every score out-of-fold
+    run_id = run_scheduled(instance, landing, {"abandonment_model": {"config": {"refit": True}}})
+    assert published(db, run_id)
+    assert db.scalar("select count(*) from analytics.fct_abandonment_model_history") == 2
+    assert db.scalar("select n_sessions_read from analytics.fct_abandonment_model_metrics") == len(after)
+    assert db.scalar("select count(*) from analysis.abandonment_session_scores where cv_fold is null") == 0

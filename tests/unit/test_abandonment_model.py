@@ -251,12 +251,12 @@ def test_interval_coverage_and_family_wise_error_over_seeds():
     try:
         for seed in range(SEEDS):
             sim, design = design_of(SESSIONS_PER_SEED, 1_000 + seed, g.PLANTED)
-            drivers, status, _ = a.fit_drivers(design)
+            drivers, status, _, _ = a.fit_drivers(design)
             assert status == "fitted"
             asr = next(d for d in drivers if d.feature == "avg_asr_confidence")
             covered += asr.ci_low <= g.PLANTED.b_asr * sim["avg_asr_confidence"].std() <= asr.ci_high
             _, null = design_of(SESSIONS_PER_SEED, 5_000 + seed, g.NO_EFFECT)
-            drivers, status, _ = a.fit_drivers(null)
+            drivers, status, _, _ = a.fit_drivers(null)
             assert status == "fitted"
             false_positive_seeds += any(d.is_significant for d in drivers)
     finally:

@@ -20,12 +20,14 @@ def test_scores_read_back_to_the_same_doubles_ids_folds_and_nulls():
     risk = np.concatenate([rng.random(997), [np.nan, 1e-300, 0.1 + 0.2]])
     ids = np.array([f"S-{i:06d}" for i in range(len(risk))], dtype=object)
     fold = rng.integers(0, 5, len(risk))
-    rows = _parse(score_chunks(ids, risk, fold, "abandonment-logit-r1-abc", chunk=128))
+    hashes = rng.integers(-(2 ** 63), 2 ** 63 - 1, len(risk), dtype=np.int64)
+    rows = _parse(score_chunks(ids, risk, fold, "abandonment-logit-r1-abc", hashes, chunk=128))
     assert [r[0] for r in rows] == list(ids)
     back = np.array([float(r[1]) if r[1] else np.nan for r in rows])
     assert np.array_equal(back, risk, equal_nan=True)  # to the bit, NaN as an empty field (NULL)
     assert [int(r[2]) for r in rows] == fold.tolist()
     assert {r[3] for r in rows} == {"abandonment-logit-r1-abc"}
+    assert [int(r[4]) for r in rows] == hashes.tolist()
     # the same values as DataFrame.to_csv wrote them before
     old = pd.DataFrame({"s": ids, "r": risk, "f": fold, "m": "abandonment-logit-r1-abc"}).to_csv(
         index=False, header=False, na_rep="", float_format="%.17g")
@@ -36,7 +38,7 @@ def test_scores_read_back_to_the_same_doubles_ids_folds_and_nulls():
 
 def test_ids_that_need_quoting_are_quoted_and_no_fold_is_null():
     ids = np.array(["plain", "a,b", 'say "hi"', "two\nlines", "cr\rhere", ""], dtype=object)
-    raw = b"".join(score_chunks(ids, np.full(len(ids), 0.5), None, "v,1")).decode()
+    raw = b"".join(score_chunks(ids, np.full(len(ids), 0.5), None, "v,1", np.zeros(len(ids), dtype=np.int64))).decode()
     rows = _parse([raw.encode()])
     assert [r[0] for r in rows] == list(ids) and {r[3] for r in rows} == {"v,1"}
     assert all(r[2] == "" for r in rows)  # unquoted empty: NULL for COPY
@@ -111,8 +113,9 @@ def test_the_metrics_record_what_the_model_was_trained_on_and_old_histories_gain
     )
 
     provenance = ["dataset", "source_folders", "input_files", "input_sha256", "first_session_date", "last_session_date"]
-    # last, in the order of TrainingData.values(): an existing history table gains them at its end
-    assert [c for c, _, _ in METRIC_COLUMNS[-len(provenance):]] == provenance
+    # last, in the order of TrainingData.values(), then the scoring state: an existing history
+    # table gains them at its end
+    assert [c for c, _, _ in METRIC_COLUMNS[-len(provenance) - 1:]] == [*provenance, "scoring_state"]
     assert len(TrainingData(None, [], 0, None, None, None).values()) == len(provenance)
     assert TABLES["abandonment_model_history"][0] is METRIC_COLUMNS
     ddl = add_missing_columns_sql("abandonment_model_history", METRIC_COLUMNS)

@@ -55,3 +55,17 @@ def test_dbt_ops_config_reaches_every_dbt_node_and_only_them():
         "voice_dbt_models": cfg, "voice_dbt_models_2": cfg}
     assert dbt_ops_config(nodes, lookback_days=0) == {
         "voice_dbt_models": {"config": {"lookback_days": 0}}, "voice_dbt_models_2": {"config": {"lookback_days": 0}}}
+
+
+def test_a_full_refresh_or_refit_model_trains_the_model_again(tmp_path):
+    from voice_analytics_dagster.tools.cli import build_parser
+    from voice_analytics_dagster.tools.pipeline import RunOptions, run_config
+
+    nodes = ["voice_dbt_models", "abandonment_model"]
+    for options in (RunOptions(full_refresh=True), RunOptions(refit_model=True)):
+        assert run_config(tmp_path, nodes, options, verbose=False)["ops"]["abandonment_model"] == {
+            "config": {"refit": True}}
+    assert "ops" not in run_config(tmp_path, nodes, RunOptions(), verbose=False)
+    # a job without the model step gets no config for it
+    assert "ops" not in run_config(tmp_path, ["x"], RunOptions(refit_model=True), verbose=False)
+    assert build_parser().parse_args(["run", "--source", "x", "--refit-model"]).refit_model

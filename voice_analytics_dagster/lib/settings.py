@@ -102,6 +102,11 @@ class Settings:
     schedule_cron: str = "0 2 * * *"
     schedule_timezone: str = "Africa/Kigali"
     lookback_days: int = 3
+    # The abandonment model is trained again when the fact holds this many days of sessions past
+    # the last training's last day, or its session count changed by more than this share;
+    # between trainings a run scores the new and changed sessions with the last model.
+    model_refit_days: int = 7
+    model_refit_growth: float = 0.1
     report_dir: Path = Path(".")
     alerts: AlertSettings = AlertSettings()
     # How long a run waits for another run that holds the warehouse run lock (runlock.py) before
@@ -204,6 +209,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         schedule_cron=_env(env, "SCHEDULE_CRON", "0 2 * * *") or "0 2 * * *",
         schedule_timezone=_env(env, "SCHEDULE_TIMEZONE", "Africa/Kigali") or "Africa/Kigali",
         lookback_days=_env_int(env, "LOOKBACK_DAYS", 3),
+        model_refit_days=_env_int(env, "MODEL_REFIT_DAYS", 7),
+        model_refit_growth=_env_float(env, "MODEL_REFIT_GROWTH", 0.1),
         report_dir=Path(report_dir).expanduser().resolve() if report_dir else home / "reports",
         alerts=alerts,
         run_lock_wait_seconds=_env_float(env, "RUN_LOCK_WAIT", 3600.0),
@@ -212,6 +219,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     )
     if settings.min_cell_size < 1:
         raise SettingsError(f"{ENV_PREFIX}MIN_CELL_SIZE must be >= 1")
+    if settings.model_refit_days < 0 or settings.model_refit_growth < 0:
+        raise SettingsError(f"{ENV_PREFIX}MODEL_REFIT_DAYS and {ENV_PREFIX}MODEL_REFIT_GROWTH must be >= 0 "
+                            "(0: train on every run)")
     if not 0.0 <= settings.quarantine_tolerance <= 1.0:
         raise SettingsError(f"{ENV_PREFIX}QUARANTINE_TOLERANCE must be between 0 and 1")
     if not 0.0 <= settings.max_session_drop <= 1.0:

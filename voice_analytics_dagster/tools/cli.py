@@ -61,7 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     outcome = run_pipeline(Path(args.source), verbose=args.verbose, full_refresh=args.full_refresh,
                            wait_seconds=wait, from_date=args.from_date, to_date=args.to_date,
                            lookback_days=args.lookback_days, accept_shrink=args.accept_shrink,
-                           source_format=fmt)
+                           source_format=fmt, refit_model=args.refit_model)
     _print(outcome.report())
     return 0 if outcome.published else 1
 
@@ -275,7 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "logs) or landing folder of dated deliveries")
     r.add_argument("--format", choices=FORMATS, help="the source's format (default: detected from its files, "
                                                      "the evidence printed; docs/SOURCES.md)")
-    r.add_argument("--full-refresh", action="store_true", help="rebuild incremental models from scratch")
+    r.add_argument("--full-refresh", action="store_true",
+                   help="rebuild incremental models from scratch and train the abandonment model again")
+    r.add_argument("--refit-model", action="store_true",
+                   help="train the abandonment model on every session now, whether or not it is due "
+                        "(VOICE_ANALYTICS_MODEL_REFIT_DAYS, VOICE_ANALYTICS_MODEL_REFIT_GROWTH)")
     r.add_argument("--from-date", metavar="YYYY-MM-DD", help="backfill: also rebuild the session days from this day")
     r.add_argument("--to-date", metavar="YYYY-MM-DD", help="backfill: ... to this day (inclusive)")
     r.add_argument("--lookback-days", type=int, metavar="N",

@@ -215,7 +215,7 @@ def run_pipeline(source: Path, verbose: bool = False, full_refresh: bool = False
                  extra_run_config: dict | None = None, wait_seconds: float | None = None,
                  from_date: str | None = None, to_date: str | None = None,
                  lookback_days: int | None = None, accept_shrink: bool = False,
-                 source_format: str | None = None) -> RunOutcome:
+                 source_format: str | None = None, refit_model: bool = False) -> RunOutcome:
     """Materialize every asset from ``source``; publish iff every blocking check passed.
     ``source_format``: csv, lex-v2, dialogflow-cx or rasa; None: detected by the run.
 
@@ -229,7 +229,8 @@ def run_pipeline(source: Path, verbose: bool = False, full_refresh: bool = False
     wh.ensure_databases()
     wait = settings.run_lock_wait_seconds if wait_seconds is None else wait_seconds
     options = RunOptions(full_refresh=full_refresh, from_date=from_date, to_date=to_date,
-                         lookback_days=lookback_days, accept_shrink=accept_shrink, source_format=source_format)
+                         lookback_days=lookback_days, accept_shrink=accept_shrink, source_format=source_format,
+                         refit_model=refit_model)
     with runlock.hold(wh.url(), "cli", wait, on_wait=_say):
         return _run_locked(settings, wh, Path(source).resolve(), verbose, extra_run_config, options)
 
@@ -242,6 +243,7 @@ class RunOptions:
     lookback_days: int | None = None
     accept_shrink: bool = False
     source_format: str | None = None  # None: detected by the run's sources step
+    refit_model: bool = False  # train the abandonment model now (as a full refresh does)
 
 
 def run_config(source: Path, job_nodes: list[str], options: RunOptions, verbose: bool,
@@ -259,6 +261,8 @@ def run_config(source: Path, job_nodes: list[str], options: RunOptions, verbose:
                          to_date=options.to_date, lookback_days=options.lookback_days)
     if options.accept_shrink:
         ops[PUBLISH_OP] = {"config": {"accept_shrink": True}}
+    if (options.refit_model or options.full_refresh) and MODEL_OP in job_nodes:
+        ops[MODEL_OP] = {"config": {"refit": True}}
     if ops:
         config["ops"] = ops
     for key, value in (extra or {}).items():
@@ -267,6 +271,7 @@ def run_config(source: Path, job_nodes: list[str], options: RunOptions, verbose:
 
 
 PUBLISH_OP = "publish_certified_schema"
+MODEL_OP = "abandonment_model"
 
 
 def _run_locked(settings, wh: Warehouse, source: Path, verbose: bool, extra_run_config: dict | None,

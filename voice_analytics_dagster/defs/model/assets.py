@@ -1,8 +1,10 @@
 """The abandonment model as Dagster assets, downstream of the fact.
 
-One step reads the fact's model columns, fits the model (fit.py) and writes five tables into the
-working schema ``analysis`` in one transaction; dbt reads them as sources (mapped to these assets'
-keys) into the certified marts fct_abandonment_* and fct_voice_session_export. The blocking check
+When the model is due for training (scoring.py: its cadence), one step reads the fact's model
+columns, fits the model (fit.py) and writes five tables into the working schema ``analysis`` in
+one transaction; between trainings it scores only the sessions delivered or changed since, with
+the last model. dbt reads the tables as sources (mapped to these assets' keys) into the certified
+marts fct_abandonment_* and fct_voice_session_export. The blocking check
 ``abandonment_model_is_sound`` verifies what the tables claim before publication.
 """
 
@@ -11,20 +13,34 @@ import time
 
 import dagster as dg
 import numpy as np
+import pandas as pd
 import psycopg
+from pydantic import Field
 
 from voice_analytics_dagster.defs.model import store
-from voice_analytics_dagster.defs.model.features import FEATURES, OUTCOME, build_design, model_columns
+from voice_analytics_dagster.defs.model.features import FEATURES, KEY, OUTCOME, build_design, model_columns
 from voice_analytics_dagster.defs.model.fit import (
     ALPHA,
     BOOTSTRAP_REPLICATES,
     FOLDS,
+    MODEL_NAME,
+    MODEL_REVISION,
     ModelResult,
     fit_abandonment_model,
     markdown_drivers,
     markdown_metrics,
 )
 from voice_analytics_dagster.defs.model.privacy import suppress_small_cells
+from voice_analytics_dagster.defs.model.scoring import (
+    HASH_COLUMN,
+    LastTraining,
+    Scored,
+    ScoringState,
+    change_reason,
+    refit_reason,
+    score,
+    state_of,
+)
 from voice_analytics_dagster.defs.transform import relations
 from voice_analytics_dagster.defs.transform.assets import dbt_model_key
 from voice_analytics_dagster.lib.resources import WarehouseResource
@@ -33,6 +49,17 @@ from voice_analytics_dagster.lib.settings import get_settings
 GROUP = "analysis"
 FACT = dbt_model_key("fact_voice_ai_sessions")
 CHECK = "abandonment_model_is_sound"
+
+
+BOOLEANS = [OUTCOME] + [f.column for f in FEATURES if f.kind == "boolean"]
+CATEGORIES = [f.column for f in FEATURES if f.kind == "categorical"]
+
+
+class ModelConfig(dg.Config):
+    """Run configuration of the model step (ops: {abandonment_model: {config: ...}})."""
+
+    refit: bool = Field(default=False, description="Train the model on every session now, whether or not it is "
+                                                   "due (voice-analytics run --refit-model or --full-refresh).")
 
 
 def analysis_key(table: str) -> dg.AssetKey:
@@ -47,7 +74,7 @@ SCORES = analysis_key("abandonment_session_scores")
 
 
 def metric_row(result: ModelResult, training_id: str, trained_at: dt.datetime, fit_seconds: float,
-               data: store.TrainingData) -> list:
+               data: store.TrainingData, state: ScoringState | None = None) -> list:
     def opt(v):
         return None if v is None or (isinstance(v, float) and np.isnan(v)) else v
 
@@ -63,7 +90,7 @@ def metric_row(result: ModelResult, training_id: str, trained_at: dt.datetime, f
         opt(result.logit_auc_on_gbm_sessions), opt(result.gbm_minus_logit_auc_ci_low),
         opt(result.gbm_minus_logit_auc_ci_high), opt(result.brier_score), opt(result.calibration_intercept),
         opt(result.calibration_slope), len(result.significant), result.strongest_driver, result.conclusion,
-        fit_seconds, *data.values(),
+        fit_seconds, *data.values(), state.to_json() if state is not None else None,
     ]
 
 
@@ -125,30 +152,64 @@ def soundness_problems(result: ModelResult, fact_sessions: int, scored: int) -> 
         dg.AssetSpec(CALIBRATION, deps=[FACT], kinds={"python", "postgres"},
                      description="Observed against predicted abandonment by decile of out-of-fold risk (small cells suppressed)."),
         dg.AssetSpec(SCORES, deps=[FACT], kinds={"python", "postgres"},
-                     description="Out-of-fold abandonment risk of every session (read by dbt's fct_voice_session_export)."),
+                     description="Abandonment risk of every session: out-of-fold for the sessions of the last "
+                                 "training, the last model for those since (read by dbt's fct_voice_session_export)."),
     ],
     check_specs=[dg.AssetCheckSpec(CHECK, asset=DRIVERS, blocking=True,
                                    description="Intervals, Holm adjustment, significance flags and session coverage agree.")],
     can_subset=False,
 )
-def abandonment_model(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
-    """Read the fact (model columns only, COPY), fit, write the model tables in one transaction."""
+def abandonment_model(context: dg.AssetExecutionContext, warehouse: WarehouseResource, config: ModelConfig):
+    """Train the model on every session when it is due (scoring.refit_reason); otherwise score the
+    sessions delivered or changed since with the last model."""
     settings = get_settings()
     wh = warehouse.get()
     started = time.perf_counter()
-    booleans = [OUTCOME] + [f.column for f in FEATURES if f.kind == "boolean"]
-    categories = [f.column for f in FEATURES if f.kind == "categorical"]
+    with wh.connect() as conn:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        last = store.last_training(conn)
+        last_day = conn.execute(store.session_range_sql(relations.FACT)).fetchone()[1]
+        reason = refit_reason(last, last_day, refit_days=settings.model_refit_days, requested=config.refit,
+                              version_prefix=f"{MODEL_NAME}-r{MODEL_REVISION}-")
+        frame = None
+        if reason is None:
+            frame = store.read_model_input(conn, model_columns(), BOOLEANS, CATEGORIES, relations.FACT,
+                                           changed_only=True)
+            gone = conn.execute(store.gone_sql(relations.FACT)).fetchone()[0]
+            reason = change_reason(len(frame), gone, last.n_sessions_read, settings.model_refit_growth)
+        conn.rollback()
+    if reason is None:
+        scored = score(frame, last.state)
+        if scored.unseen:
+            reason = "levels the last model has not seen: " + "; ".join(
+                f"{c} {', '.join(v)}" for c, v in sorted(scored.unseen.items()))
+        else:
+            yield from _score_changed(context, wh, last, frame, scored, time.perf_counter() - started)
+            return
+    context.log.info(f"abandonment model: trained again ({reason})")
+    del frame
+    yield from _train(context, wh, settings, reason)
+
+
+def _train(context: dg.AssetExecutionContext, wh, settings, reason: str):
+    """Read the fact (model columns only, COPY), fit, write the model tables in one transaction."""
+    started = time.perf_counter()
     with wh.connect() as conn:
         # the input and what it came from, read in one snapshot
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        frame = store.read_model_input(conn, model_columns(), booleans, categories, relations.FACT)
+        frame = store.read_model_input(conn, model_columns(), BOOLEANS, CATEGORIES, relations.FACT)
         data = store.training_data(conn, relations.FACT)
         conn.rollback()
     read_seconds = time.perf_counter() - started
 
+    hashes = frame.pop(HASH_COLUMN).to_numpy()
     design = build_design(frame)
+    if design.used_columns:  # the sessions of the design, in its order (build_design's rule)
+        hashes = hashes[~frame[design.used_columns].isna().any(axis=1).to_numpy()]
     del frame
     result = fit_abandonment_model(design)
+    state = state_of(design, result.model_version, result.status, result.intercept,
+                     {d.feature: d.coefficient for d in result.drivers})
     del design
     fit_seconds = time.perf_counter() - started - read_seconds
     trained_at = dt.datetime.now(dt.UTC)
@@ -163,12 +224,13 @@ def abandonment_model(context: dg.AssetExecutionContext, warehouse: WarehouseRes
          d.odds_ratio_ci_high, d.coefficient_per_unit, d.p_value, d.p_value_adjusted, d.is_significant, d.rank]
         for d in result.drivers
     ]
-    metrics = metric_row(result, training_id, trained_at, fit_seconds, data)
+    metrics = metric_row(result, training_id, trained_at, fit_seconds, data, state)
     t = time.perf_counter()
     with wh.connect() as conn:  # the five tables in one transaction
         conn.execute(f"create schema if not exists {store.SCHEMA}")
         store.replace_table(conn, "abandonment_session_scores",
-                            store.score_chunks(result.session_ids, result.oof_risk, result.fold, result.model_version))
+                            store.score_chunks(result.session_ids, result.oof_risk, result.fold, result.model_version,
+                                               hashes))
         store.replace_table(conn, "abandonment_drivers", store.rows_to_csv(driver_rows))
         store.replace_table(conn, "abandonment_model_metrics", store.rows_to_csv([metrics]))
         store.append_history(conn, metrics)
@@ -180,7 +242,8 @@ def abandonment_model(context: dg.AssetExecutionContext, warehouse: WarehouseRes
         conn.commit()
     write_seconds = time.perf_counter() - t
 
-    common = {"model_version": result.model_version, "status": result.status}
+    common = {"model_version": result.model_version, "status": result.status, "trained": True,
+              "trained_because": reason}
     trained_on = dg.MetadataValue.json({
         "dataset": data.dataset, "source_folders": data.source_folders, "input_files": data.input_files,
         "input_sha256": data.input_sha256, "sessions": result.n_input,
@@ -218,10 +281,60 @@ def abandonment_model(context: dg.AssetExecutionContext, warehouse: WarehouseRes
         "calibration_slope": result.calibration_slope if result.calibration_slope is not None else float("nan"),
         "dagster/row_count": len(result.calibration),
     })
-    yield dg.MaterializeResult(asset_key=SCORES, metadata={"dagster/row_count": scored,
-                                                           "scored_out_of_fold": True})
+    yield dg.MaterializeResult(asset_key=SCORES, metadata={"dagster/row_count": scored, "trained": True,
+                                                           "scored_out_of_fold": int(len(hashes))})
     problems = soundness_problems(result, fact_sessions, scored)
     yield dg.AssetCheckResult(
         asset_key=DRIVERS, check_name=CHECK, passed=not problems, severity=dg.AssetCheckSeverity.ERROR,
         metadata={"failing_count": len(problems), "problems": problems[:5]},
     )
+
+
+def _score_changed(context: dg.AssetExecutionContext, wh, last: LastTraining, frame: pd.DataFrame, scored: Scored,
+                   read_seconds: float):
+    """Between trainings: the scores of the sessions read (new, or changed since scored) replaced
+    by the last model's, the scores of sessions the fact no longer holds dropped; the other model
+    tables stay as the last training wrote them."""
+    state = last.state
+    t = time.perf_counter()
+    with wh.connect() as conn:
+        deleted = store.rescore(conn, relations.FACT, frame[KEY].astype(str).tolist(),
+                                store.score_chunks(scored.session_ids, scored.risk, None, state.model_version,
+                                                   scored.hashes))
+        fact_sessions, with_null, scores, scores_in_fact = conn.execute(
+            store.coverage_sql(relations.FACT, state.used_columns)).fetchone()
+        rows = {name: conn.execute(f"select count(*) from {store.SCHEMA}.{name}").fetchone()[0]
+                for name in ("abandonment_drivers", "abandonment_model_metrics", "abandonment_model_history",
+                             "abandonment_calibration")}
+        conn.commit()
+    write_seconds = time.perf_counter() - t
+    context.log.info(f"abandonment model: not due for training; {len(scored.session_ids)} new or changed sessions "
+                     f"scored with {state.model_version} (trained on {last.n_sessions_read:,} sessions up to "
+                     f"{last.last_session_date}), {scored.dropped} with a NULL model column left unscored")
+    common = {"model_version": state.model_version, "trained": False,
+              "trained_because": "not due: the last model scores the new and changed sessions",
+              "last_training_sessions": last.n_sessions_read,
+              "last_training_last_day": str(last.last_session_date)}
+    for key, name in ((DRIVERS, "abandonment_drivers"), (METRICS, "abandonment_model_metrics"),
+                      (HISTORY, "abandonment_model_history"), (CALIBRATION, "abandonment_calibration")):
+        yield dg.MaterializeResult(asset_key=key, metadata={**common, "dagster/row_count": rows[name]})
+    yield dg.MaterializeResult(asset_key=SCORES, metadata={
+        **common, "dagster/row_count": scores, "scored_now": len(scored.session_ids),
+        "scores_replaced_or_dropped": deleted,
+        "seconds": dg.MetadataValue.json({"read": round(read_seconds, 2), "write": round(write_seconds, 2)})})
+    problems = coverage_problems(fact_sessions, with_null, scores, scores_in_fact)
+    yield dg.AssetCheckResult(
+        asset_key=DRIVERS, check_name=CHECK, passed=not problems, severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"failing_count": len(problems), "problems": problems[:5], "trained": False},
+    )
+
+
+def coverage_problems(fact_sessions: int, with_null: int, scores: int, scores_in_fact: int) -> list[str]:
+    """Between trainings, what the check verifies: every session of the fact is scored or has a
+    NULL model column, and no score is of a session the fact no longer holds. Pure."""
+    problems = []
+    if scores != scores_in_fact:
+        problems.append(f"{scores - scores_in_fact} scores of sessions the fact no longer holds")
+    if scores_in_fact + with_null != fact_sessions:
+        problems.append(f"{fact_sessions} fact sessions, {scores_in_fact} scored, {with_null} with a NULL model column")
+    return problems

@@ -106,6 +106,10 @@ class Design:
     n_input: int
     dropped_null: dict[str, int] = field(default_factory=dict)
     unused: dict[str, str] = field(default_factory=dict)
+    # what scoring new sessions with this design's model needs (scoring.py): the columns whose
+    # NULL drops a session, and every level seen of each categorical column
+    used_columns: list[str] = field(default_factory=list)
+    levels: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def n_dropped(self) -> int:
@@ -159,6 +163,7 @@ def build_design(frame: pd.DataFrame, features: tuple[Feature, ...] = FEATURES) 
     columns: dict[str, np.ndarray] = {}
     kinds: dict[str, str] = {}
     reference_levels: dict[str, str | None] = {}
+    seen_levels: dict[str, list[str]] = {}
     for f in used:
         values = data[f.column]
         if f.kind == "numeric":
@@ -182,6 +187,7 @@ def build_design(frame: pd.DataFrame, features: tuple[Feature, ...] = FEATURES) 
             per_code = np.bincount(codes[codes >= 0], minlength=len(names))
             counts = {name: int(n) for name, n in zip(names, per_code, strict=True) if n}
             levels = sorted(counts, key=lambda v: (-counts[v], v))
+            seen_levels[f.column] = levels
             if len(levels) < 2:
                 unused[f.column] = f"a single level ({levels[0]})" if levels else "no values"
                 continue
@@ -212,6 +218,7 @@ def build_design(frame: pd.DataFrame, features: tuple[Feature, ...] = FEATURES) 
         Z=Z, y=data[OUTCOME].astype(bool).to_numpy().astype(np.float64),
         session_ids=data[KEY].astype(str).to_numpy(), mean=mean, sd=sd, kinds=kinds,
         reference_levels=reference_levels, n_input=n_input, dropped_null=dropped_null, unused=unused,
+        used_columns=[f.column for f in used], levels=seen_levels,
     )
 
 

@@ -83,6 +83,7 @@ class ModelResult:
     dropped_null: dict[str, int]
     unused_features: dict[str, str]
     drivers: list[Driver] = field(default_factory=list)
+    intercept: float | None = None  # of the logistic model on the standardised features
     auc: float | None = None
     auc_ci_low: float | None = None
     auc_ci_high: float | None = None
@@ -159,8 +160,9 @@ def _finite(x) -> float:
     return x if math.isfinite(x) else math.nan
 
 
-def fit_drivers(design: Design) -> tuple[list[Driver], str, str]:
-    """The logistic regression on the standardised features: (drivers ranked, status, message).
+def fit_drivers(design: Design) -> tuple[list[Driver], str, str, float | None]:
+    """The logistic regression on the standardised features: (drivers ranked, status, message,
+    intercept; the intercept is None when no model was fitted).
 
     status is "fitted", "rank_deficient" (no drivers: their coefficients are not identified) or
     "not_converged" (drivers listed, none significant; non-finite figures as NaN)."""
@@ -172,13 +174,13 @@ def fit_drivers(design: Design) -> tuple[list[Driver], str, str]:
     if collinear:
         return [], "rank_deficient", (
             f"the features {', '.join(collinear)} are linearly dependent in this data: their effects cannot be "
-            "told apart; no driver claimed")
+            "told apart; no driver claimed"), None
     # check_rank=False: collinear_features has checked the rank without statsmodels' copy of the design
     model = sm.Logit(design.y, sm.add_constant(Z, has_constant="add"), check_rank=False)
     try:
         fit = model.fit(method="newton", maxiter=100, disp=0, warn_convergence=False)
     except (np.linalg.LinAlgError, ValueError) as exc:  # a singular Hessian, perfect separation
-        return [], "not_converged", f"logistic regression failed: {exc}; no driver claimed"
+        return [], "not_converged", f"logistic regression failed: {exc}; no driver claimed", None
     params = np.asarray(fit.params)[1:]
     bse = np.asarray(fit.bse)[1:]
     ci = np.asarray(fit.conf_int(alpha=ALPHA))[1:]
@@ -206,7 +208,7 @@ def fit_drivers(design: Design) -> tuple[list[Driver], str, str]:
                 p_value=_finite(p[j]), p_value_adjusted=_finite(adjusted[j]),
                 is_significant=bool(converged and adjusted[j] < ALPHA), rank=int(rank[j]),
             ))
-    return sorted(drivers, key=lambda d: d.rank), status, message
+    return sorted(drivers, key=lambda d: d.rank), status, message, _finite(np.asarray(fit.params)[0])
 
 
 def fold_labels(y: np.ndarray, folds: int = FOLDS, seed: int = SEED) -> np.ndarray:
@@ -385,7 +387,7 @@ def _fit(design: Design, *, folds: int, replicates: int, bootstrap_max: int, gbm
         return result
 
     t = time.perf_counter()
-    result.drivers, result.status, result.message = fit_drivers(design)
+    result.drivers, result.status, result.message, result.intercept = fit_drivers(design)
     result.seconds["drivers"] = time.perf_counter() - t
 
     # the out-of-fold risk is defined even for a rank-deficient design: its predictions are identified

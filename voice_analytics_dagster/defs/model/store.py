@@ -88,6 +88,8 @@ METRIC_COLUMNS: list[Column] = [
     ("input_sha256", "text", "SHA-256 over the sorted SHA-256 checksums of those files: the same files give the same value."),
     ("first_session_date", "date", "Earliest session date in the fact the model read."),
     ("last_session_date", "date", "Latest session date in the fact the model read."),
+    ("scoring_state", "jsonb", "What scoring a session with this model needs (intercept, coefficients, "
+     "standardisation, the levels seen); NULL when no model was fitted."),
 ]
 
 CALIBRATION_COLUMNS: list[Column] = [
@@ -107,9 +109,13 @@ CALIBRATION_COLUMNS: list[Column] = [
 
 SCORE_COLUMNS: list[Column] = [
     ("session_id", "text", "The session."),
-    ("abandonment_risk", "double precision", "Out-of-fold probability of abandonment (the model never saw this session)."),
-    ("cv_fold", "integer", "The fold the session was held out in."),
+    ("abandonment_risk", "double precision", "Probability of abandonment from a model that never saw the session as "
+     "it is: out-of-fold for the sessions of the training, the last trained model for sessions delivered or "
+     "changed since."),
+    ("cv_fold", "integer", "The fold the session was held out in; NULL when the last trained model scored it."),
     ("model_version", "text", "The model."),
+    ("features_hash", "bigint", "Hash of the session's model columns when it was scored: a session whose columns "
+     "changed is scored again."),
 ]
 
 TABLES: dict[str, tuple[list[Column], str]] = {
@@ -128,10 +134,25 @@ PRIMARY_KEYS = {
 }
 
 
-def read_model_input_sql(columns: Sequence[str], relation: str) -> sql.Composed:
+def features_hash_sql(columns: Sequence[str], alias: str = "f") -> sql.Composed:
+    """A 64-bit hash (the first half of an MD5) of a row's model columns but the key."""
+    row = sql.SQL(", ").join(sql.Identifier(alias, c) for c in columns if c != "session_id")
+    return sql.SQL("('x' || left(md5(row({})::text), 16))::bit(64)::bigint").format(row)
+
+
+def read_model_input_sql(columns: Sequence[str], relation: str, changed_only: bool = False) -> sql.Composed:
+    """COPY of the fact's ``columns`` and their hash (``features_hash``); ``changed_only``: only
+    the sessions without a score or whose columns changed since they were scored."""
     schema, table = relation.split(".")
-    return sql.SQL("copy (select {} from {} order by session_id) to stdout with (format csv, header true)").format(
-        sql.SQL(", ").join(sql.Identifier(c) for c in columns), sql.Identifier(schema, table))
+    where = sql.SQL("")
+    if changed_only:
+        where = sql.SQL(" left join {} s using (session_id) where s.session_id is null "
+                        "or s.features_hash is distinct from {}").format(
+            sql.Identifier(SCHEMA, "abandonment_session_scores"), features_hash_sql(columns))
+    return sql.SQL("copy (select {}, {} as features_hash from {} f{} order by session_id) "
+                   "to stdout with (format csv, header true)").format(
+        sql.SQL(", ").join(sql.Identifier("f", c) for c in columns), features_hash_sql(columns),
+        sql.Identifier(schema, table), where)
 
 
 class _CopyReader(io.RawIOBase):
@@ -167,16 +188,19 @@ class _CopyReader(io.RawIOBase):
 
 
 def read_model_input(conn: psycopg.Connection, columns: Sequence[str], booleans: Sequence[str],
-                     categories: Sequence[str], relation: str, key: str = "session_id") -> pd.DataFrame:
-    """The fact's ``columns``, streamed with COPY into pandas (no intermediate copy of the text:
-    memory is the parsed frame plus a 1 MB buffer): ``key`` as text, ``categories`` as pandas
-    categoricals, ``booleans`` as True/False, the rest as float64."""
+                     categories: Sequence[str], relation: str, key: str = "session_id",
+                     changed_only: bool = False) -> pd.DataFrame:
+    """The fact's ``columns`` and ``features_hash`` (int64), streamed with COPY into pandas (no
+    intermediate copy of the text: memory is the parsed frame plus a 1 MB buffer): ``key`` as
+    text, ``categories`` as pandas categoricals, ``booleans`` as True/False, the rest as float64.
+    ``changed_only``: see read_model_input_sql."""
     # numbers parsed by the CSV reader itself (quicker than text then pd.to_numeric, same values);
     # the categorical features (a handful of levels) as categoricals: a small integer per session
     # instead of a Python string each.
     dtypes = {c: ("str" if c == key else "category" if c in categories else "float64")
               for c in columns if c not in booleans}
-    with conn.cursor() as cur, cur.copy(read_model_input_sql(columns, relation)) as copy:
+    dtypes["features_hash"] = "int64"
+    with conn.cursor() as cur, cur.copy(read_model_input_sql(columns, relation, changed_only)) as copy:
         reader = io.BufferedReader(_CopyReader(iter(copy)), buffer_size=1 << 20)
         frame = pd.read_csv(reader, dtype=dtypes, keep_default_na=False, na_values=[""])
     for c in columns:
@@ -286,7 +310,7 @@ def _csv_texts(values: list[str]) -> list[str]:
 
 
 def score_chunks(session_ids: np.ndarray, risk: np.ndarray, fold: np.ndarray | None, model_version: str,
-                 chunk: int = 200_000) -> Iterator[bytes]:
+                 hashes: np.ndarray, chunk: int = 200_000) -> Iterator[bytes]:
     """The scores as CSV, in chunks (memory: one chunk). Floats as Python's repr, the shortest
     text that reads back to the same double; NaN as NULL. Joined as strings: about twice as quick
     as DataFrame.to_csv, the same values to the bit (tests/unit/test_analysis_store.py)."""
@@ -298,7 +322,9 @@ def score_chunks(session_ids: np.ndarray, risk: np.ndarray, fold: np.ndarray | N
         # _csv_value's rule for floats, inline (a function call per value would add about a fifth)
         risks = ["" if r != r else repr(r) for r in risk[sl].astype(float).tolist()]
         folds = [str(int(f)) for f in fold[sl].tolist()] if fold is not None else [""] * len(ids)
-        lines = "\n".join([",".join(row) for row in zip(ids, risks, folds, [version] * len(ids), strict=True)])
+        hashed = [str(h) for h in hashes[sl].tolist()]
+        lines = "\n".join([",".join(row) for row in zip(ids, risks, folds, [version] * len(ids), hashed,
+                                                         strict=True)])
         yield (lines + "\n").encode()
 
 
@@ -340,3 +366,61 @@ def training_data(conn: psycopg.Connection, relation: str) -> TrainingData:
         dataset="+".join(kinds) or None, source_folders=sorted({f["source"] for f in files if f["source"]}),
         input_files=len(files), input_sha256=input_fingerprint(f["sha256"] for f in files),
         first_session_date=first, last_session_date=last)
+
+
+def last_training(conn: psycopg.Connection):
+    """The current model's row of abandonment_model_metrics as scoring.LastTraining, or None
+    when no model was trained in this warehouse (read whole as JSON: a table written by an older
+    revision may lack a column, which then reads as missing)."""
+    from voice_analytics_dagster.defs.model.scoring import LastTraining, ScoringState
+
+    if conn.execute("select to_regclass(%s)", (f"{SCHEMA}.abandonment_model_metrics",)).fetchone()[0] is None:
+        return None
+    row = conn.execute(f"select to_jsonb(m) from {SCHEMA}.abandonment_model_metrics m").fetchone()
+    if row is None:
+        return None
+    m = row[0]
+    state = m.get("scoring_state")
+    scores_have_hash = conn.execute(
+        "select count(*) from information_schema.columns where table_schema = %s and table_name = %s "
+        "and column_name = 'features_hash'", (SCHEMA, "abandonment_session_scores")).fetchone()[0] == 1
+    last = m.get("last_session_date")
+    return LastTraining(
+        model_version=m["model_version"], status=m["status"], n_sessions_read=int(m["n_sessions_read"]),
+        last_session_date=dt.date.fromisoformat(last) if last else None,
+        state=ScoringState.from_json(state) if state and scores_have_hash else None)
+
+
+def gone_sql(relation: str) -> sql.Composed:
+    """The scores of sessions the fact no longer holds."""
+    schema, table = relation.split(".")
+    return sql.SQL("select count(*) from {} s where not exists (select 1 from {} f where f.session_id = s.session_id)"
+                   ).format(sql.Identifier(SCHEMA, "abandonment_session_scores"), sql.Identifier(schema, table))
+
+
+def rescore(conn: psycopg.Connection, relation: str, read_ids: Sequence[str], scores: Iterator[bytes]) -> int:
+    """Inside the caller's transaction: drop the scores of sessions the fact no longer holds and of
+    ``read_ids`` (read because new or changed: scored again below, or now unscored), then append
+    ``scores``. Returns the scores deleted."""
+    schema, table = relation.split(".")
+    scores_table = sql.Identifier(SCHEMA, "abandonment_session_scores")
+    gone = conn.execute(sql.SQL(
+        "delete from {} s where not exists (select 1 from {} f where f.session_id = s.session_id)").format(
+        scores_table, sql.Identifier(schema, table))).rowcount
+    changed = conn.execute(sql.SQL("delete from {} s where s.session_id = any(%s)").format(scores_table),
+                           (list(read_ids),)).rowcount
+    copy_rows(conn, "abandonment_session_scores", SCORE_COLUMNS, scores)
+    return gone + changed
+
+
+def coverage_sql(relation: str, used_columns: Sequence[str]) -> sql.Composed:
+    """(fact sessions, of them with a NULL in a used column, scores, scores of sessions in the fact)."""
+    schema, table = relation.split(".")
+    fact = sql.Identifier(schema, table)
+    nulls = sql.SQL(" or ").join(sql.SQL("{} is null").format(sql.Identifier(c)) for c in used_columns) \
+        if used_columns else sql.SQL("false")
+    scores_table = sql.Identifier(SCHEMA, "abandonment_session_scores")
+    return sql.SQL("select (select count(*) from {fact}), (select count(*) from {fact} where {nulls}), "
+                   "(select count(*) from {scores}), "
+                   "(select count(*) from {scores} s where exists (select 1 from {fact} f where f.session_id = s.session_id))"
+                   ).format(fact=fact, nulls=nulls, scores=scores_table)

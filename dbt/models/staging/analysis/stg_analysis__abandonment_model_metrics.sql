@@ -38,5 +38,6 @@ select
     input_files,
     input_sha256,
     first_session_date,
-    last_session_date
+    last_session_date,
+    scoring_state
 from {{ source('analysis', 'abandonment_model_metrics') }}

@@ -3,5 +3,6 @@ select
     session_id,
     abandonment_risk,
     cv_fold,
-    model_version
+    model_version,
+    features_hash
 from {{ source('analysis', 'abandonment_session_scores') }}
