@@ -75,6 +75,21 @@ def run_scheduled(instance, landing: Path, extra_ops: dict | None = None) -> str
     return result.run_id
 
 
+def landing_warehouse(tmp_path: Path, monkeypatch, **settings: str):
+    """An empty landing folder for the daily schedule, these VOICE_ANALYTICS_ settings, and the
+    Dagster instance: (landing, instance)."""
+    from voice_analytics_dagster.lib.instance import open_instance
+    from voice_analytics_dagster.lib.settings import get_settings, reset_settings_cache
+
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    monkeypatch.setenv("VOICE_ANALYTICS_LANDING_DIR", str(landing))
+    for name, value in settings.items():
+        monkeypatch.setenv(f"VOICE_ANALYTICS_{name}", value)
+    reset_settings_cache()
+    return landing, open_instance(get_settings())
+
+
 def last_build(db) -> tuple:
     return db.rows("select mode, reason, coalesce(session_days::text[], '{}'), succeeded "
                    "from raw.dbt_incremental_builds order by build_id desc limit 1")[0]
@@ -101,18 +116,11 @@ def export(tmp_path_factory) -> tuple[Path, str]:
 
 def test_three_daily_deliveries_rebuild_only_their_days_and_match_a_full_refresh(
         fresh_db, dbt_manifest, export, tmp_path, monkeypatch):
-    from voice_analytics_dagster.lib.instance import open_instance
-    from voice_analytics_dagster.lib.settings import get_settings, reset_settings_cache
     from voice_analytics_dagster.tools.pipeline import dbt_ops_config
 
     source, late_session = export
-    landing = tmp_path / "landing"
-    landing.mkdir()
-    monkeypatch.setenv("VOICE_ANALYTICS_LANDING_DIR", str(landing))
-    monkeypatch.setenv("VOICE_ANALYTICS_LOOKBACK_DAYS", "0")
-    reset_settings_cache()
+    landing, instance = landing_warehouse(tmp_path, monkeypatch, LOOKBACK_DAYS="0")
     db = fresh_db
-    instance = open_instance(get_settings())
 
     def deliver(day: str) -> str:
         (landing / day).symlink_to(source / day, target_is_directory=True)
@@ -268,17 +276,9 @@ def test_between_trainings_the_last_model_scores_the_new_and_changed_sessions(
 
     from voice_analytics_dagster.defs.model.features import FEATURES, KEY, OUTCOME
     from voice_analytics_dagster.defs.model.scoring import HASH_COLUMN, ScoringState, score
-    from voice_analytics_dagster.lib.instance import open_instance
-    from voice_analytics_dagster.lib.settings import get_settings, reset_settings_cache
-
     source, late_session = export
-    landing = tmp_path / "landing"
-    landing.mkdir()
-    monkeypatch.setenv("VOICE_ANALYTICS_LANDING_DIR", str(landing))
-    monkeypatch.setenv("VOICE_ANALYTICS_MODEL_REFIT_GROWTH", "1.0")
-    reset_settings_cache()
+    landing, instance = landing_warehouse(tmp_path, monkeypatch, MODEL_REFIT_GROWTH="1.0")
     db = fresh_db
-    instance = open_instance(get_settings())
     for day in DAYS[:2]:
         (landing / day).symlink_to(source / day, target_is_directory=True)
     assert published(db, run_scheduled(instance, landing))

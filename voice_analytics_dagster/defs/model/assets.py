@@ -18,7 +18,14 @@ import psycopg
 from pydantic import Field
 
 from voice_analytics_dagster.defs.model import store
-from voice_analytics_dagster.defs.model.features import FEATURES, KEY, OUTCOME, build_design, model_columns
+from voice_analytics_dagster.defs.model.features import (
+    FEATURES,
+    KEY,
+    OUTCOME,
+    build_design,
+    complete_rows,
+    model_columns,
+)
 from voice_analytics_dagster.defs.model.fit import (
     ALPHA,
     BOOTSTRAP_REPLICATES,
@@ -204,8 +211,7 @@ def _train(context: dg.AssetExecutionContext, wh, settings, reason: str):
 
     hashes = frame.pop(HASH_COLUMN).to_numpy()
     design = build_design(frame)
-    if design.used_columns:  # the sessions of the design, in its order (build_design's rule)
-        hashes = hashes[~frame[design.used_columns].isna().any(axis=1).to_numpy()]
+    hashes = hashes[complete_rows(frame, design.used_columns)]  # the design's sessions, in its order
     del frame
     result = fit_abandonment_model(design)
     state = state_of(design, result.model_version, result.status, result.intercept,

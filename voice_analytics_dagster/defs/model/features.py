@@ -155,7 +155,7 @@ def build_design(frame: pd.DataFrame, features: tuple[Feature, ...] = FEATURES) 
             used.append(f)
     null_counts = {f.column: int(frame[f.column].isna().sum()) for f in used}
     dropped_null = {c: n for c, n in null_counts.items() if n}
-    keep = ~frame[[f.column for f in used]].isna().any(axis=1).to_numpy() if used else np.ones(n_input, bool)
+    keep = complete_rows(frame, [f.column for f in used])
     if frame[OUTCOME].isna().any():
         raise ValueError("the outcome is NULL for some sessions; the fact guarantees it is not")
     data = frame.loc[keep]
@@ -220,6 +220,14 @@ def build_design(frame: pd.DataFrame, features: tuple[Feature, ...] = FEATURES) 
         reference_levels=reference_levels, n_input=n_input, dropped_null=dropped_null, unused=unused,
         used_columns=[f.column for f in used], levels=seen_levels,
     )
+
+
+def complete_rows(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """Which sessions of ``frame`` the model uses: those without a NULL in any of ``columns`` (the
+    used feature columns; the rule of training and of scoring between trainings)."""
+    if not columns:
+        return np.ones(len(frame), bool)
+    return ~frame[columns].isna().any(axis=1).to_numpy()
 
 
 def redundant_features(columns: dict[str, np.ndarray]) -> dict[str, str]:

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from voice_analytics_dagster.defs.model.features import FEATURES, KEY, Design
+from voice_analytics_dagster.defs.model.features import FEATURES, KEY, Design, complete_rows
 
 HASH_COLUMN = "features_hash"
 _BOOLEAN = {f.column for f in FEATURES if f.kind == "boolean"}
@@ -90,7 +90,7 @@ def score(frame: pd.DataFrame, state: ScoringState) -> Scored:
     see. Pure."""
     from scipy.special import expit
 
-    keep = ~frame[state.used_columns].isna().any(axis=1).to_numpy() if state.used_columns else np.ones(len(frame), bool)
+    keep = complete_rows(frame, state.used_columns)
     data = frame.loc[keep]
     unseen = {}
     for column, levels in state.levels.items():
