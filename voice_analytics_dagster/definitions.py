@@ -16,7 +16,7 @@ from voice_analytics_dagster.defs.ingestion.source_assets import source_assets
 from voice_analytics_dagster.defs.model.assets import abandonment_model
 from voice_analytics_dagster.defs.publish.assets import publish_certified_schema
 from voice_analytics_dagster.defs.report.assets import voice_analytics_report
-from voice_analytics_dagster.defs.transform.assets import voice_dbt_models
+from voice_analytics_dagster.defs.transform.assets import voice_dbt_models, voice_dbt_session_models
 from voice_analytics_dagster.defs.transform.checks import asset_checks as fact_checks
 from voice_analytics_dagster.defs.transform.resources import dbt_resource
 from voice_analytics_dagster.lib.resources import (
@@ -29,6 +29,7 @@ defs = dg.Definitions(
     assets=[
         *source_assets,              # ingestion: sources/ (platform logs converted onto the contract)
         *raw_assets,                 # ingestion: raw/<table>
+        voice_dbt_session_models,    # transform: the session-day partitions, raw -> fact
         voice_dbt_models,            # transform: staging/, intermediate/, marts/, snapshots/
         abandonment_model,           # model: analysis/
         publish_certified_schema,    # publish: analytics/

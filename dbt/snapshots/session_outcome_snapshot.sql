@@ -16,6 +16,7 @@
     target_schema='snapshots',
     unique_key='session_id',
     strategy='check',
+    tags=['session_day'],
     check_cols=['final_outcome', 'transfer_reason', 'turn_count', 'error_turn_count',
                 'avg_asr_confidence', 'avg_intent_confidence', 'turn_duration_sec_total'],
     post_hook="update {{ this }} s set dbt_valid_to = now()::timestamp where s.dbt_valid_to is null

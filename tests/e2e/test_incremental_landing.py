@@ -60,14 +60,16 @@ def plant_late_turn(export: Path) -> str:
     return sid
 
 
-def run_scheduled(instance, landing: Path, extra_ops: dict | None = None) -> str:
-    """The daily schedule's run request for the landing folder, executed in process."""
+def run_scheduled(instance, landing: Path, extra_ops: dict | None = None, day: str = DAYS[-1]) -> str:
+    """The daily schedule's run request for the landing folder, executed in process: the run at
+    02:00 after ``day``, for that day's partition."""
     from voice_analytics_dagster.definitions import defs
     from voice_analytics_dagster.defs.automation.jobs import PIPELINE_JOB
     from voice_analytics_dagster.defs.automation.schedules import voice_analytics_daily
 
-    request = voice_analytics_daily(dg.build_schedule_context(
-        instance=instance, scheduled_execution_time=dt.datetime(2025, 5, 1, 2, tzinfo=dt.UTC)))
+    at = dt.datetime.combine(dt.date.fromisoformat(day) + dt.timedelta(days=1), dt.time(2), tzinfo=dt.UTC)
+    request = voice_analytics_daily(dg.build_schedule_context(instance=instance, scheduled_execution_time=at))
+    assert request.tags["dagster/partition"] == day
     assert isinstance(request, dg.RunRequest), request
     run_config = {**request.run_config, **({"ops": extra_ops} if extra_ops else {})}
     result = defs.resolve_job_def(PIPELINE_JOB).execute_in_process(
@@ -101,6 +103,20 @@ def xmins(db, table: str) -> dict[str, tuple[str, str]]:
         f"select session_id, session_date, xmin::text from {table}")}
 
 
+def day_runs(instance, model: str) -> dict[str, str]:
+    """Session day -> the run that last materialized the model's partition of that day, as
+    Dagster's event log holds it (what the UI shows per day)."""
+    from voice_analytics_dagster.defs.transform.assets import dbt_model_key
+
+    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dbt_model_key(model)),
+                                              limit=10_000).records
+    out = {}
+    for r in sorted(records, key=lambda r: r.storage_id):
+        if r.partition_key is not None:
+            out[r.partition_key] = r.run_id
+    return out
+
+
 def published(db, run_id: str) -> bool:
     return db.scalar("select status from analytics.publication_log where run_id = %s", (run_id,)) == "published"
 
@@ -124,19 +140,22 @@ def test_three_daily_deliveries_rebuild_only_their_days_and_match_a_full_refresh
 
     def deliver(day: str) -> str:
         (landing / day).symlink_to(source / day, target_is_directory=True)
-        run_id = run_scheduled(instance, landing)
+        run_id = run_scheduled(instance, landing, day=day)
         assert published(db, run_id), db.rows("select * from analytics.publication_log")
         return run_id
 
     # day 1: nothing built yet -> a full build
-    deliver(DAYS[0])
+    run1 = deliver(DAYS[0])
     assert last_build(db)[0] == "full" and last_build(db)[3] is True
+    # the run was launched without a partition; it reports the day it built as that day's partition
+    assert day_runs(instance, "fact_voice_ai_sessions") == {DAYS[0]: run1}
     fact1 = xmins(db, "marts.fact_voice_ai_sessions")
     assert {d for d, _ in fact1.values()} == {DAYS[0]}
 
     # day 2: only day 2 is rebuilt; every day-1 row of the session models is untouched
     stg1 = xmins(db, "staging.stg_voice_export__sessions")
-    deliver(DAYS[1])
+    run2 = deliver(DAYS[1])
+    assert day_runs(instance, "stg_voice_export__turns") == {DAYS[0]: run1, DAYS[1]: run2}
     mode, reason, days, ok = last_build(db)
     assert (mode, days, ok) == ("incremental", [DAYS[1]], True), reason
     fact2 = xmins(db, "marts.fact_voice_ai_sessions")
@@ -148,9 +167,13 @@ def test_three_daily_deliveries_rebuild_only_their_days_and_match_a_full_refresh
     assert db.scalar("select count(*) from analytics.fct_session_outcome_history") == len(fact2)
 
     # day 3 brings a late turn for a day-1 session: days 1 and 3 are rebuilt, day 2 is not
-    deliver(DAYS[2])
+    run3 = deliver(DAYS[2])
     mode, reason, days, ok = last_build(db)
     assert (mode, days, ok) == ("incremental", [DAYS[0], DAYS[2]], True), reason
+    # day 1 shows as materialized again, by day 3's run; day 2 keeps its run
+    assert day_runs(instance, "fact_voice_ai_sessions") == {DAYS[0]: run3, DAYS[1]: run2, DAYS[2]: run3}
+    # the whole-history inputs of the fact show only the days each run was launched for
+    assert day_runs(instance, "stg_voice_export__users") == {DAYS[0]: run1, DAYS[1]: run2, DAYS[2]: run3}
     fact3 = xmins(db, "marts.fact_voice_ai_sessions")
     assert {s: v for s, v in fact3.items() if v[0] == DAYS[1]} == {s: fact2[s] for s in day2}
     assert db.rows("select final_outcome, turn_count from analytics.fact_voice_ai_sessions where session_id = %s",
@@ -178,6 +201,20 @@ def test_three_daily_deliveries_rebuild_only_their_days_and_match_a_full_refresh
     for table in rebuilt:
         assert rebuilt[table] == incremental[table], table
     assert db.scalar("select count(*) from analytics.fct_session_outcome_history") == n_history
+    assert set(day_runs(instance, "fact_voice_ai_sessions").values()) == {run_id}
+
+    # A backfill of day 2 (`voice-analytics run --from-date/--to-date`, as the UI's single-run
+    # backfill launches it): one run over the partition range, which rebuilds that day only and
+    # publishes the same tables
+    from voice_analytics_dagster.tools.pipeline import run_pipeline
+
+    outcome = run_pipeline(landing, from_date=DAYS[1], to_date=DAYS[1])
+    assert outcome.published, outcome.report()
+    assert instance.get_run_by_id(outcome.run_id).tags["dagster/asset_partition_range_start"] == DAYS[1]
+    assert last_build(db)[:3] == ("incremental", last_build(db)[1], [DAYS[1]])
+    assert day_runs(instance, "fact_voice_ai_sessions")[DAYS[1]] == outcome.run_id
+    assert day_runs(instance, "fact_voice_ai_sessions")[DAYS[0]] == run_id
+    assert certified_content(db) == rebuilt
 
     # A fourth delivery holds nothing but a turn and AI metrics of a session never delivered. The
     # staging models look for orphans among the rows delivered since the last build (not among
@@ -194,10 +231,11 @@ def test_three_daily_deliveries_rebuild_only_their_days_and_match_a_full_refresh
         if f.name in ("voice_turns.csv", "voice_ai_metrics.csv"):
             _append(orphan_day / f.name, [{**rows[0], "session_id": "S-NEVER-DELIVERED", **(
                 {"turn_id": "T-ORPHAN", "created_at": "2025-01-04"} if "turn_id" in rows[0] else {})}])
-    run_id = run_scheduled(instance, landing)
+    run_id = run_scheduled(instance, landing, day="2025-01-04")
     assert not published(db, run_id)
     mode, reason, days, ok = last_build(db)
-    assert (mode, days, ok) == ("incremental", [], False), reason
+    # its own day is rebuilt (no session has it); the orphans have no day to rebuild
+    assert (mode, days, ok) == ("incremental", ["2025-01-04"], False), reason
     assert db.rows("select turn_id, session_date from staging.stg_voice_export__turns "
                    "where session_id = 'S-NEVER-DELIVERED'") == [("T-ORPHAN", None)]
     assert db.rows("select session_date from staging.stg_voice_export__ai_metrics "
@@ -205,7 +243,7 @@ def test_three_daily_deliveries_rebuild_only_their_days_and_match_a_full_refresh
     from voice_analytics_dagster.lib.settings import DBT_PROJECT_DIR
 
     statuses = {r["unique_id"].split(".")[2]: r["status"]
-                for p in (DBT_PROJECT_DIR / "target").glob(f"voice_dbt_models-{run_id[:7]}-*/run_results.json")
+                for p in (DBT_PROJECT_DIR / "target").glob(f"voice_dbt_*-{run_id[:7]}-*/run_results.json")
                 for r in json.loads(p.read_text())["results"]}
     for staged in ("turns", "ai_metrics"):
         test = f"relationships_stg_voice_export__{staged}_session_id__session_id__ref_stg_voice_export__sessions_"

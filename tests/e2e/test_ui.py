@@ -16,6 +16,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 pytestmark = [pytest.mark.e2e]
@@ -56,7 +57,8 @@ def _log_tail(path: Path, lines: int = 40) -> str:
 
 
 @pytest.fixture(scope="module")
-def ui(server, dbt_manifest):
+def ui(server, dbt_manifest, published_sample):
+    """The UI on a warehouse holding the published sample (its runs use that database)."""
     from voice_analytics_dagster.tools.ui import start_ui, stop_ui
 
     ARTIFACTS.mkdir(exist_ok=True)
@@ -291,3 +293,61 @@ def test_the_browser_shows_the_asset_graph(ui):
     missing = [a for a in expected_assets if not shown(a, text)]
     assert not missing, missing
     assert "Something went wrong" not in text and "PythonError" not in text
+
+
+FACT_PATH = ["marts", "fact_voice_ai_sessions"]
+
+
+def _statuses(ui, path: list[str]) -> tuple[dict, list[dict]]:
+    node = ui.graphql("{ assetNodeOrError(assetKey: {path: " + json.dumps(path) + "}) { ... on AssetNode {"
+                      " partitionDefinition { type description } assetPartitionStatuses { ... on TimePartitionStatuses {"
+                      " ranges { status startKey endKey } } } } } }")["assetNodeOrError"]
+    return node["partitionDefinition"], node["assetPartitionStatuses"]["ranges"]
+
+
+def _covered(ranges: list[dict], first: str, last: str) -> bool:
+    return any(r["status"] == "MATERIALIZED" and r["startKey"] <= first and last <= r["endKey"] for r in ranges)
+
+
+def test_session_days_are_partitions_and_a_range_backfills_in_one_run(ui):
+    """Issue 22: the fact and the session models it is built from are partitioned by session day;
+    the published sample's 120 days show as materialized; the UI's backfill of a range of days
+    (GraphQL launchPartitionBackfill, as the "Materialize" dialog sends it) is one run over the
+    range (single-run backfill policy), which rebuilds those days."""
+    from voice_analytics_dagster.defs.transform.assets import voice_dbt_session_models
+    from voice_analytics_dagster.lib.instance import open_instance
+    from voice_analytics_dagster.lib.settings import get_settings
+
+    definition, ranges = _statuses(ui, FACT_PATH)
+    assert definition["type"] == "TIME_WINDOW" and definition["description"].startswith("Daily"), definition
+    assert _covered(ranges, "2025-01-01", "2025-04-30"), ranges  # the sample's session days
+    # the marts downstream of the fact are whole-history tables: no partitions
+    kpis = ui.graphql('{ assetNodeOrError(assetKey: {path: ["marts", "fct_voice_kpis"]}) {'
+                      " ... on AssetNode { partitionDefinition { type } } } }")["assetNodeOrError"]
+    assert kpis["partitionDefinition"] is None
+
+    keys = [{"path": k.path} for k in voice_dbt_session_models.keys]
+    selection = json.dumps(keys).replace('"path"', "path")  # GraphQL input fields are unquoted
+    launched = ui.graphql("mutation { launchPartitionBackfill(backfillParams: {assetSelection: " + selection + ","
+                          ' partitionNames: ["2025-04-28", "2025-04-29", "2025-04-30"]}) {'
+                          " __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }"
+                          )["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    backfill = launched["backfillId"]
+
+    instance = open_instance(get_settings())
+    deadline = time.monotonic() + 600
+    while True:
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": backfill}))
+        if runs and all(r.is_finished for r in runs):
+            break
+        assert time.monotonic() < deadline, [(r.run_id, r.status) for r in runs]
+        time.sleep(3)
+    [run] = runs  # one run for the three days
+    assert run.status == dg.DagsterRunStatus.SUCCESS, run.status
+    assert run.tags["dagster/asset_partition_range_start"] == "2025-04-28"
+    assert run.tags["dagster/asset_partition_range_end"] == "2025-04-30"
+    events = ui.graphql("{ assetOrError(assetKey: {path: " + json.dumps(FACT_PATH) + "}) { ... on Asset {"
+                        ' assetMaterializations(partitions: ["2025-04-29"], limit: 1) { runId partition } } } }'
+                        )["assetOrError"]["assetMaterializations"]
+    assert events == [{"runId": run.run_id, "partition": "2025-04-29"}]

@@ -73,6 +73,7 @@ def test_schedule_runs_the_pipeline_on_the_landing_folder(instance, tmp_path, mo
     request = voice_analytics_daily(dg.build_schedule_context(instance=instance, scheduled_execution_time=when))
     assert isinstance(request, dg.RunRequest)
     assert request.run_config["resources"]["export_source"]["config"]["source_dir"] == str(tmp_path / "landing")
+    assert request.tags["dagster/partition"] == "2025-04-30"  # the session day that ended
     # the run config is valid for the scheduled job as the daemon would launch it
     dg.validate_run_config(defs.resolve_job_def(PIPELINE_JOB), request.run_config)
 
@@ -103,6 +104,7 @@ def test_landing_sensor_requests_one_run_per_new_delivery(fresh_db, instance, sa
     assert request.run_key.startswith("landing:2025-04-30:")
     assert request.run_config["resources"]["export_source"]["config"]["source_dir"] == str(landing)
     assert request.tags["voice_analytics/deliveries"] == "2025-04-30"
+    assert request.tags["dagster/partition"] == "2025-04-30"  # the day the delivery is dated
     # nothing loaded yet: the same content asks again with the same key (Dagster starts it once)
     assert tick(instance, first.cursor).run_requests[0].run_key == request.run_key
 

@@ -13,10 +13,10 @@ DOC = (PROJECT_ROOT / "docs" / "CHECKS.md").read_text()
 
 def _python_checks():
     from voice_analytics_dagster.definitions import defs
-    from voice_analytics_dagster.defs.transform.assets import voice_dbt_models
+    from voice_analytics_dagster.defs.transform.assets import voice_dbt_models, voice_dbt_session_models
 
     graph = defs.resolve_asset_graph()
-    dbt_checks = set(voice_dbt_models.check_keys)
+    dbt_checks = set(voice_dbt_models.check_keys) | set(voice_dbt_session_models.check_keys)
     return {k for k in graph.asset_check_keys if k not in dbt_checks}
 
 

@@ -11,6 +11,7 @@ from voice_analytics_dagster.defs.automation.schedules import (
     LandingCursor,
     LandingFile,
     LandingFolder,
+    folder_days,
     landing_run_key,
     scan_landing,
     scheduled_request,
@@ -43,6 +44,23 @@ def test_schedule_request_points_export_source_at_the_landing_folder(tmp_path):
     assert request.run_config == source_run_config(tmp_path / "landing")
     assert request.run_config["resources"]["export_source"]["config"]["source_dir"] == str(tmp_path / "landing")
     assert request.tags[TRIGGER_TAG] == SCHEDULE_NAME
+
+
+def test_schedule_and_sensor_launch_the_days_they_know(tmp_path):
+    import datetime as dt
+
+    from voice_analytics_dagster.defs.transform.partitions import launch_tags, session_days
+
+    at = dt.datetime(2025, 5, 1, 2, tzinfo=dt.UTC)
+    request = scheduled_request(settings(tmp_path, LANDING_DIR=str(tmp_path / "landing")), at)
+    assert request.tags["dagster/partition"] == "2025-04-30"
+    assert folder_days(["2025-05-02", "2025-04-30", "2025-02-30"]) == [dt.date(2025, 4, 30), dt.date(2025, 5, 2)]
+    assert launch_tags(dt.date(2025, 4, 30), dt.date(2025, 5, 2)) == {
+        "dagster/asset_partition_range_start": "2025-04-30", "dagster/asset_partition_range_end": "2025-05-02"}
+    # a day outside the partitions is moved to their nearest end
+    first = session_days.get_first_partition_key()
+    assert launch_tags(dt.date(1999, 1, 1)) == {"dagster/partition": first}
+    assert launch_tags(dt.date(2999, 1, 1)) == {"dagster/partition": session_days.get_last_partition_key()}
 
 
 def test_schedule_skips_with_the_variable_named_when_no_landing_folder(tmp_path):

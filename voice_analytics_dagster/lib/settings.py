@@ -8,6 +8,7 @@ password must come from the environment, or start-up fails with a message naming
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import secrets
 from collections.abc import Mapping
@@ -102,6 +103,9 @@ class Settings:
     schedule_cron: str = "0 2 * * *"
     schedule_timezone: str = "Africa/Kigali"
     lookback_days: int = 3
+    # The first day of the session-day partitions (Dagster shows a status per day from here);
+    # a session before it is built but belongs to no partition.
+    first_session_day: str = "2024-01-01"
     # The abandonment model is trained again when the fact holds this many days of sessions past
     # the last training's last day, or its session count changed by more than this share;
     # between trainings a run scores the new and changed sessions with the last model.
@@ -209,6 +213,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         schedule_cron=_env(env, "SCHEDULE_CRON", "0 2 * * *") or "0 2 * * *",
         schedule_timezone=_env(env, "SCHEDULE_TIMEZONE", "Africa/Kigali") or "Africa/Kigali",
         lookback_days=_env_int(env, "LOOKBACK_DAYS", 3),
+        first_session_day=_env(env, "FIRST_SESSION_DAY", "2024-01-01") or "2024-01-01",
         model_refit_days=_env_int(env, "MODEL_REFIT_DAYS", 7),
         model_refit_growth=_env_float(env, "MODEL_REFIT_GROWTH", 0.1),
         report_dir=Path(report_dir).expanduser().resolve() if report_dir else home / "reports",
@@ -217,6 +222,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_session_drop=_env_float(env, "MAX_SESSION_DROP", 0.2),
         embedded_tcp_port=_env_int(env, "EMBEDDED_TCP_PORT", 0) or None,
     )
+    try:
+        dt.date.fromisoformat(settings.first_session_day)
+    except ValueError:
+        raise SettingsError(f"{ENV_PREFIX}FIRST_SESSION_DAY must be a date YYYY-MM-DD, "
+                            f"got {settings.first_session_day!r}") from None
     if settings.min_cell_size < 1:
         raise SettingsError(f"{ENV_PREFIX}MIN_CELL_SIZE must be >= 1")
     if settings.model_refit_days < 0 or settings.model_refit_growth < 0:

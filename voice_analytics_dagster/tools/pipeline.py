@@ -5,6 +5,7 @@ in the UI's run history like a scheduled one."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 import json
 import os
@@ -12,6 +13,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from voice_analytics_dagster.lib.contract import LOAD_ORDER
 from voice_analytics_dagster.lib.settings import DBT_PROJECT_DIR, get_settings
@@ -194,21 +196,50 @@ def _say(message: str) -> None:
     print(f"voice-analytics: {message}", file=sys.stderr, flush=True)
 
 
-DBT_OP = "voice_dbt_models"
+DBT_OPS = ("voice_dbt_session_models", "voice_dbt_models")
 
 
-def dbt_ops_config(node_names: list[str], full_refresh: bool = False, from_date: str | None = None,
-                   to_date: str | None = None, lookback_days: int | None = None) -> dict:
-    """Run config of the dbt step for every node of the dbt assets in a job (Dagster splits them
-    into voice_dbt_models, voice_dbt_models_2, ... around the abandonment model). Pure."""
+def dbt_ops_config(node_names: list[str], full_refresh: bool = False, lookback_days: int | None = None) -> dict:
+    """Run config of the dbt steps for every node of the dbt assets in a job (Dagster splits
+    voice_dbt_models into voice_dbt_models, voice_dbt_models_2, ... around the abandonment model).
+    Pure."""
     config: dict = {"full_refresh": True} if full_refresh else {}
     # "is not None": a lookback of 0 days is a setting, not an absence
-    config.update({k: v for k, v in (("from_date", from_date), ("to_date", to_date),
-                                      ("lookback_days", lookback_days)) if v is not None})
+    if lookback_days is not None:
+        config["lookback_days"] = lookback_days
     if not config:
         return {}
-    nodes = [n for n in node_names if n == DBT_OP or n.startswith(DBT_OP + "_")]
+    nodes = [n for n in node_names if any(n == op or n.startswith(op + "_") for op in DBT_OPS)]
     return {n: {"config": config} for n in sorted(nodes)}
+
+
+def session_day_range(from_date: str | None, to_date: str | None, delivered: tuple | None,
+                      partitions: tuple[str, str]) -> tuple[dt.date, dt.date] | None:
+    """The session days of a backfill (inclusive), or None without one. An omitted end is the
+    earliest / latest session day delivered (``delivered``: (first, last) or None), else the
+    first / last partition. Both ends must have a partition. Pure."""
+    from voice_analytics_dagster.defs.transform.incremental import parse_day
+
+    start, end = parse_day(from_date, "from_date"), parse_day(to_date, "to_date")
+    if start is None and end is None:
+        return None
+    first, last = (dt.date.fromisoformat(p) for p in partitions)
+    start = start or (delivered[0] if delivered else first)
+    end = end or (delivered[1] if delivered else last)
+    if start > end:
+        raise ValueError(f"from_date {start} is after to_date {end}")
+    for name, day in (("from_date", start), ("to_date", end)):
+        if not first <= day <= last:
+            raise ValueError(f"{name} {day} has no session-day partition: they run from {first} "
+                             f"(VOICE_ANALYTICS_FIRST_SESSION_DAY) to {last}")
+    return start, end
+
+
+def _delivered_days(wh: Warehouse) -> tuple | None:
+    if not wh.scalar("select to_regclass('raw.voice_sessions') is not null"):
+        return None
+    row = wh.fetchall("select min(created_at), max(created_at) from raw.voice_sessions")[0]
+    return None if row[0] is None else (row[0], row[1])
 
 
 def run_pipeline(source: Path, verbose: bool = False, full_refresh: bool = False,
@@ -257,8 +288,7 @@ def run_config(source: Path, job_nodes: list[str], options: RunOptions, verbose:
         # the event log goes to the run's log file (and the instance); the terminal gets a summary
         "loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "INFO"}}},
     }
-    ops = dbt_ops_config(job_nodes, full_refresh=options.full_refresh, from_date=options.from_date,
-                         to_date=options.to_date, lookback_days=options.lookback_days)
+    ops = dbt_ops_config(job_nodes, full_refresh=options.full_refresh, lookback_days=options.lookback_days)
     if options.accept_shrink:
         ops[PUBLISH_OP] = {"config": {"accept_shrink": True}}
     if (options.refit_model or options.full_refresh) and MODEL_OP in job_nodes:
@@ -319,6 +349,8 @@ def _execute(settings, wh: Warehouse, source: Path, verbose: bool, extra_run_con
     from voice_analytics_dagster.defs.automation.jobs import PIPELINE_JOB
     from voice_analytics_dagster.defs.publish.blocks import record_unpublished_run
     from voice_analytics_dagster.defs.report.assets import report_path
+    from voice_analytics_dagster.defs.transform.partitions import launch_tags as launch_partition_tags
+    from voice_analytics_dagster.defs.transform.partitions import range_tags, session_days
     from voice_analytics_dagster.lib.eventlog import failed_checks
     from voice_analytics_dagster.lib.instance import WAREHOUSE_TAG, open_instance
     from voice_analytics_dagster.lib.runlock import DATABASE_TAG, LOCK_TAG, fail_orphaned_runs
@@ -337,6 +369,13 @@ def _execute(settings, wh: Warehouse, source: Path, verbose: bool, extra_run_con
     log_path = log_dir / "last-run.log"
     tags = {WAREHOUSE_TAG: "write", DATABASE_TAG: database, LOCK_TAG: "held",
             **launch_tags(source, options.source_format)}
+    # a backfill is a run over a range of session-day partitions, as the UI's backfill launches it
+    backfill = session_day_range(options.from_date, options.to_date, _delivered_days(wh),
+                                 (session_days.get_first_partition_key(), session_days.get_last_partition_key()))
+    # otherwise the day that ended, as the daily schedule runs it; the run reports every other
+    # day it rebuilt (defs/transform/partitions.py)
+    tags.update(range_tags(*backfill) if backfill else launch_partition_tags(
+        dt.datetime.now(ZoneInfo(settings.schedule_timezone)).date() - dt.timedelta(days=1)))
     with open(log_path, "w") as log:
         with contextlib.redirect_stdout(sys.stdout if verbose else log), \
                 contextlib.redirect_stderr(sys.stderr if verbose else log):

@@ -2,7 +2,7 @@
 -- Rules: a session must have at least one turn; its reported error proportions
 -- (misunderstanding + silence) cannot exceed 100%.
 -- Incremental by session day (macros/incremental.sql), like the fact it complements.
-{{ config(materialized='incremental', incremental_strategy='replace_days', unique_key='session_id',
+{{ config(materialized='incremental', incremental_strategy='replace_days', tags=['session_day'], unique_key='session_id',
           on_schema_change='fail') }}
 with day_sessions as (
     select session_id, session_date

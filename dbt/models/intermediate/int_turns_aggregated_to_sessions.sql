@@ -4,7 +4,7 @@
 -- asr_confidence_turn_count counts those turns for the low-confidence share.
 -- Incremental by session day (macros/incremental.sql): an incremental run aggregates only the
 -- turns of the affected days' sessions (a late turn makes its session's day affected).
-{{ config(materialized='incremental', incremental_strategy='replace_days', unique_key='session_id',
+{{ config(materialized='incremental', incremental_strategy='replace_days', tags=['session_day'], unique_key='session_id',
           on_schema_change='fail') }}
 {#- float sums in one fixed order per session (turn_id is unique): the same bits after an
     incremental and a full build (macros/exact_aggregates.sql); it also serves count(distinct

@@ -8,7 +8,7 @@
 -- decision the rows were built with is kept in marts.fact_voice_ai_sessions__join_gates, and
 -- when it changes every session is rebuilt (its metrics and application columns depend on it).
 {{ config(
-    materialized='incremental', incremental_strategy='replace_days', unique_key='session_id',
+    materialized='incremental', incremental_strategy='replace_days', tags=['session_day'], unique_key='session_id',
     on_schema_change='fail',
     pre_hook="create table if not exists {{ this.schema }}.fact_voice_ai_sessions__join_gates
               (join_ai_metrics boolean not null, join_applications boolean not null)",

@@ -16,6 +16,7 @@ The decisions are pure functions (``scan`` and checksums are the only I/O), unit
 a database.
 """
 
+import datetime as dt
 import hashlib
 import json
 import time
@@ -30,6 +31,7 @@ from voice_analytics_dagster.defs.automation.freshness import freshness_job
 from voice_analytics_dagster.defs.automation.jobs import pipeline_job
 from voice_analytics_dagster.defs.ingestion.batches import DATED_FOLDER_RE
 from voice_analytics_dagster.defs.ingestion.reader import file_checksum
+from voice_analytics_dagster.defs.transform.partitions import launch_tags
 from voice_analytics_dagster.lib.contract import TABLES
 from voice_analytics_dagster.lib.settings import ENV_PREFIX, Settings, SettingsError, get_settings
 from voice_analytics_dagster.lib.warehouse import Warehouse
@@ -52,15 +54,17 @@ def source_run_config(source: Path) -> dict:
     return {"resources": {"export_source": {"config": {"source_dir": str(source)}}}}
 
 
-def scheduled_request(settings: Settings) -> dg.RunRequest | dg.SkipReason:
-    """What the daily schedule does for these settings. Pure."""
+def scheduled_request(settings: Settings, scheduled: dt.datetime | None = None) -> dg.RunRequest | dg.SkipReason:
+    """What the daily schedule does for these settings: a run for the session day that ended
+    before ``scheduled`` (in the schedule's timezone). Pure but for today's date."""
     if settings.landing_dir is None:
         return dg.SkipReason(
             f"{ENV_PREFIX}LANDING_DIR is not set: no landing folder to load deliveries from"
         )
+    when = scheduled or dt.datetime.now(zoneinfo.ZoneInfo(settings.schedule_timezone))
     return dg.RunRequest(
         run_config=source_run_config(settings.landing_dir),
-        tags={TRIGGER_TAG: SCHEDULE_NAME},
+        tags={TRIGGER_TAG: SCHEDULE_NAME, **launch_tags(when.date() - dt.timedelta(days=1))},
     )
 
 
@@ -163,6 +167,17 @@ def unloaded_folders(folders: Sequence[LandingFolder], loaded: set[tuple[str, st
     return [f for f in folders if any((x.table, x.sha256) not in loaded for x in f.files)]
 
 
+def folder_days(names) -> list[dt.date]:
+    """The days the dated delivery folders are named after (a name that is no date is left out). Pure."""
+    days = []
+    for name in names:
+        try:
+            days.append(dt.date.fromisoformat(name))
+        except ValueError:
+            continue
+    return sorted(days)
+
+
 def landing_run_key(pending: Sequence[LandingFolder]) -> str:
     """Same folders with the same content -> same key (Dagster starts one run per key). Pure."""
     content = sorted(f"{f.name}/{x.name}:{x.sha256}" for f in pending for x in f.files)
@@ -226,10 +241,13 @@ def evaluate_landing(settings: Settings, cursor: str | None, now: float | None =
         return dg.SensorResult(skip_reason=reason, cursor=new_cursor)
     for line in tri.waiting if logger is not None else ():
         logger.info(f"not yet: {line}")
+    dated = folder_days(pending_names)
     request = dg.RunRequest(
         run_key=landing_run_key(pending),
         run_config=source_run_config(landing),
-        tags={TRIGGER_TAG: LANDING_SENSOR, DELIVERIES_TAG: ",".join(sorted(pending_names))},
+        # the session days the deliveries are dated; the run reports any other day they touch
+        tags={TRIGGER_TAG: LANDING_SENSOR, DELIVERIES_TAG: ",".join(sorted(pending_names)),
+              **launch_tags(*((dated[0], dated[-1]) if dated else (dt.date.today() - dt.timedelta(days=1),)))},
     )
     return dg.SensorResult(run_requests=[request], cursor=new_cursor)
 
@@ -251,7 +269,7 @@ def build_daily_schedule(settings: Settings) -> dg.ScheduleDefinition:
         ),
     )
     def _daily(context: dg.ScheduleEvaluationContext):
-        return scheduled_request(get_settings())
+        return scheduled_request(get_settings(), context.scheduled_execution_time)
 
     return _daily
 

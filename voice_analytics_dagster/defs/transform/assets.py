@@ -17,7 +17,14 @@ from pydantic import Field
 
 from voice_analytics_dagster.defs.transform.dbt_cli import dbt_build_args, wait_for_dbt_parse
 from voice_analytics_dagster.defs.transform.incremental import plan_build, record_build
+from voice_analytics_dagster.defs.transform.partitions import (
+    SESSION_DAY_TAG,
+    days_outside,
+    run_window,
+    session_days,
+)
 from voice_analytics_dagster.defs.transform.project import dbt_project
+from voice_analytics_dagster.defs.transform.relations import FACT
 from voice_analytics_dagster.defs.transform.resources import dbt_environment
 from voice_analytics_dagster.defs.transform.translator import metadata_queries, translator
 from voice_analytics_dagster.lib.resources import WarehouseLockResource, WarehouseResource
@@ -49,6 +56,17 @@ def _declared_metadata() -> dict[dg.AssetKey, dict[str, tuple[str, str]]]:
 
 
 DECLARED_METADATA = _declared_metadata()
+
+
+def _day_replaced_keys() -> frozenset[dg.AssetKey]:
+    """The models a build rebuilds day by day (dbt tag ``session_day``), whose rebuilt days are
+    reported as partitions."""
+    manifest = json.loads(dbt_project.manifest_path.read_text())
+    return frozenset(translator.get_asset_key(n) for n in manifest["nodes"].values()
+                     if n["resource_type"] in ("model", "snapshot") and SESSION_DAY_TAG in n.get("tags", []))
+
+
+DAY_REPLACED_KEYS = _day_replaced_keys()
 
 
 def _metadata_value(kind: str, cursor) -> Any:
@@ -115,34 +133,55 @@ FACT_KEY = dg.AssetKey(["marts", "fact_voice_ai_sessions"])
 
 
 class DbtBuildConfig(dg.Config):
-    """Run configuration of the dbt step (ops: {voice_dbt_models: {config: ...}}); the defaults
-    are the daily incremental run."""
+    """Run configuration of the dbt steps (ops: {voice_dbt_session_models: {config: ...}}, the same
+    for voice_dbt_models); the defaults are the daily incremental run. A date range is a partition
+    range of the session-day models, not configuration (partitions.py)."""
 
     full_refresh: bool = Field(
         default=False, description="Rebuild every incremental model from scratch (dbt build --full-refresh).")
-    from_date: str | None = Field(
-        default=None, description="Backfill: also rebuild the session days from this day (YYYY-MM-DD) ...")
-    to_date: str | None = Field(
-        default=None, description="... to this day, inclusive (either end may be omitted).")
     lookback_days: int | None = Field(
         default=None, description="Days before the latest affected day rebuilt too (default: "
                                   "VOICE_ANALYTICS_LOOKBACK_DAYS, 3).")
 
 
-@dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, dagster_dbt_translator=translator)
-def voice_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource,
-                     warehouse_lock: WarehouseLockResource, config: DbtBuildConfig):
-    """Build and test the dbt models (dbt build) against the warehouse: incrementally, the session
-    days touched by new load batches (voice_analytics_dagster/defs/transform/incremental.py), unless configured
-    to rebuild everything or a date range."""
+def _session_days_built(wh, plan) -> list[str]:
+    """The session days a successful build wrote: the plan's, or every day of the fact after a
+    full build."""
+    if plan.session_days is not None:
+        return list(plan.session_days)
+    return [str(r[0]) for r in wh.fetchall(f"select distinct session_date from {FACT} "
+                                           "where session_date is not null order by 1")]
+
+
+def _materialized_days(context: dg.AssetExecutionContext, wh, plan, window) -> Iterator[dg.AssetMaterialization]:
+    """Each session day the build rebuilt outside the run's window, reported as a materialization
+    of that day's partition of every session-day model built (a late turn for 1 May in 3 May's
+    run shows 1 May as materialized again)."""
+    report, unpartitioned = days_outside(_session_days_built(wh, plan), window, session_days)
+    if unpartitioned:
+        context.log.warning(f"{len(unpartitioned)} session day(s) rebuilt have no partition "
+                            f"(first {unpartitioned[0]}, last {unpartitioned[-1]}); partitions start on "
+                            f"{session_days.get_first_partition_key()} (VOICE_ANALYTICS_FIRST_SESSION_DAY)")
+    keys = context.selected_asset_keys & DAY_REPLACED_KEYS
+    for key in sorted(keys, key=lambda k: k.to_user_string()):
+        for day in report:
+            yield dg.AssetMaterialization(asset_key=key, partition=day,
+                                          metadata={"rebuilt_by": f"{plan.mode} build ({plan.reason})"})
+
+
+def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource,
+           config: DbtBuildConfig) -> Iterator[Any]:
+    """One dbt step: ``dbt build`` of the step's models; the session-day step first decides which
+    session days to rebuild (incremental.py) and reports each one it rebuilt."""
     wh = warehouse.get()
     settings = get_settings()
-    plan = build_id = None
+    plan = build_id = window = None
     if FACT_KEY in context.selected_asset_keys:
+        window = run_window(context)
         lookback = settings.lookback_days if config.lookback_days is None else config.lookback_days
         with wh.connect() as conn:
             plan, build_id = plan_build(conn, lookback, config.full_refresh, context.run_id,
-                                        config.from_date, config.to_date)
+                                        *(window or (None, None)))
         context.log.info(f"dbt build: {plan.mode} ({plan.reason})"
                          + (f"; session days rebuilt: {len(plan.session_days)}" if plan.session_days is not None else ""))
     args = dbt_build_args(settings, full_refresh=plan.full_refresh if plan else config.full_refresh)
@@ -165,7 +204,34 @@ def voice_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, war
         if plan is not None:
             with wh.connect() as conn:
                 record_build(conn, plan, build_id, succeeded, context.run_id)
+    if plan is not None:
+        yield from _materialized_days(context, wh, plan, window)
+
+
+@dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, dagster_dbt_translator=translator,
+            select=f"+tag:{SESSION_DAY_TAG}", partitions_def=session_days,
+            backfill_policy=dg.BackfillPolicy.single_run())
+def voice_dbt_session_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource,
+                             warehouse_lock: WarehouseLockResource, config: DbtBuildConfig):
+    """Build and test the fact, partitioned by session day, and what it is built from: the
+    session-grain models (dbt tag ``session_day``: staged sessions, turns and AI metrics, the
+    session intermediates, the fact, the outcome snapshot) rebuild the days touched by new load
+    batches (incremental.py) and the run's partition range, or everything on a full build; the
+    whole-history inputs of the fact (staged users and applications, source validation, the join
+    gates) are rebuilt whole by every run."""
+    yield from _build(context, dbt, warehouse, config)
+
+
+@dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, dagster_dbt_translator=translator,
+            exclude=f"+tag:{SESSION_DAY_TAG}")
+def voice_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource,
+                     warehouse_lock: WarehouseLockResource, config: DbtBuildConfig):
+    """Build and test the models downstream of the fact, over the whole history: the KPI marts,
+    data quality, the model's views and the session export (dbt build)."""
+    yield from _build(context, dbt, warehouse, config)
 
 
 def dbt_model_key(model_name: str) -> dg.AssetKey:
+    # both dbt assets read one manifest through one translator: a model's key does not depend on
+    # which of the two builds it (dagster-dbt takes one assets definition here)
     return get_asset_key_for_model([voice_dbt_models], model_name)

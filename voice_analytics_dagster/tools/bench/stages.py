@@ -23,9 +23,9 @@ def stage_of_step(step_key: str) -> str:
 
     Step keys are Dagster's: ``source_adapters`` (the sources/* assets: a platform's logs
     converted onto the contract), ``raw_export`` (the five raw assets; ``raw__<table>`` when they were
-    one step each), ``voice_dbt_models`` and
-    ``voice_dbt_models_2`` (the dbt build is split in two steps around the model, whose export
-    table dbt builds after it), ``<asset>_<check>`` for Python asset checks, ``abandonment_model``,
+    one step each), ``voice_dbt_session_models`` (the session-day models),
+    ``voice_dbt_models`` and ``voice_dbt_models_2`` (the rest, split in two steps around the model,
+    whose export table dbt builds after it), ``<asset>_<check>`` for Python asset checks, ``abandonment_model``,
     ``publish_certified_schema``, ``reports__voice_analytics_report``."""
     from voice_analytics_dagster.defs.automation.freshness import freshness_checks
     from voice_analytics_dagster.defs.transform.checks import asset_checks
@@ -38,7 +38,7 @@ def stage_of_step(step_key: str) -> str:
         return "checks"
     if step_key in ("source_adapters", "raw_export") or step_key.startswith("raw__"):
         return "ingestion"
-    if step_key.startswith("voice_dbt_models"):
+    if step_key.startswith("voice_dbt_"):
         return "dbt"
     if step_key == "abandonment_model":
         return "model"

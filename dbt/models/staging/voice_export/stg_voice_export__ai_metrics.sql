@@ -3,7 +3,7 @@
 -- A table, incremental by session day, for the reasons given in stg_voice_export__turns; like it,
 -- it reads the staged sessions for their days (an exception to the staging rules,
 -- docs/DBT_CONVENTIONS.md).
-{{ config(materialized='incremental', incremental_strategy='replace_days', unique_key='session_id',
+{{ config(materialized='incremental', incremental_strategy='replace_days', tags=['session_day'], unique_key='session_id',
           on_schema_change='fail') }}
 
 with sessions as (

@@ -1,7 +1,7 @@
 -- One row per voice session: the latest delivered version, typed and renamed, user anonymised.
 -- Incremental by session day (macros/incremental.sql): an incremental run reads only the raw
 -- versions of sessions that have a version on an affected day.
-{{ config(materialized='incremental', incremental_strategy='replace_days', unique_key='session_id',
+{{ config(materialized='incremental', incremental_strategy='replace_days', tags=['session_day'], unique_key='session_id',
           on_schema_change='fail') }}
 
 with latest as (

@@ -8,7 +8,7 @@
 -- the orphans (never many: they block publication).
 -- It reads the staged sessions for their days: a deliberate exception to dbt Labs' staging rules
 -- (docs/DBT_CONVENTIONS.md).
-{{ config(materialized='incremental', incremental_strategy='replace_days', unique_key='turn_id',
+{{ config(materialized='incremental', incremental_strategy='replace_days', tags=['session_day'], unique_key='turn_id',
           on_schema_change='fail') }}
 
 with sessions as (
