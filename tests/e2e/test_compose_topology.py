@@ -19,6 +19,7 @@ to test-artifacts/compose-topology/ when something failed."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import secrets
@@ -233,10 +234,12 @@ def published(stack):
     landing folder as source) and wait for the run to end."""
     from voice_analytics_dagster.defs.automation.jobs import PIPELINE_JOB
     from voice_analytics_dagster.defs.automation.schedules import TRIGGER_TAG, source_run_config
+    from voice_analytics_dagster.defs.transform.partitions import launch_tags
 
     landing = Path(stack.pipeline_env["VOICE_ANALYTICS_LANDING_DIR"])
+    # a run of the job is a run over session days (defs/transform/partitions.py): the schedule's day
     request = graphql_launch_run(LOCATION, PIPELINE_JOB, source_run_config(landing),
-                                 {TRIGGER_TAG: "compose-topology-test"})
+                                 {TRIGGER_TAG: "compose-topology-test", **launch_tags(dt.date(2025, 4, 30))})
     started = time.monotonic()
     launched = stack.graphql(request["query"], request["variables"])["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
