@@ -103,13 +103,26 @@ def xmins(db, table: str) -> dict[str, tuple[str, str]]:
         f"select session_id, session_date, xmin::text from {table}")}
 
 
-def day_runs(instance, model: str) -> dict[str, str]:
-    """Session day -> the run that last materialized the model's partition of that day, as
-    Dagster's event log holds it (what the UI shows per day)."""
+DAY_MODELS = ("fact_voice_ai_sessions", "stg_voice_export__turns", "stg_voice_export__users")
+
+
+def last_event_id(instance) -> int:
+    """The newest materialization of the models whose days are checked: the event log is shared by
+    the whole test session, and other modules materialize the same assets and days."""
     from voice_analytics_dagster.defs.transform.assets import dbt_model_key
 
-    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dbt_model_key(model)),
-                                              limit=10_000).records
+    newest = [instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dbt_model_key(m)),
+                                              limit=1, ascending=False).records for m in DAY_MODELS]
+    return max((r[0].storage_id for r in newest if r), default=0)
+
+
+def day_runs(instance, model: str, after: int) -> dict[str, str]:
+    """Session day -> the run that last materialized the model's partition of that day, as
+    Dagster's event log holds it (what the UI shows per day), among the events after ``after``."""
+    from voice_analytics_dagster.defs.transform.assets import dbt_model_key
+
+    records = instance.fetch_materializations(dg.AssetRecordsFilter(
+        asset_key=dbt_model_key(model), after_storage_id=after), limit=10_000).records
     out = {}
     for r in sorted(records, key=lambda r: r.storage_id):
         if r.partition_key is not None:
@@ -144,18 +157,19 @@ def test_three_daily_deliveries_rebuild_only_their_days_and_match_a_full_refresh
         assert published(db, run_id), db.rows("select * from analytics.publication_log")
         return run_id
 
+    start = last_event_id(instance)
     # day 1: nothing built yet -> a full build
     run1 = deliver(DAYS[0])
     assert last_build(db)[0] == "full" and last_build(db)[3] is True
     # the run was launched without a partition; it reports the day it built as that day's partition
-    assert day_runs(instance, "fact_voice_ai_sessions") == {DAYS[0]: run1}
+    assert day_runs(instance, "fact_voice_ai_sessions", start) == {DAYS[0]: run1}
     fact1 = xmins(db, "marts.fact_voice_ai_sessions")
     assert {d for d, _ in fact1.values()} == {DAYS[0]}
 
     # day 2: only day 2 is rebuilt; every day-1 row of the session models is untouched
     stg1 = xmins(db, "staging.stg_voice_export__sessions")
     run2 = deliver(DAYS[1])
-    assert day_runs(instance, "stg_voice_export__turns") == {DAYS[0]: run1, DAYS[1]: run2}
+    assert day_runs(instance, "stg_voice_export__turns", start) == {DAYS[0]: run1, DAYS[1]: run2}
     mode, reason, days, ok = last_build(db)
     assert (mode, days, ok) == ("incremental", [DAYS[1]], True), reason
     fact2 = xmins(db, "marts.fact_voice_ai_sessions")
@@ -171,9 +185,9 @@ def test_three_daily_deliveries_rebuild_only_their_days_and_match_a_full_refresh
     mode, reason, days, ok = last_build(db)
     assert (mode, days, ok) == ("incremental", [DAYS[0], DAYS[2]], True), reason
     # day 1 shows as materialized again, by day 3's run; day 2 keeps its run
-    assert day_runs(instance, "fact_voice_ai_sessions") == {DAYS[0]: run3, DAYS[1]: run2, DAYS[2]: run3}
+    assert day_runs(instance, "fact_voice_ai_sessions", start) == {DAYS[0]: run3, DAYS[1]: run2, DAYS[2]: run3}
     # the whole-history inputs of the fact show only the days each run was launched for
-    assert day_runs(instance, "stg_voice_export__users") == {DAYS[0]: run1, DAYS[1]: run2, DAYS[2]: run3}
+    assert day_runs(instance, "stg_voice_export__users", start) == {DAYS[0]: run1, DAYS[1]: run2, DAYS[2]: run3}
     fact3 = xmins(db, "marts.fact_voice_ai_sessions")
     assert {s: v for s, v in fact3.items() if v[0] == DAYS[1]} == {s: fact2[s] for s in day2}
     assert db.rows("select final_outcome, turn_count from analytics.fact_voice_ai_sessions where session_id = %s",
@@ -201,7 +215,7 @@ def test_three_daily_deliveries_rebuild_only_their_days_and_match_a_full_refresh
     for table in rebuilt:
         assert rebuilt[table] == incremental[table], table
     assert db.scalar("select count(*) from analytics.fct_session_outcome_history") == n_history
-    assert set(day_runs(instance, "fact_voice_ai_sessions").values()) == {run_id}
+    assert set(day_runs(instance, "fact_voice_ai_sessions", start).values()) == {run_id}
 
     # A backfill of day 2 (`voice-analytics run --from-date/--to-date`, as the UI's single-run
     # backfill launches it): one run over the partition range, which rebuilds that day only and
@@ -212,8 +226,8 @@ def test_three_daily_deliveries_rebuild_only_their_days_and_match_a_full_refresh
     assert outcome.published, outcome.report()
     assert instance.get_run_by_id(outcome.run_id).tags["dagster/asset_partition_range_start"] == DAYS[1]
     assert last_build(db)[:3] == ("incremental", last_build(db)[1], [DAYS[1]])
-    assert day_runs(instance, "fact_voice_ai_sessions")[DAYS[1]] == outcome.run_id
-    assert day_runs(instance, "fact_voice_ai_sessions")[DAYS[0]] == run_id
+    assert day_runs(instance, "fact_voice_ai_sessions", start)[DAYS[1]] == outcome.run_id
+    assert day_runs(instance, "fact_voice_ai_sessions", start)[DAYS[0]] == run_id
     assert certified_content(db) == rebuilt
 
     # A fourth delivery holds nothing but a turn and AI metrics of a session never delivered. The
