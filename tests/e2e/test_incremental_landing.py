@@ -230,6 +230,17 @@ def test_three_daily_deliveries_rebuild_only_their_days_and_match_a_full_refresh
     assert day_runs(instance, "fact_voice_ai_sessions", start)[DAYS[0]] == run_id
     assert certified_content(db) == rebuilt
 
+    # A backfill of one session model without the fact (the UI lets one pick any of the
+    # partitioned assets) rebuilds the days it was launched for, and only those
+    from voice_analytics_dagster.defs.transform.assets import dbt_model_key
+
+    staged = xmins(db, "staging.stg_voice_export__sessions")
+    job = defs.resolve_job_def(PIPELINE_JOB).get_subset(
+        asset_selection={dbt_model_key("stg_voice_export__sessions")}, asset_check_selection=set())
+    assert job.execute_in_process(instance=instance, partition_key=DAYS[2]).success
+    after = xmins(db, "staging.stg_voice_export__sessions")
+    assert {s for s in after if after[s] != staged[s]} == {s for s, v in staged.items() if v[0] == DAYS[2]}
+
     # A fourth delivery holds nothing but a turn and AI metrics of a session never delivered. The
     # staging models look for orphans among the rows delivered since the last build (not among
     # every raw row: dbt/macros/incremental.sql, unbuilt_batch_ids): both are staged without a

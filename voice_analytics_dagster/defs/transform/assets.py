@@ -22,6 +22,7 @@ from voice_analytics_dagster.defs.transform.partitions import (
     days_outside,
     run_window,
     session_days,
+    window_days,
 )
 from voice_analytics_dagster.defs.transform.project import dbt_project
 from voice_analytics_dagster.defs.transform.relations import FACT
@@ -175,16 +176,23 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: Wa
     session days to rebuild (incremental.py) and reports each one it rebuilt."""
     wh = warehouse.get()
     settings = get_settings()
-    plan = build_id = window = None
+    plan = build_id = None
+    window = run_window(context)
+    extra_vars = None
     if FACT_KEY in context.selected_asset_keys:
-        window = run_window(context)
         lookback = settings.lookback_days if config.lookback_days is None else config.lookback_days
         with wh.connect() as conn:
             plan, build_id = plan_build(conn, lookback, config.full_refresh, context.run_id,
                                         *(window or (None, None)))
         context.log.info(f"dbt build: {plan.mode} ({plan.reason})"
                          + (f"; session days rebuilt: {len(plan.session_days)}" if plan.session_days is not None else ""))
-    args = dbt_build_args(settings, full_refresh=plan.full_refresh if plan else config.full_refresh)
+    elif window is not None:
+        # a subset without the fact (the UI's backfill of some session models): no plan is made
+        # (the batches stay unbuilt for the fact), so the models rebuild the window's days, named
+        # as vars (dbt/macros/incremental.sql), not the last plan's
+        extra_vars = {"session_days": window_days(*window)}
+    args = dbt_build_args(settings, full_refresh=plan.full_refresh if plan else config.full_refresh,
+                          extra_vars=extra_vars)
     wait_for_dbt_parse()  # `voice-analytics run` parses in the background during ingestion
     succeeded = False
     try:

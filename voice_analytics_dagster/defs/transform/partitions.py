@@ -63,6 +63,12 @@ def run_window(context: dg.AssetExecutionContext) -> tuple[str, str] | None:
     return keys.start, keys.end
 
 
+def window_days(first: str, last: str) -> list[str]:
+    """Every day from ``first`` to ``last`` (inclusive, YYYY-MM-DD). Pure."""
+    start, end = dt.date.fromisoformat(first), dt.date.fromisoformat(last)
+    return [(start + dt.timedelta(days=k)).isoformat() for k in range((end - start).days + 1)]
+
+
 def days_outside(days: Iterable[str], window: tuple[str, str] | None,
                  partitions: dg.DailyPartitionsDefinition) -> tuple[list[str], list[str]]:
     """Of the days a build rebuilt: those to report as materialized at run time (not in the run's
