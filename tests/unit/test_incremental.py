@@ -77,13 +77,6 @@ def test_a_backfill_is_a_range_of_session_day_partitions():
         session_day_range(None, "2025-02-30", delivered, PARTITIONS)
 
 
-def test_a_window_names_each_of_its_days():
-    from voice_analytics_dagster.defs.transform.partitions import window_days
-
-    assert window_days("2025-02-27", "2025-03-01") == ["2025-02-27", "2025-02-28", "2025-03-01"]
-    assert window_days("2025-03-01", "2025-03-01") == ["2025-03-01"]
-
-
 def test_range_tags_are_the_single_run_backfill_tags():
     from voice_analytics_dagster.defs.transform.partitions import range_tags
 

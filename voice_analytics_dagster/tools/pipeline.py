@@ -13,7 +13,6 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from voice_analytics_dagster.lib.contract import LOAD_ORDER
 from voice_analytics_dagster.lib.settings import DBT_PROJECT_DIR, get_settings
@@ -349,8 +348,8 @@ def _execute(settings, wh: Warehouse, source: Path, verbose: bool, extra_run_con
     from voice_analytics_dagster.defs.automation.jobs import PIPELINE_JOB
     from voice_analytics_dagster.defs.publish.blocks import record_unpublished_run
     from voice_analytics_dagster.defs.report.assets import report_path
+    from voice_analytics_dagster.defs.transform.partitions import day_that_ended, range_tags, session_days
     from voice_analytics_dagster.defs.transform.partitions import launch_tags as launch_partition_tags
-    from voice_analytics_dagster.defs.transform.partitions import range_tags, session_days
     from voice_analytics_dagster.lib.eventlog import failed_checks
     from voice_analytics_dagster.lib.instance import WAREHOUSE_TAG, open_instance
     from voice_analytics_dagster.lib.runlock import DATABASE_TAG, LOCK_TAG, fail_orphaned_runs
@@ -370,12 +369,12 @@ def _execute(settings, wh: Warehouse, source: Path, verbose: bool, extra_run_con
     tags = {WAREHOUSE_TAG: "write", DATABASE_TAG: database, LOCK_TAG: "held",
             **launch_tags(source, options.source_format)}
     # a backfill is a run over a range of session-day partitions, as the UI's backfill launches it
-    backfill = session_day_range(options.from_date, options.to_date, _delivered_days(wh),
+    one_end_omitted = (options.from_date is None) != (options.to_date is None)
+    backfill = session_day_range(options.from_date, options.to_date, _delivered_days(wh) if one_end_omitted else None,
                                  (session_days.get_first_partition_key(), session_days.get_last_partition_key()))
     # otherwise the day that ended, as the daily schedule runs it; the run reports every other
     # day it rebuilt (defs/transform/partitions.py)
-    tags.update(range_tags(*backfill) if backfill else launch_partition_tags(
-        dt.datetime.now(ZoneInfo(settings.schedule_timezone)).date() - dt.timedelta(days=1)))
+    tags.update(range_tags(*backfill) if backfill else launch_partition_tags(day_that_ended(settings.schedule_timezone)))
     with open(log_path, "w") as log:
         with contextlib.redirect_stdout(sys.stdout if verbose else log), \
                 contextlib.redirect_stderr(sys.stderr if verbose else log):

@@ -31,7 +31,7 @@ from voice_analytics_dagster.defs.automation.freshness import freshness_job
 from voice_analytics_dagster.defs.automation.jobs import pipeline_job
 from voice_analytics_dagster.defs.ingestion.batches import DATED_FOLDER_RE
 from voice_analytics_dagster.defs.ingestion.reader import file_checksum
-from voice_analytics_dagster.defs.transform.partitions import launch_tags
+from voice_analytics_dagster.defs.transform.partitions import day_that_ended, launch_tags
 from voice_analytics_dagster.lib.contract import TABLES
 from voice_analytics_dagster.lib.settings import ENV_PREFIX, Settings, SettingsError, get_settings
 from voice_analytics_dagster.lib.warehouse import Warehouse
@@ -61,10 +61,9 @@ def scheduled_request(settings: Settings, scheduled: dt.datetime | None = None) 
         return dg.SkipReason(
             f"{ENV_PREFIX}LANDING_DIR is not set: no landing folder to load deliveries from"
         )
-    when = scheduled or dt.datetime.now(zoneinfo.ZoneInfo(settings.schedule_timezone))
     return dg.RunRequest(
         run_config=source_run_config(settings.landing_dir),
-        tags={TRIGGER_TAG: SCHEDULE_NAME, **launch_tags(when.date() - dt.timedelta(days=1))},
+        tags={TRIGGER_TAG: SCHEDULE_NAME, **launch_tags(day_that_ended(settings.schedule_timezone, scheduled))},
     )
 
 
@@ -247,7 +246,7 @@ def evaluate_landing(settings: Settings, cursor: str | None, now: float | None =
         run_config=source_run_config(landing),
         # the session days the deliveries are dated; the run reports any other day they touch
         tags={TRIGGER_TAG: LANDING_SENSOR, DELIVERIES_TAG: ",".join(sorted(pending_names)),
-              **launch_tags(*((dated[0], dated[-1]) if dated else (dt.date.today() - dt.timedelta(days=1),)))},
+              **launch_tags(*((dated[0], dated[-1]) if dated else (day_that_ended(settings.schedule_timezone),)))},
     )
     return dg.SensorResult(run_requests=[request], cursor=new_cursor)
 

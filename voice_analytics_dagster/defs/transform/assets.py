@@ -22,7 +22,6 @@ from voice_analytics_dagster.defs.transform.partitions import (
     days_outside,
     run_window,
     session_days,
-    window_days,
 )
 from voice_analytics_dagster.defs.transform.project import dbt_project
 from voice_analytics_dagster.defs.transform.relations import FACT
@@ -190,7 +189,7 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: Wa
         # a subset without the fact (the UI's backfill of some session models): no plan is made
         # (the batches stay unbuilt for the fact), so the models rebuild the window's days, named
         # as vars (dbt/macros/incremental.sql), not the last plan's
-        extra_vars = {"session_days": window_days(*window)}
+        extra_vars = {"session_days": list(context.partition_keys)}
     args = dbt_build_args(settings, full_refresh=plan.full_refresh if plan else config.full_refresh,
                           extra_vars=extra_vars)
     wait_for_dbt_parse()  # `voice-analytics run` parses in the background during ingestion

@@ -63,10 +63,12 @@ def run_window(context: dg.AssetExecutionContext) -> tuple[str, str] | None:
     return keys.start, keys.end
 
 
-def window_days(first: str, last: str) -> list[str]:
-    """Every day from ``first`` to ``last`` (inclusive, YYYY-MM-DD). Pure."""
-    start, end = dt.date.fromisoformat(first), dt.date.fromisoformat(last)
-    return [(start + dt.timedelta(days=k)).isoformat() for k in range((end - start).days + 1)]
+def day_that_ended(timezone: str, now: dt.datetime | None = None) -> dt.date:
+    """The session day before ``now`` (default: now) in ``timezone``: the day a daily run is
+    launched for (as Dagster's partitioned schedules do)."""
+    import zoneinfo
+
+    return (now or dt.datetime.now(zoneinfo.ZoneInfo(timezone))).date() - dt.timedelta(days=1)
 
 
 def days_outside(days: Iterable[str], window: tuple[str, str] | None,
