@@ -6,25 +6,25 @@
 {%- set types = [('error', 'error_turn_count'), ('misunderstanding', 'misunderstanding_turn_count'),
                  ('silence', 'silence_turn_count'), ('noise', 'noise_turn_count')] %}
 
-with sessions as (
-    select session_week, session_month, asr_model_version, turn_count,
-           error_turn_count, misunderstanding_turn_count, silence_turn_count, noise_turn_count
-    from {{ ref('fact_voice_ai_sessions') }}
+-- From the day cells (int_session_day_cells): whole-number sums, so a group's are its days' cells
+-- added up.
+with days as (
+    select * from {{ ref('int_session_day_cells') }}
 ),
 
 versions_recorded as (
-    select count(asr_model_version) > 0 as present from sessions
+    select count(asr_model_version) > 0 as present from days
 ),
 
 in_groups as (
-    select s.*, g.breakdown, g.group_label, g.period_start
-    from sessions s
+    select d.*, g.breakdown, g.group_label, g.period_start
+    from days d
     cross join versions_recorded v
     cross join lateral (values
-        ('week', s.session_week::text, s.session_week),
-        ('month', s.session_month::text, s.session_month),
+        ('week', d.session_week::text, d.session_week),
+        ('month', d.session_month::text, d.session_month),
         -- versions only when the export carries them; sessions without one are their own group
-        ('asr_model_version', case when v.present then coalesce(s.asr_model_version, 'unrecorded') end, null::date)
+        ('asr_model_version', case when v.present then coalesce(d.asr_model_version, 'unrecorded') end, null::date)
     ) as g (breakdown, group_label, period_start)
     where g.group_label is not null
 ),
@@ -34,13 +34,13 @@ cells as (
         breakdown, group_label,
         breakdown || ':' || group_label as cell_key,
         min(period_start) as period_start,
-        count(*) as n_sessions,
-        sum(turn_count) as n_turns,
-        sum(turn_count::float8 ^ 2) as sxx,
+        sum(n_sessions)::bigint as n_sessions,
+        sum(sum_turn_count)::bigint as n_turns,
+        sum(sq_turn_count) as sxx,
         {%- for name, col in types %}
-        sum({{ col }}) as {{ name }}_turns,
-        sum(turn_count::float8 * {{ col }}) as {{ name }}_sxy,
-        sum({{ col }}::float8 ^ 2) as {{ name }}_syy,
+        sum(sum_{{ col }})::bigint as {{ name }}_turns,
+        sum(cp_turn_count__{{ col }}) as {{ name }}_sxy,
+        sum(sq_{{ col }}) as {{ name }}_syy,
         {%- endfor %}
         -- the versions partition all sessions (published as a whole in fct_voice_kpis)
         'versions'::text as in_whole

@@ -8,7 +8,9 @@
     ('transfer_rate', 'industry', 'transferred', 'Transfer (escalation) rate: sessions transferred to a human agent / sessions (1 - containment).'),
     ('completion_rate', 'platform', 'completed', 'Task completion rate: sessions that ended completed / sessions.'),
 ] %}
-{%- set reasons = ['repeated_errors', 'user_request', 'system', 'unspecified'] %}
+{%- set reasons = kpi_transfer_reasons() %}
+{#- the day cells' count of the sessions that have a denominator, by denominator -#}
+{%- set sessions_with = {'turn_count': 'sessions_with_turns', 'asr_confidence_turn_count': 'sessions_with_asr_confidence'} %}
 {#- turn KPIs: (kpi, group, numerator, denominator, definition). The low-confidence share's
     denominator is the turns that have an ASR confidence (every turn of a CSV export; a platform
     records it for spoken caller turns only): NULL, not 0, where no turn has one. -#}
@@ -22,51 +24,44 @@
     ('noise_rate', 'platform', 'noise_turn_count', 'turn_count', 'Noise rate: turns with recognition noise / turns.'),
 ] %}
 
-with sessions as (
-    select
-        session_date, session_week, session_month,
-        not is_transferred as contained, is_abandoned as abandoned, is_transferred as transferred,
-        is_completed as completed,
-        case when is_transferred then coalesce(transfer_reason, 'unspecified') end as reason,
-        turn_count,
-        misunderstanding_turn_count, silence_turn_count, low_asr_confidence_turn_count, asr_confidence_turn_count,
-        turn_count - unknown_intent_turn_count as detected_intent_turn_count,
-        error_turn_count, noise_turn_count
-    from {{ ref('fact_voice_ai_sessions') }}
+-- Every period from the day cells (int_session_day_cells): the sums are of whole numbers, so a
+-- period's are its days' added up, the figures of aggregating its sessions directly.
+with days as (
+    select * from {{ ref('int_session_day_cells') }}
 ),
 
 bounds as (
-    select min(session_date) as first_day, max(session_date) as last_day from sessions
+    select min(session_date) as first_day, max(session_date) as last_day from days
 ),
 
 in_periods as (
-    select s.*, p.period_grain, p.period_start, p.period_end
-    from sessions s
+    select d.*, p.period_grain, p.period_start, p.period_end
+    from days d
     cross join bounds b
     cross join lateral (values
         ('overall', b.first_day, b.last_day),
-        ('month', s.session_month, (s.session_month + interval '1 month' - interval '1 day')::date),
-        ('week', s.session_week, s.session_week + 6)
+        ('month', d.session_month, (d.session_month + interval '1 month' - interval '1 day')::date),
+        ('week', d.session_week, d.session_week + 6)
     ) as p (period_grain, period_start, period_end)
 ),
 
 periods as (
     select
         period_grain, period_start, period_end,
-        count(*) as n_sessions,
+        sum(n_sessions)::bigint as n_sessions,
         {%- for kpi, group, flag, definition in session_kpis %}
-        count(*) filter (where {{ flag }}) as {{ flag }},
+        sum({{ flag }})::bigint as {{ flag }},
         {%- endfor %}
         {%- for r in reasons %}
-        count(*) filter (where reason = '{{ r }}') as reason_{{ r }},
+        sum(reason_{{ r }})::bigint as reason_{{ r }},
         {%- endfor %}
         {%- for kpi, group, col, denominator, definition in turn_kpis %}
-        count(*) filter (where {{ denominator }} > 0) as {{ kpi }}_n,
-        sum({{ denominator }})::float8 as {{ kpi }}_x,
-        sum({{ denominator }}::float8 ^ 2) as {{ kpi }}_sxx,
-        sum({{ col }})::float8 as {{ kpi }}_y,
-        sum({{ denominator }}::float8 * {{ col }}) as {{ kpi }}_sxy,
-        sum({{ col }}::float8 ^ 2) as {{ kpi }}_syy{% if not loop.last %},{% endif %}
+        sum({{ sessions_with[denominator] }})::bigint as {{ kpi }}_n,
+        sum(sum_{{ denominator }})::float8 as {{ kpi }}_x,
+        sum(sq_{{ denominator }}) as {{ kpi }}_sxx,
+        sum(sum_{{ col }})::float8 as {{ kpi }}_y,
+        sum(cp_{{ denominator }}__{{ col }}) as {{ kpi }}_sxy,
+        sum(sq_{{ col }}) as {{ kpi }}_syy{% if not loop.last %},{% endif %}
         {%- endfor %}
     from in_periods
     group by period_grain, period_start, period_end
