@@ -3,48 +3,14 @@
 -- rounded for reading in the last select (doc block rounding). A duration the source does not
 -- record (no conversational platform logs turn durations) stays NULL: its means and percentiles
 -- are over the sessions that have one, NULL when none has, never 0.
-with sessions as (
-    select session_date, session_week, is_completed, turn_count, error_turn_count,
-           turn_duration_sec_total, reported_duration_sec
-    from {{ ref('fact_voice_ai_sessions') }}
-),
-
-in_periods as (
-    select s.*, p.period_grain, p.period_start
-    from sessions s
-    cross join lateral (values ('day', s.session_date), ('week', s.session_week)) as p (period_grain, period_start)
-),
-
-cells as (
+-- Each period's figures from int_efficiency_period_cells (computed there only for the periods
+-- whose sessions changed); suppression and rounding here, on every build.
+with cells as (
     select
-        period_grain, period_start,
-        period_grain || ':' || period_start::text as cell_key,
-        count(*) as n_sessions,
-        sum(turn_count) as n_turns,
-        avg(turn_count) as turns_mean, stddev_samp(turn_count) as turns_sd,
-        percentile_cont(0.5) within group (order by turn_count) as turns_median,
-        percentile_cont(0.9) within group (order by turn_count) as turns_p90,
-        count(turn_duration_sec_total) as n_durations,
-        {{ exact_avg('turn_duration_sec_total') }} as duration_mean, {{ exact_stddev('turn_duration_sec_total') }} as duration_sd,
-        percentile_cont(0.5) within group (order by turn_duration_sec_total) as duration_median,
-        percentile_cont(0.9) within group (order by turn_duration_sec_total) as duration_p90,
-        percentile_cont(0.5) within group (order by reported_duration_sec) as reported_duration_median,
-        percentile_cont(0.9) within group (order by reported_duration_sec) as reported_duration_p90,
-        -- ratio estimator sums: y = error turns, x = turns of each session
-        sum(error_turn_count) as error_turns,
-        sum(turn_count::float8 ^ 2) as sxx,
-        sum(turn_count::float8 * error_turn_count) as sxy,
-        sum(error_turn_count::float8 ^ 2) as syy,
-        count(*) filter (where is_completed) as n_completed,
-        count(turn_duration_sec_total) filter (where is_completed) as n_completed_durations,
-        {{ exact_avg('turn_duration_sec_total', 'is_completed') }} as ttc_mean,
-        {{ exact_stddev('turn_duration_sec_total', 'is_completed') }} as ttc_sd,
-        percentile_cont(0.5) within group (order by turn_duration_sec_total) filter (where is_completed) as ttc_median,
-        percentile_cont(0.9) within group (order by turn_duration_sec_total) filter (where is_completed) as ttc_p90,
+        c.*,
         -- time to completion is its own cell (n = completed sessions); days partition their week
-        case when period_grain = 'day' then 'week:' || date_trunc('week', period_start)::date::text end as in_week
-    from in_periods
-    group by period_grain, period_start
+        case when c.period_grain = 'day' then 'week:' || date_trunc('week', c.period_start)::date::text end as in_week
+    from {{ ref('int_efficiency_period_cells') }} c
 ),
 
 completion_suppression as (
