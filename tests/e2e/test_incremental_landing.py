@@ -103,6 +103,18 @@ def xmins(db, table: str) -> dict[str, tuple[str, str]]:
         f"select session_id, session_date, xmin::text from {table}")}
 
 
+def cell_xmins(db) -> dict[str, str]:
+    """The cells of the marts' cell models (dbt/macros/cells.sql), model:cell_key -> xmin."""
+    return {r[0]: r[1] for r in db.rows(
+        "select 'day:' || cell_key, xmin::text from intermediate.int_session_day_cells union all "
+        "select 'efficiency:' || cell_key, xmin::text from intermediate.int_efficiency_period_cells")}
+
+
+def rewritten(before: dict[str, str], after: dict[str, str]) -> set[str]:
+    """The keys written (or added, or removed) between two cell_xmins."""
+    return {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+
+
 DAY_MODELS = ("fact_voice_ai_sessions", "stg_voice_export__turns", "stg_voice_export__users")
 
 
@@ -168,6 +180,7 @@ def test_three_daily_deliveries_rebuild_only_their_days_and_match_a_full_refresh
 
     # day 2: only day 2 is rebuilt; every day-1 row of the session models is untouched
     stg1 = xmins(db, "staging.stg_voice_export__sessions")
+    cells1 = cell_xmins(db)
     run2 = deliver(DAYS[1])
     assert day_runs(instance, "stg_voice_export__turns", start) == {DAYS[0]: run1, DAYS[1]: run2}
     mode, reason, days, ok = last_build(db)
@@ -179,6 +192,11 @@ def test_three_daily_deliveries_rebuild_only_their_days_and_match_a_full_refresh
     day2 = {s for s, v in fact2.items() if v[0] == DAYS[1]}
     assert day2 and not day2 & set(fact1)
     assert db.scalar("select count(*) from analytics.fct_session_outcome_history") == len(fact2)
+    # the marts' cells: day 2 and its week computed, day 1's cells kept (the three days share an
+    # ISO week, 2025-W01)
+    week = "efficiency:week:2024-12-30"
+    cells2 = cell_xmins(db)
+    assert rewritten(cells1, cells2) == {k for k in cells2 if DAYS[1] in k} | {week}, cells2
 
     # day 3 brings a late turn for a day-1 session: days 1 and 3 are rebuilt, day 2 is not
     run3 = deliver(DAYS[2])
@@ -190,6 +208,8 @@ def test_three_daily_deliveries_rebuild_only_their_days_and_match_a_full_refresh
     assert day_runs(instance, "stg_voice_export__users", start) == {DAYS[0]: run1, DAYS[1]: run2, DAYS[2]: run3}
     fact3 = xmins(db, "marts.fact_voice_ai_sessions")
     assert {s: v for s, v in fact3.items() if v[0] == DAYS[1]} == {s: fact2[s] for s in day2}
+    cells3 = cell_xmins(db)
+    assert rewritten(cells2, cells3) == {k for k in cells3 if DAYS[0] in k or DAYS[2] in k} | {week}
     assert db.rows("select final_outcome, turn_count from analytics.fact_voice_ai_sessions where session_id = %s",
                    (late_session,)) == [("completed", fact_turns_before(db, late_session) + 1)]
 
@@ -222,8 +242,12 @@ def test_three_daily_deliveries_rebuild_only_their_days_and_match_a_full_refresh
     # publishes the same tables
     from voice_analytics_dagster.tools.pipeline import run_pipeline
 
+    cells = cell_xmins(db)
     outcome = run_pipeline(landing, from_date=DAYS[1], to_date=DAYS[1])
     assert outcome.published, outcome.report()
+    # day 2's fact rows were written again with the same content: its fingerprint is the same, so
+    # no cell is computed again
+    assert cell_xmins(db) == cells
     assert instance.get_run_by_id(outcome.run_id).tags["dagster/asset_partition_range_start"] == DAYS[1]
     assert last_build(db)[:3] == ("incremental", last_build(db)[1], [DAYS[1]])
     assert day_runs(instance, "fact_voice_ai_sessions", start)[DAYS[1]] == outcome.run_id
