@@ -9,10 +9,10 @@
 -- segment of its own, "not recorded" (key region=not recorded, the attribute column NULL), never
 -- folded into a value (a NULL disability is not "without disability"); such a segment has no
 -- reference and is in no comparison. Mean confidences are over the sessions that have one.
-{%- set attributes = ['region', 'has_disability', 'is_first_time_digital_user', 'language'] %}
+{%- set attributes = accessibility_attributes() %}
 {#- each attribute's name in segment_key (its sibling sets are read from the key) -#}
 {%- set segment_key_parts = ['region', 'disability', 'first_time', 'language'] %}
-{%- set outcomes = [('completion', 'is_completed'), ('abandonment', 'is_abandoned'), ('transfer', 'is_transferred')] %}
+{%- set outcomes = accessibility_outcomes() %}
 {%- set sets_by_user = ['()', '(region)', '(has_disability)', '(is_first_time_digital_user)',
                         '(region, has_disability)', '(region, is_first_time_digital_user)',
                         '(has_disability, is_first_time_digital_user)',
@@ -20,10 +20,32 @@
 {%- set sets_with_language = ['(language)', '(region, language)', '(has_disability, language)',
                               '(is_first_time_digital_user, language)'] %}
 
+-- The sessions' users, for the distinct users of each segment (not additive across days).
 with sessions as (
-    select user_key, region, has_disability, is_first_time_digital_user, language,
-           is_completed, is_abandoned, is_transferred, avg_asr_confidence, avg_intent_confidence
+    select user_key, region, has_disability, is_first_time_digital_user, language
     from {{ ref('fact_voice_ai_sessions') }}
+),
+
+-- The finest cells (every attribute) over the whole span: their days' cells added up
+-- (int_accessibility_day_cells, recomputed only for the days whose sessions changed). The sums are
+-- exact in numeric, so the grouping sets below give the figures of aggregating the sessions in
+-- each set directly, the rows equal to the bit (docs/PERFORMANCE.md).
+finest as (
+    select
+        {%- for a in attributes %}
+        {{ a }},
+        {%- endfor %}
+        sum(n_sessions)::bigint as n_sessions,
+        {%- for name, flag in outcomes %}
+        sum({{ name }}_sessions)::bigint as {{ name }}_sessions,
+        {%- endfor %}
+        {%- for m in ['avg_asr_confidence', 'avg_intent_confidence'] %}
+        sum({{ m }}_n)::bigint as {{ m }}_n,
+        sum({{ m }}_sum) as {{ m }}_sum,
+        sum({{ m }}_sum2) as {{ m }}_sum2{% if not loop.last %},{% endif %}
+        {%- endfor %}
+    from {{ ref('int_accessibility_day_cells') }}
+    group by {{ attributes | join(', ') }}
 ),
 
 -- The reference group of each attribute: the group the others are compared with (urban, no
@@ -33,30 +55,8 @@ reference as (
         'urban'::text as region,
         false as has_disability,
         false as is_first_time_digital_user,
-        (select language from sessions where language is not null
-         group by language order by count(*) desc, language limit 1) as language
-),
-
--- The finest cells first (every attribute), their sums exact in numeric; the grouping sets then
--- add up those few cells. Exact sums add up to the same exact sums, so the figures are those of
--- aggregating the sessions in each grouping set directly, with one numeric addition per session
--- and measure instead of one per grouping set (12), the rows equal to the bit (docs/PERFORMANCE.md).
-finest as (
-    select
-        {%- for a in attributes %}
-        {{ a }},
-        {%- endfor %}
-        count(*) as n_sessions,
-        {%- for name, flag in outcomes %}
-        count(*) filter (where {{ flag }}) as {{ name }}_sessions,
-        {%- endfor %}
-        {%- for m in ['avg_asr_confidence', 'avg_intent_confidence'] %}
-        count({{ m }}) as {{ m }}_n,
-        sum({{ m }}::numeric) as {{ m }}_sum,
-        sum({{ m }}::numeric * {{ m }}::numeric) as {{ m }}_sum2{% if not loop.last %},{% endif %}
-        {%- endfor %}
-    from sessions
-    group by {{ attributes | join(', ') }}
+        (select language from finest where language is not null
+         group by language order by sum(n_sessions) desc, language limit 1) as language
 ),
 
 grouped as (
@@ -152,7 +152,7 @@ labelled as (
     cross join reference r
     -- with a single language, a combination with language repeats the segment without it
     where not (g.by_language and (g.by_region or g.by_has_disability or g.by_is_first_time_digital_user)
-               and (select count(*) from (select language from sessions group by language) l) = 1)
+               and (select count(*) from (select language from finest group by language) l) = 1)
 ),
 
 cells as (
