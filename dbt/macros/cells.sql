@@ -4,7 +4,8 @@
 
   A cell model keeps, in every row, the fingerprint of the fact's rows it was computed from
   (int_session_day_fingerprints: a day's is the XOR of its rows' hashes, a period's the XOR of its
-  days') and the checksum of its own SQL file. An incremental build recomputes the days or periods
+  days', or of every day up to its end for a cell that depends on earlier days too) and the
+  checksum of its own SQL file. An incremental build recomputes the days or periods
   whose fingerprint differs, or whose rows were computed by another version of the model, with
   dbt's own delete+insert strategy, and its post-hook removes the cells of days that have no
   session any more. Nothing is recorded outside the model: the fact can change in any run (or by
@@ -41,11 +42,21 @@
     {%- endif %}
 {%- endmacro %}
 
-{#- The periods of ``grains`` that hold sessions, each with its fingerprint (the XOR of its
-    days'). Columns: period_grain, period_start, fingerprint. -#}
-{% macro period_fingerprints(grains) -%}
-    select p.period_grain, p.period_start, bit_xor(d.fingerprint) as fingerprint
-    from {{ ref('int_session_day_fingerprints') }} d
+{#- The periods of ``grains`` that hold sessions, each with its fingerprint: the XOR of its
+    days', or with ``through_end`` of every day up to its end, for a cell that also depends on
+    the days before the period (a user's first day). Columns: period_grain, period_start,
+    fingerprint. -#}
+{% macro period_fingerprints(grains, through_end=false) -%}
+    select p.period_grain, p.period_start,
+        {%- if through_end %}
+           (array_agg(d.through order by d.session_date desc))[1] as fingerprint
+        {%- else %}
+           bit_xor(d.fingerprint) as fingerprint
+        {%- endif %}
+    from (
+        select session_date, fingerprint, bit_xor(fingerprint) over (order by session_date) as through
+        from {{ ref('int_session_day_fingerprints') }}
+    ) d
     cross join lateral (values
         {%- for g in grains %}
         ('{{ g }}'::text, {{ period_start_of(g, 'd.session_date') }}){{ ',' if not loop.last }}
@@ -56,9 +67,9 @@
 
 {#- The periods a period-grain cell model must compute, as changed_days does for days.
     Columns: period_grain, period_start, fingerprint. -#}
-{% macro changed_periods(grains) -%}
+{% macro changed_periods(grains, through_end=false) -%}
     select p.*
-    from ({{ period_fingerprints(grains) }}) p
+    from ({{ period_fingerprints(grains, through_end) }}) p
     {%- if is_incremental() %}
     where not exists (
         select from {{ this }} c

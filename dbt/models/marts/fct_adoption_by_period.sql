@@ -3,17 +3,16 @@
 -- small-cell suppression is decided: the other period marts take `suppressed` from here, so
 -- every certified table withholds the same periods. Periods whose user-history measures the data
 -- horizon distorts are flagged (doc block adoption_horizon); rounded for reading at the end.
+-- Each period's counts from int_adoption_period_cells (computed there only for the periods whose
+-- sessions, or whose users' earlier days, changed); the horizon, suppression and rounding here.
 with sessions as (
-    select user_key, session_date, session_week, session_month
+    select user_key, session_date
     from {{ ref('fact_voice_ai_sessions') }}
 ),
 
 bounds as (
-    select min(session_date) as first_day, max(session_date) as last_day from sessions
-),
-
-first_seen as (
-    select user_key, min(session_date) as first_date from sessions group by user_key
+    select min(session_date) as first_day, max(session_date) as last_day
+    from {{ ref('int_session_day_fingerprints') }}
 ),
 
 -- how far back returns reach: the 90th percentile of the days between a user's consecutive days
@@ -27,43 +26,17 @@ horizon as (
     where gap_days is not null
 ),
 
-in_periods as (
-    select s.user_key, f.first_date, p.period_grain, p.period_start, p.period_end
-    from sessions s
-    join first_seen f using (user_key)
-    cross join lateral (values
-        ('day', s.session_date, s.session_date),
-        ('week', s.session_week, s.session_week + 6),
-        ('month', s.session_month, (s.session_month + interval '1 month' - interval '1 day')::date)
-    ) as p (period_grain, period_start, period_end)
-),
-
-per_user as (
-    select period_grain, period_start, period_end, user_key,
-           count(*) as sessions,
-           min(first_date) >= period_start as is_new
-    from in_periods
-    group by period_grain, period_start, period_end, user_key
-),
-
 cells as (
     select
-        period_grain, period_start, period_end,
-        period_grain || ':' || period_start::text as cell_key,
-        sum(sessions) as n_sessions,
-        count(*) as active_users,
-        count(*) filter (where is_new) as new_users,
-        count(*) filter (where not is_new) as returning_users,
-        count(*) filter (where not is_new or sessions >= 2) as repeat_users,
-        avg(sessions) as sessions_per_user,
-        stddev_samp(sessions) as sessions_per_user_sd,
+        period_grain, period_start, period_end, cell_key,
+        n_sessions, active_users, new_users, returning_users, repeat_users,
+        sessions_per_user, sessions_per_user_sd,
         -- sibling sets: days partition their week and their month; the periods of a grain
         -- partition the whole (published in fct_voice_kpis and fct_accessibility_by_segment)
         case when period_grain = 'day' then 'week:' || date_trunc('week', period_start)::date::text end as in_week,
         case when period_grain = 'day' then 'month:' || date_trunc('month', period_start)::date::text end as in_month,
         period_grain as in_whole
-    from per_user
-    group by period_grain, period_start, period_end
+    from {{ ref('int_adoption_period_cells') }}
 ),
 
 suppression as (
