@@ -46,8 +46,10 @@ def exports(tmp_path_factory):
     from voice_analytics_dagster.tools.generator import generate_export
 
     base = tmp_path_factory.mktemp("fault-exports")
-    return {name: generate_export(base / name, SESSIONS, seed=seed, progress=False).out_dir
-            for name, seed in (("A", 11), ("B", 12))}
+    # B spans fewer days than A: A's last days leave the fact when B replaces A, and come back
+    # with A again (the marts' cells of those days must go and return: dbt/macros/cells.sql)
+    return {name: generate_export(base / name, SESSIONS, seed=seed, days=days, progress=False).out_dir
+            for name, seed, days in (("A", 11, 120), ("B", 12, 90))}
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +129,15 @@ def test_the_next_run_completes_and_publishes(warehouse, exports, use_db):
     outcome = run_pipeline(exports["B"])
     assert outcome.published, outcome.report()
     assert content(fingerprint(db)) != content(before)
+    # no cell of a day that left the fact remains (B has fewer days than A)
+    fact_days = "select session_date from marts.fact_voice_ai_sessions"
+    for cells in ("int_session_day_cells", "int_accessibility_day_cells"):
+        assert db.scalar(f"select count(*) from intermediate.{cells} where session_date not in ({fact_days})") == 0
+    for cells in ("int_efficiency_period_cells", "int_adoption_period_cells"):
+        assert db.scalar(f"select count(*) from intermediate.{cells} where period_grain = 'day' "
+                         f"and period_start not in ({fact_days})") == 0
+    assert db.scalar("select max(period_end) from analytics.fct_voice_kpis where period_grain = 'week'") \
+        == db.scalar("select max(session_week) + 6 from marts.fact_voice_ai_sessions")
     assert incomplete_batches(db) == []
     assert runs_in_progress(db.name) == []  # both killed runs are marked failed
     warehouse["B"] = content(fingerprint(db, lineage=False))

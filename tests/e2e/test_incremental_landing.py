@@ -107,7 +107,9 @@ def cell_xmins(db) -> dict[str, str]:
     """The cells of the marts' cell models (dbt/macros/cells.sql), model:cell_key -> xmin."""
     return {r[0]: r[1] for r in db.rows(
         "select 'day:' || cell_key, xmin::text from intermediate.int_session_day_cells union all "
-        "select 'efficiency:' || cell_key, xmin::text from intermediate.int_efficiency_period_cells")}
+        "select 'accessibility:' || cell_key, xmin::text from intermediate.int_accessibility_day_cells union all "
+        "select 'efficiency:' || cell_key, xmin::text from intermediate.int_efficiency_period_cells union all "
+        "select 'adoption:' || cell_key, xmin::text from intermediate.int_adoption_period_cells")}
 
 
 def rewritten(before: dict[str, str], after: dict[str, str]) -> set[str]:
@@ -192,11 +194,11 @@ def test_three_daily_deliveries_rebuild_only_their_days_and_match_a_full_refresh
     day2 = {s for s, v in fact2.items() if v[0] == DAYS[1]}
     assert day2 and not day2 & set(fact1)
     assert db.scalar("select count(*) from analytics.fct_session_outcome_history") == len(fact2)
-    # the marts' cells: day 2 and its week computed, day 1's cells kept (the three days share an
-    # ISO week, 2025-W01)
-    week = "efficiency:week:2024-12-30"
+    # the marts' cells: day 2 and its week and month computed, day 1's cells kept (the three days
+    # share an ISO week, 2025-W01, and a month)
+    week_and_month = {"efficiency:week:2024-12-30", "adoption:week:2024-12-30", "adoption:month:2025-01-01"}
     cells2 = cell_xmins(db)
-    assert rewritten(cells1, cells2) == {k for k in cells2 if DAYS[1] in k} | {week}, cells2
+    assert rewritten(cells1, cells2) == {k for k in cells2 if DAYS[1] in k} | week_and_month, cells2
 
     # day 3 brings a late turn for a day-1 session: days 1 and 3 are rebuilt, day 2 is not
     run3 = deliver(DAYS[2])
@@ -209,7 +211,10 @@ def test_three_daily_deliveries_rebuild_only_their_days_and_match_a_full_refresh
     fact3 = xmins(db, "marts.fact_voice_ai_sessions")
     assert {s: v for s, v in fact3.items() if v[0] == DAYS[1]} == {s: fact2[s] for s in day2}
     cells3 = cell_xmins(db)
-    assert rewritten(cells2, cells3) == {k for k in cells3 if DAYS[0] in k or DAYS[2] in k} | {week}
+    # the late turn changed day 1, and adoption's periods depend on every day before them (a
+    # user's first day): its day 2 is computed again too; the other models keep day 2's cells
+    assert rewritten(cells2, cells3) == ({k for k in cells3 if DAYS[0] in k or DAYS[2] in k} | week_and_month
+                                         | {"adoption:day:" + DAYS[1]})
     assert db.rows("select final_outcome, turn_count from analytics.fact_voice_ai_sessions where session_id = %s",
                    (late_session,)) == [("completed", fact_turns_before(db, late_session) + 1)]
 
