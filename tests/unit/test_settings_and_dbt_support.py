@@ -8,7 +8,12 @@ import json
 
 import pytest
 
-from voice_analytics_dagster.defs.transform.dbt_cli import dbt_build_args, dbt_env, hmac_pads
+from voice_analytics_dagster.defs.transform.dbt_cli import (
+    dbt_build_args,
+    dbt_env,
+    hmac_pads,
+    stale_invocation_folders,
+)
 from voice_analytics_dagster.lib.settings import SettingsError, load_settings
 from voice_analytics_dagster.lib.warehouse import ConnInfo, parse_database_url
 
@@ -81,3 +86,18 @@ def test_database_urls_round_trip(url, expected):
     assert parse_database_url(info.url()) == expected
     assert info.url(driver="psycopg2").startswith("postgresql+psycopg2://")
 
+
+
+def test_only_old_invocation_folders_beyond_the_newest_are_pruned():
+    """dagster-dbt leaves a target folder per invocation; the newest `keep` stay, and so does any
+    folder younger than min_age_s (another run's step may be writing it). dbt's own files and
+    folders (the prepared manifest, a background parse's scratch folder) are never touched."""
+    now = 100_000.0
+    folders = [(f"voice_dbt_models-{i:07x}-abc1234", now - 10_000 + i) for i in range(5)]
+    folders += [("voice_dbt_session_models-00000aa-1f2e3d4", now - 60),  # young: kept
+                ("manifest.json", 0.0), ("partial_parse.msgpack", 0.0), (".parse-4242", 0.0), ("compiled", 0.0)]
+    stale = stale_invocation_folders(folders, now, keep=2, min_age_s=3600)
+    # newest two: the young one and folder 4; the rest of the invocation folders go, oldest included
+    assert sorted(stale) == [f"voice_dbt_models-{i:07x}-abc1234" for i in range(4)]
+    assert stale_invocation_folders(folders, now, keep=10, min_age_s=3600) == []
+    assert stale_invocation_folders(folders, now, keep=0, min_age_s=0)[0] == "voice_dbt_session_models-00000aa-1f2e3d4"

@@ -7,15 +7,21 @@ downstream (publication included) runs in that run. Per-model behaviour lives in
 
 
 import json
+import shutil
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from dagster_dbt import DbtCliResource, dbt_assets, get_asset_key_for_model
 from pydantic import Field
 
-from voice_analytics_dagster.defs.transform.dbt_cli import dbt_build_args, wait_for_dbt_parse
+from voice_analytics_dagster.defs.transform.dbt_cli import (
+    dbt_build_args,
+    stale_invocation_folders,
+    wait_for_dbt_parse,
+)
 from voice_analytics_dagster.defs.transform.incremental import plan_build, record_build
 from voice_analytics_dagster.defs.transform.partitions import (
     SESSION_DAY_TAG,
@@ -95,6 +101,20 @@ def _run_results(invocation) -> dict | None:
         return invocation.get_artifact("run_results.json")
     except (OSError, ValueError):
         return None
+
+
+# dagster-dbt's per-invocation target folders kept for inspection (two per run: a few days of
+# daily runs, and every folder of a bench's runs)
+KEEP_INVOCATION_FOLDERS = 20
+
+
+def prune_invocation_folders() -> None:
+    """Delete all but the newest dagster-dbt invocation folders under dbt's target
+    (dbt_cli.stale_invocation_folders says which and why)."""
+    target = Path(dbt_project.project_dir) / dbt_project.target_path
+    folders = [(p.name, p.stat().st_mtime) for p in target.iterdir() if p.is_dir()] if target.is_dir() else []
+    for name in stale_invocation_folders(folders, time.time(), KEEP_INVOCATION_FOLDERS, min_age_s=3600):
+        shutil.rmtree(target / name, ignore_errors=True)
 
 
 def dbt_build_with_retry(context: dg.AssetExecutionContext, dbt: DbtCliResource, args: list[str],
@@ -193,6 +213,7 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: Wa
     args = dbt_build_args(settings, full_refresh=plan.full_refresh if plan else config.full_refresh,
                           extra_vars=extra_vars)
     wait_for_dbt_parse()  # `voice-analytics run` parses in the background during ingestion
+    prune_invocation_folders()
     succeeded = False
     try:
         with dbt_environment(wh):

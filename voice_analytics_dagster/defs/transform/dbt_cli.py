@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -79,3 +80,18 @@ def wait_for_dbt_parse() -> None:
     """Before dbt runs: the run's parse, if one is still running, is finished and installed."""
     if pending_parse is not None:
         pending_parse.wait()
+
+
+# dagster-dbt gives every invocation its own target folder, <step>-<run id prefix>-<hash>
+INVOCATION_FOLDER = re.compile(r"^[A-Za-z0-9_]+-[0-9a-f]{7}-[0-9a-f]+$")
+
+
+def stale_invocation_folders(folders: list[tuple[str, float]], now: float, keep: int,
+                             min_age_s: float) -> list[str]:
+    """Which of dagster-dbt's per-invocation target folders (name, mtime) to delete: all but the
+    ``keep`` newest, and never one younger than ``min_age_s`` (a step of another run may still be
+    writing it). Why: dagster-dbt leaves each invocation's folder behind (manifest, compiled SQL,
+    logs: several MB each), so a daily schedule filled the disk without bound. Other files of
+    dbt's target (the prepared manifest, partial parse state) are not invocation folders."""
+    ours = sorted((f for f in folders if INVOCATION_FOLDER.match(f[0])), key=lambda f: f[1], reverse=True)
+    return [name for name, mtime in ours[keep:] if now - mtime >= min_age_s]
