@@ -65,7 +65,7 @@ def server():
 @pytest.fixture(scope="session")
 def dbt_manifest():
     """One dbt parse per test session (skipped when the manifest is current)."""
-    from voice_analytics_dagster.tools.pipeline import prepare_dbt
+    from voice_analytics_dagster.defs.transform.parse import prepare_dbt
 
     return prepare_dbt()
 

@@ -253,6 +253,12 @@ def test_three_daily_deliveries_rebuild_only_their_days_and_match_a_full_refresh
     # day 2's fact rows were written again with the same content: its fingerprint is the same, so
     # no cell is computed again
     assert cell_xmins(db) == cells
+    # both dbt steps parsed partially, on the state `run` parsed beside ingestion (a day var in the
+    # marts' step made dbt parse the whole project again: "config vars ... have changed")
+    from voice_analytics_dagster.tools.bench.stages import dbt_invocations
+
+    parsed = {i["step"]: i["partial_parse"] for i in dbt_invocations(outcome.run_id)}
+    assert parsed == {"voice_dbt_session_models": True, "voice_dbt_models": True}, parsed
     assert instance.get_run_by_id(outcome.run_id).tags["dagster/asset_partition_range_start"] == DAYS[1]
     assert last_build(db)[:3] == ("incremental", last_build(db)[1], [DAYS[1]])
     assert day_runs(instance, "fact_voice_ai_sessions", start)[DAYS[1]] == outcome.run_id

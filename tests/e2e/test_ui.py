@@ -351,3 +351,8 @@ def test_session_days_are_partitions_and_a_range_backfills_in_one_run(ui):
                         ' assetMaterializations(partitions: ["2025-04-29"], limit: 1) { runId partition } } } }'
                         )["assetOrError"]["assetMaterializations"]
     assert events == [{"runId": run.run_id, "partition": "2025-04-29"}]
+    # a run the daemon launched parses dbt's project once with its own connection and vars, before
+    # its dbt step, which then parses partially (it used to parse the whole project in each step)
+    from voice_analytics_dagster.tools.bench.stages import dbt_invocations
+
+    assert [(i["step"], i["partial_parse"]) for i in dbt_invocations(run.run_id)] == [("voice_dbt_session_models", True)]

@@ -84,7 +84,7 @@ def test_copy_script_names_the_header_columns_in_file_order(tmp_path):
 
 
 def test_the_partial_parse_fingerprint_follows_the_dbt_connection_and_vars_only():
-    from voice_analytics_dagster.tools.pipeline import parse_fingerprint
+    from voice_analytics_dagster.defs.transform.parse import parse_fingerprint
 
     env = {"VOICE_ANALYTICS_DBT_HOST": "/tmp/pg", "VOICE_ANALYTICS_DBT_PORT": "5432",
            "VOICE_ANALYTICS_DBT_USER": "postgres", "VOICE_ANALYTICS_DBT_DBNAME": "voice_analytics",
@@ -137,7 +137,7 @@ def test_the_partial_parse_stamp_names_the_state_it_was_written_for(tmp_path):
     """A state another parse wrote since (dagster-dbt's prepare-and-package in `make setup`, with
     the default profile and no vars) does not pass for the run's: each of the run's dbt steps
     would parse the whole project again."""
-    from voice_analytics_dagster.tools.pipeline import parse_stamp
+    from voice_analytics_dagster.defs.transform.parse import parse_stamp
 
     state = tmp_path / "partial_parse.msgpack"
     assert parse_stamp("f" * 64, state) is None

@@ -5,6 +5,7 @@ import datetime as dt
 import pytest
 
 from voice_analytics_dagster.defs.transform.incremental import BuildPlan, days_to_rebuild, decide, parse_day
+from voice_analytics_dagster.defs.transform.partitions import subset_backfill_vars
 from voice_analytics_dagster.tools.pipeline import dbt_ops_config, session_day_range
 
 D = dt.date
@@ -108,3 +109,10 @@ def test_a_full_refresh_or_refit_model_trains_the_model_again(tmp_path):
     # a job without the model step gets no config for it
     assert "ops" not in run_config(tmp_path, ["x"], RunOptions(refit_model=True), verbose=False)
     assert build_parser().parse_args(["run", "--source", "x", "--refit-model"]).refit_model
+
+
+def test_only_the_partitioned_step_is_told_the_days_of_a_subset_backfill():
+    """The marts' step runs in a partitioned run too; a day var there re-parsed the whole dbt
+    project in every daily run."""
+    assert subset_backfill_vars(True, ["2025-01-02", "2025-01-03"]) == {"session_days": ["2025-01-02", "2025-01-03"]}
+    assert subset_backfill_vars(False, ["2025-01-02"]) is None

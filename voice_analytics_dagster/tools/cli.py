@@ -33,7 +33,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from voice_analytics_dagster.tools.pipeline import prepare_dbt
+    from voice_analytics_dagster.defs.transform.parse import prepare_dbt
 
     path = prepare_dbt(force=True)
     _print(f"dbt manifest prepared: {path}")

@@ -270,7 +270,7 @@ def check_warehouse(settings: Settings, report: DoctorReport) -> None:
 
 def check_dbt(report: DoctorReport) -> None:
     from voice_analytics_dagster.defs.transform.dbt_cli import dbt_executable
-    from voice_analytics_dagster.tools.pipeline import manifest_is_stale, manifest_path
+    from voice_analytics_dagster.defs.transform.parse import manifest_is_stale, manifest_path
 
     topic = "dbt"
     try:

@@ -13,10 +13,10 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from voice_analytics_dagster.defs.transform.parse import prepare_dbt
 from voice_analytics_dagster.lib.instance import ensure_dagster_home
 from voice_analytics_dagster.lib.settings import PROJECT_ROOT, get_settings
 from voice_analytics_dagster.lib.warehouse import Warehouse
-from voice_analytics_dagster.tools.pipeline import prepare_dbt
 
 
 def ui_commands(host: str, port: int, workspace: Path, bin_dir: Path) -> list[list[str]]:

@@ -17,17 +17,20 @@ import dagster as dg
 from dagster_dbt import DbtCliResource, dbt_assets, get_asset_key_for_model
 from pydantic import Field
 
+from voice_analytics_dagster.defs.transform import dbt_cli
 from voice_analytics_dagster.defs.transform.dbt_cli import (
     dbt_build_args,
     stale_invocation_folders,
     wait_for_dbt_parse,
 )
 from voice_analytics_dagster.defs.transform.incremental import plan_build, record_build
+from voice_analytics_dagster.defs.transform.parse import start_dbt_parse
 from voice_analytics_dagster.defs.transform.partitions import (
     SESSION_DAY_TAG,
     days_outside,
     run_window,
     session_days,
+    subset_backfill_vars,
 )
 from voice_analytics_dagster.defs.transform.project import dbt_project
 from voice_analytics_dagster.defs.transform.relations import FACT
@@ -209,10 +212,16 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: Wa
         # a subset without the fact (the UI's backfill of some session models): no plan is made
         # (the batches stay unbuilt for the fact), so the models rebuild the window's days, named
         # as vars (dbt/macros/incremental.sql), not the last plan's
-        extra_vars = {"session_days": list(context.partition_keys)}
+        extra_vars = subset_backfill_vars(context.assets_def.partitions_def is not None, context.partition_keys)
     args = dbt_build_args(settings, full_refresh=plan.full_refresh if plan else config.full_refresh,
                           extra_vars=extra_vars)
-    wait_for_dbt_parse()  # `voice-analytics run` parses in the background during ingestion
+    if dbt_cli.pending_parse is not None:
+        wait_for_dbt_parse()  # `voice-analytics run` parses in the background during ingestion
+    else:
+        # a run the daemon launched (the schedule, the sensor, the UI): parse here, once, unless
+        # the stored state has this run's connection and vars; without it each of the run's dbt
+        # steps parsed the whole project again ("config ... have changed")
+        start_dbt_parse(settings, wh.conninfo()).wait()
     prune_invocation_folders()
     succeeded = False
     try:

@@ -71,7 +71,7 @@ def dbt_executable() -> str:
     return found
 
 
-# The background ``dbt parse`` that ``voice-analytics run`` started (pipeline.start_dbt_parse),
+# The background ``dbt parse`` that ``voice-analytics run`` started (parse.start_dbt_parse),
 # waited for by the run's dbt step, which executes in the same process.
 pending_parse = None
 

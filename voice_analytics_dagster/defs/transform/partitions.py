@@ -19,7 +19,7 @@ and one delivery holds rows of several session days.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import dagster as dg
 
@@ -61,6 +61,16 @@ def run_window(context: dg.AssetExecutionContext) -> tuple[str, str] | None:
         return None
     keys = context.partition_key_range
     return keys.start, keys.end
+
+
+def subset_backfill_vars(step_is_partitioned: bool, partition_keys: Sequence[str]) -> dict | None:
+    """The dbt vars of a dbt step that does not build the fact, in a run with partitions: for a
+    backfill of some session models (the UI lets one pick any partitioned asset), the run's days,
+    so that they rebuild those days and not the last build plan's. None for the marts' step
+    (unpartitioned, although the run has a partition): a var that changes every day makes dbt
+    parse the whole project again ("config vars ... have changed"), seconds of every daily run.
+    Pure."""
+    return {"session_days": list(partition_keys)} if step_is_partitioned else None
 
 
 def day_that_ended(timezone: str, now: dt.datetime | None = None) -> dt.date:

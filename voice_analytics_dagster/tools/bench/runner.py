@@ -76,8 +76,8 @@ def _step_events(settings, wh, run_id: str) -> list[tuple[float, str, str]]:
 
 
 def _parse_stamp() -> int | None:
-    """When the stored partial-parse state was last written (pipeline.start_dbt_parse)."""
-    from voice_analytics_dagster.tools.pipeline import parse_stamp_path
+    """When the stored partial-parse state was last written (defs/transform/parse.py: start_dbt_parse)."""
+    from voice_analytics_dagster.defs.transform.parse import parse_stamp_path
 
     try:
         return parse_stamp_path().stat().st_mtime_ns
