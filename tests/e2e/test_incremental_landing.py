@@ -198,6 +198,7 @@ def test_three_daily_deliveries_rebuild_only_their_days_and_match_a_full_refresh
     # share an ISO week, 2025-W01, and a month)
     week_and_month = {"efficiency:week:2024-12-30", "adoption:week:2024-12-30", "adoption:month:2025-01-01"}
     cells2 = cell_xmins(db)
+    history2 = xmins(db, "marts.fct_session_outcome_history")
     assert rewritten(cells1, cells2) == {k for k in cells2 if DAYS[1] in k} | week_and_month, cells2
 
     # day 3 brings a late turn for a day-1 session: days 1 and 3 are rebuilt, day 2 is not
@@ -223,6 +224,10 @@ def test_three_daily_deliveries_rebuild_only_their_days_and_match_a_full_refresh
                       "where session_id in (select session_id from analytics.fct_session_outcome_history "
                       "group by 1 having count(*) > 1) order by version")
     assert history == [(late_session, 1, "abandoned", False), (late_session, 2, "completed", True)]
+    # and only the sessions with a new version (day 3's, the late one) had their history rewritten
+    history3 = xmins(db, "marts.fct_session_outcome_history")
+    assert {s for s in history3 if history3[s] != history2.get(s)} == \
+        {s for s, v in fact3.items() if v[0] == DAYS[2]} | {late_session}
     n_history = db.scalar("select count(*) from analytics.fct_session_outcome_history")
     assert n_history == len(fact3) + 1
 

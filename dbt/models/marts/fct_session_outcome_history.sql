@@ -1,6 +1,23 @@
 -- One row per version of a session's outcome (snapshots/session_outcome_snapshot.sql): what the
 -- certified fact said about the session from valid_from until valid_to (NULL: still current).
 -- A session has several rows when a later delivery changed its outcome or its turns.
+-- Incremental: a build rewrites the versions of the sessions whose snapshot rows changed since the
+-- history was last built (a version opened or closed at a later time than any the history holds;
+-- the snapshot stamps both with its own run's time), with dbt's delete+insert on session_id.
+{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='session_id',
+          on_schema_change='fail') }}
+
+with snapshot as (
+    select * from {{ ref('session_outcome_snapshot') }}
+    {%- if is_incremental() %}
+    where session_id in (
+        select session_id from {{ ref('session_outcome_snapshot') }}
+        where greatest(dbt_valid_from, dbt_valid_to)::timestamptz
+              > (select coalesce(max(greatest(valid_from, valid_to)), '-infinity') from {{ this }})
+    )
+    {%- endif %}
+)
+
 select
     session_id::text as session_id,
     session_date::date as session_date,
@@ -19,4 +36,4 @@ select
     dbt_valid_to::timestamptz as valid_to,
     (dbt_valid_to is null) as is_current,
     (row_number() over (partition by session_id order by dbt_valid_from))::integer as version
-from {{ ref('session_outcome_snapshot') }}
+from snapshot
