@@ -173,15 +173,15 @@ MODEL_OP = "abandonment_model"
 
 def _run_locked(settings, wh: Warehouse, source: Path, verbose: bool, extra_run_config: dict | None,
                 options: RunOptions) -> RunOutcome:
-    from voice_analytics_dagster.defs.transform import dbt_cli
+    from voice_analytics_dagster.defs.transform import parse
 
     # also the build step when the project changed; the parse itself overlaps the ingestion, and
     # the run's dbt step (this process: in-process executor) waits for it
-    pending = dbt_cli.pending_parse = start_dbt_parse(settings, wh.conninfo())
+    pending = parse.pending_parse = start_dbt_parse(settings, wh.conninfo())
     try:
         return _execute(settings, wh, source, verbose, extra_run_config, options)
     finally:
-        dbt_cli.pending_parse = None
+        parse.pending_parse = None
         with contextlib.suppress(subprocess.CalledProcessError):
             pending.wait()  # a run that failed before dbt still leaves a finished parse
 

@@ -17,14 +17,9 @@ import dagster as dg
 from dagster_dbt import DbtCliResource, dbt_assets, get_asset_key_for_model
 from pydantic import Field
 
-from voice_analytics_dagster.defs.transform import dbt_cli
-from voice_analytics_dagster.defs.transform.dbt_cli import (
-    dbt_build_args,
-    stale_invocation_folders,
-    wait_for_dbt_parse,
-)
+from voice_analytics_dagster.defs.transform.dbt_cli import dbt_build_args, stale_invocation_folders
 from voice_analytics_dagster.defs.transform.incremental import plan_build, record_build
-from voice_analytics_dagster.defs.transform.parse import start_dbt_parse
+from voice_analytics_dagster.defs.transform.parse import ensure_dbt_parse
 from voice_analytics_dagster.defs.transform.partitions import (
     SESSION_DAY_TAG,
     days_outside,
@@ -215,13 +210,7 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: Wa
         extra_vars = subset_backfill_vars(context.assets_def.partitions_def is not None, context.partition_keys)
     args = dbt_build_args(settings, full_refresh=plan.full_refresh if plan else config.full_refresh,
                           extra_vars=extra_vars)
-    if dbt_cli.pending_parse is not None:
-        wait_for_dbt_parse()  # `voice-analytics run` parses in the background during ingestion
-    else:
-        # a run the daemon launched (the schedule, the sensor, the UI): parse here, once, unless
-        # the stored state has this run's connection and vars; without it each of the run's dbt
-        # steps parsed the whole project again ("config ... have changed")
-        start_dbt_parse(settings, wh.conninfo()).wait()
+    ensure_dbt_parse(settings, wh.conninfo())
     prune_invocation_folders()
     succeeded = False
     try:

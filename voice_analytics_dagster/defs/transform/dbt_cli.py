@@ -71,17 +71,6 @@ def dbt_executable() -> str:
     return found
 
 
-# The background ``dbt parse`` that ``voice-analytics run`` started (parse.start_dbt_parse),
-# waited for by the run's dbt step, which executes in the same process.
-pending_parse = None
-
-
-def wait_for_dbt_parse() -> None:
-    """Before dbt runs: the run's parse, if one is still running, is finished and installed."""
-    if pending_parse is not None:
-        pending_parse.wait()
-
-
 # dagster-dbt gives every invocation its own target folder, <step>-<run id prefix>-<hash>
 INVOCATION_FOLDER = re.compile(r"^[A-Za-z0-9_]+-[0-9a-f]{7}-[0-9a-f]+$")
 

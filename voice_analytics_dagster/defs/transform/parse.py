@@ -141,3 +141,16 @@ def start_dbt_parse(settings, conn) -> PendingParse:
         cwd=DBT_PROJECT_DIR, env={**os.environ, **env},
     )
     return PendingParse(process, scratch, fingerprint)
+
+
+# The background ``dbt parse`` that ``voice-analytics run`` started beside ingestion, waited for by
+# the run's dbt step, which executes in the same process (in-process executor).
+pending_parse: PendingParse | None = None
+
+
+def ensure_dbt_parse(settings, conn) -> None:
+    """Before dbt runs: the run's background parse finished and installed, or, in a run the daemon
+    launched (the schedule, the sensor, the UI), a parse now unless the stored state has this
+    run's connection and vars; without it each of the run's dbt steps parsed the whole project
+    again ("config ... have changed")."""
+    (pending_parse or start_dbt_parse(settings, conn)).wait()
