@@ -103,11 +103,12 @@ class Db:
         import subprocess
 
         from voice_analytics_dagster.defs.transform.dbt_cli import dbt_env, dbt_executable, dbt_vars
+        from voice_analytics_dagster.defs.transform.parse import start_dbt_parse
         from voice_analytics_dagster.lib.settings import DBT_PROJECT_DIR, get_settings
 
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.copy(DBT_PROJECT_DIR / "target" / "partial_parse.msgpack", target)
         settings = get_settings()
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy(start_dbt_parse(settings, self.warehouse.conninfo()).wait(), target)
         return subprocess.run(
             [dbt_executable(), *args, "--vars", json.dumps(dbt_vars(settings), sort_keys=True),
              "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),

@@ -133,20 +133,19 @@ def test_the_incremental_figures_compare_the_day_with_the_same_day_alone():
     assert lines[4] == "  largest process, by run (MB): full 861, one more day 790, day alone 301"
 
 
-def test_the_partial_parse_stamp_names_the_state_it_was_written_for(tmp_path):
-    """A state another parse wrote since (dagster-dbt's prepare-and-package in `make setup`, with
-    the default profile and no vars) does not pass for the run's: each of the run's dbt steps
-    would parse the whole project again."""
-    from voice_analytics_dagster.defs.transform.parse import parse_stamp
+def test_each_dbt_connection_and_vars_keep_their_own_partial_parse_state():
+    """Runs on two warehouses from one checkout (two homes, two test sessions) must not replace
+    each other's state, and the state `make setup`'s prepare-and-package writes to
+    target/partial_parse.msgpack (default profile, no vars) must never pass for a run's: each of
+    the run's dbt steps would parse the whole project again."""
+    from voice_analytics_dagster.defs.transform.dbt_cli import PARSE_STATE_FOLDER
+    from voice_analytics_dagster.defs.transform.parse import parse_state_path, parse_states_dir
+    from voice_analytics_dagster.lib.settings import DBT_PROJECT_DIR
 
-    state = tmp_path / "partial_parse.msgpack"
-    assert parse_stamp("f" * 64, state) is None
-    state.write_bytes(b"parsed for the run")
-    ours = parse_stamp("f" * 64, state)
-    assert ours.startswith("f" * 64 + " ") and ours == parse_stamp("f" * 64, state)
-    assert parse_stamp("e" * 64, state) != ours
-    state.write_bytes(b"parsed by make setup")
-    assert parse_stamp("f" * 64, state) != ours
+    ours, theirs = parse_state_path("f" * 64), parse_state_path("e" * 64)
+    assert ours != theirs and ours.parent.parent == theirs.parent.parent == parse_states_dir()
+    assert ours != DBT_PROJECT_DIR / "target" / "partial_parse.msgpack"
+    assert PARSE_STATE_FOLDER.match(ours.parent.name) and ours.name == "partial_parse.msgpack"
 
 
 def test_a_day_alone_carries_the_users_its_sessions_and_applications_refer_to(tmp_path):

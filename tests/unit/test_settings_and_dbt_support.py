@@ -9,9 +9,12 @@ import json
 import pytest
 
 from voice_analytics_dagster.defs.transform.dbt_cli import (
+    INVOCATION_FOLDER,
+    PARSE_STATE_FOLDER,
     dbt_build_args,
     dbt_env,
     hmac_pads,
+    invocation_folder_name,
     stale_invocation_folders,
 )
 from voice_analytics_dagster.lib.settings import SettingsError, load_settings
@@ -101,3 +104,11 @@ def test_only_old_invocation_folders_beyond_the_newest_are_pruned():
     assert sorted(stale) == [f"voice_dbt_models-{i:07x}-abc1234" for i in range(4)]
     assert stale_invocation_folders(folders, now, keep=10, min_age_s=3600) == []
     assert stale_invocation_folders(folders, now, keep=0, min_age_s=0)[0] == "voice_dbt_session_models-00000aa-1f2e3d4"
+    # "parse" (the states' folder) is not an invocation folder; under it, the same rule keeps the
+    # newest states, and an invocation's name is never taken for a state's
+    assert "parse" not in stale_invocation_folders([*folders, ("parse", 0.0)], now, keep=0, min_age_s=0)
+    states = [(f"{i:016x}", now - 10_000 + i) for i in range(3)] + [("voice_dbt_models-0000001-abc1234", 0.0)]
+    assert stale_invocation_folders(states, now, keep=1, min_age_s=3600, pattern=PARSE_STATE_FOLDER) == [
+        f"{1:016x}", f"{0:016x}"]
+    assert invocation_folder_name("voice_dbt_models", "0123456789abcdef", "abc1234") == "voice_dbt_models-0123456-abc1234"
+    assert INVOCATION_FOLDER.match(invocation_folder_name("voice_dbt_models", "0123456789abcdef", "abc1234"))

@@ -6,9 +6,11 @@ downstream (publication included) runs in that run. Per-model behaviour lives in
 """
 
 
+import contextlib
 import json
 import shutil
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,9 +19,15 @@ import dagster as dg
 from dagster_dbt import DbtCliResource, dbt_assets, get_asset_key_for_model
 from pydantic import Field
 
-from voice_analytics_dagster.defs.transform.dbt_cli import dbt_build_args, stale_invocation_folders
+from voice_analytics_dagster.defs.transform.dbt_cli import (
+    INVOCATION_FOLDER,
+    PARSE_STATE_FOLDER,
+    dbt_build_args,
+    invocation_folder_name,
+    stale_invocation_folders,
+)
 from voice_analytics_dagster.defs.transform.incremental import plan_build, record_build
-from voice_analytics_dagster.defs.transform.parse import ensure_dbt_parse
+from voice_analytics_dagster.defs.transform.parse import ensure_dbt_parse, parse_states_dir
 from voice_analytics_dagster.defs.transform.partitions import (
     SESSION_DAY_TAG,
     days_outside,
@@ -106,17 +114,35 @@ def _run_results(invocation) -> dict | None:
 KEEP_INVOCATION_FOLDERS = 20
 
 
+def _target() -> Path:
+    return Path(dbt_project.project_dir) / dbt_project.target_path
+
+
 def prune_invocation_folders() -> None:
-    """Delete all but the newest dagster-dbt invocation folders under dbt's target
-    (dbt_cli.stale_invocation_folders says which and why)."""
-    target = Path(dbt_project.project_dir) / dbt_project.target_path
-    folders = [(p.name, p.stat().st_mtime) for p in target.iterdir() if p.is_dir()] if target.is_dir() else []
-    for name in stale_invocation_folders(folders, time.time(), KEEP_INVOCATION_FOLDERS, min_age_s=3600):
-        shutil.rmtree(target / name, ignore_errors=True)
+    """Delete all but the newest dagster-dbt invocation folders under dbt's target, and all but
+    the newest partial-parse states (dbt_cli.stale_invocation_folders says which and why)."""
+    for parent, pattern in ((_target(), INVOCATION_FOLDER), (parse_states_dir(), PARSE_STATE_FOLDER)):
+        folders = [(p.name, p.stat().st_mtime) for p in parent.iterdir() if p.is_dir()] if parent.is_dir() else []
+        for name in stale_invocation_folders(folders, time.time(), KEEP_INVOCATION_FOLDERS, min_age_s=3600,
+                                             pattern=pattern):
+            shutil.rmtree(parent / name, ignore_errors=True)
+
+
+def invocation_target(context: dg.AssetExecutionContext, parse_state: Path) -> Path:
+    """A new target folder for one dbt invocation, holding a copy of the run's partial-parse state:
+    dagster-dbt copies target/partial_parse.msgpack (a state for whichever connection parsed last)
+    only into a folder that has none. A state pruned meanwhile by another run is not copied: dbt
+    then parses the whole project, slower but the same build."""
+    folder = _target() / invocation_folder_name(context.op_execution_context.op.name, context.run_id,
+                                                uuid.uuid4().hex[:7])
+    folder.mkdir(parents=True)
+    with contextlib.suppress(FileNotFoundError):
+        shutil.copy(parse_state, folder / parse_state.name)
+    return folder
 
 
 def dbt_build_with_retry(context: dg.AssetExecutionContext, dbt: DbtCliResource, args: list[str],
-                         warehouse) -> Iterator[Any]:
+                         warehouse, parse_state: Path) -> Iterator[Any]:
     """``dbt build``, run again (up to MAX_RETRIES times, exponential backoff) when it failed
     because the warehouse connection was lost; never when a test failed or SQL was wrong
     (retry.dbt_failure_is_transient).
@@ -126,7 +152,8 @@ def dbt_build_with_retry(context: dg.AssetExecutionContext, dbt: DbtCliResource,
     server restarts fails the step with a framework error that no retry policy catches
     (measured: a restart during dbt lost the whole run that way before this change)."""
     for attempt in range(MAX_RETRIES + 1):
-        invocation = dbt.cli(args, context=context, raise_on_error=False)
+        invocation = dbt.cli(args, context=context, raise_on_error=False,
+                             target_path=invocation_target(context, parse_state))
         events = list(invocation.stream())
         if invocation.is_successful():
             yield from events
@@ -210,12 +237,12 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: Wa
         extra_vars = subset_backfill_vars(context.assets_def.partitions_def is not None, context.partition_keys)
     args = dbt_build_args(settings, full_refresh=plan.full_refresh if plan else config.full_refresh,
                           extra_vars=extra_vars)
-    ensure_dbt_parse(settings, wh.conninfo())
     prune_invocation_folders()
+    parse_state = ensure_dbt_parse(settings, wh.conninfo())
     succeeded = False
     try:
         with dbt_environment(wh):
-            for event in dbt_build_with_retry(context, dbt, args, wh):
+            for event in dbt_build_with_retry(context, dbt, args, wh, parse_state):
                 if isinstance(event, dg.Output):
                     key = context.assets_def.keys_by_output_name[event.output_name]
                     event = _enrich(event, key, wh)

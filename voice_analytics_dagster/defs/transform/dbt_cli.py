@@ -71,16 +71,27 @@ def dbt_executable() -> str:
     return found
 
 
-# dagster-dbt gives every invocation its own target folder, <step>-<run id prefix>-<hash>
+# dagster-dbt gives every invocation its own target folder, <step>-<run id prefix>-<hash>; the
+# dbt step names its own the same way (invocation_folder_name)
 INVOCATION_FOLDER = re.compile(r"^[A-Za-z0-9_]+-[0-9a-f]{7}-[0-9a-f]+$")
+# target/parse/<fingerprint prefix>: the partial-parse state of one dbt connection and vars
+PARSE_STATE_FOLDER = re.compile(r"^[0-9a-f]{16}$")
+
+
+def invocation_folder_name(step: str, run_id: str, unique: str) -> str:
+    """dagster-dbt's name for an invocation's target folder, which the bench reads (a run's
+    folders are ``*-<run id prefix>-*``) and the prune recognises."""
+    return f"{step}-{run_id[:7]}-{unique}"
 
 
 def stale_invocation_folders(folders: list[tuple[str, float]], now: float, keep: int,
-                             min_age_s: float) -> list[str]:
+                             min_age_s: float, pattern: re.Pattern = INVOCATION_FOLDER) -> list[str]:
     """Which of dagster-dbt's per-invocation target folders (name, mtime) to delete: all but the
     ``keep`` newest, and never one younger than ``min_age_s`` (a step of another run may still be
     writing it). Why: dagster-dbt leaves each invocation's folder behind (manifest, compiled SQL,
     logs: several MB each), so a daily schedule filled the disk without bound. Other files of
-    dbt's target (the prepared manifest, partial parse state) are not invocation folders."""
-    ours = sorted((f for f in folders if INVOCATION_FOLDER.match(f[0])), key=lambda f: f[1], reverse=True)
+    dbt's target (the prepared manifest, partial parse state) are not invocation folders. The same
+    rule keeps the partial-parse states (``pattern`` PARSE_STATE_FOLDER): one per warehouse a
+    checkout has built, 1.6 MB each."""
+    ours = sorted((f for f in folders if pattern.match(f[0])), key=lambda f: f[1], reverse=True)
     return [name for name, mtime in ours[keep:] if now - mtime >= min_age_s]

@@ -5,10 +5,12 @@ parse the whole project again in every step."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import subprocess
+import uuid
 from pathlib import Path
 
 from voice_analytics_dagster.lib.settings import DBT_PROJECT_DIR
@@ -40,13 +42,20 @@ def prepare_dbt(force: bool = False) -> Path:
     changed since; never at import."""
     from voice_analytics_dagster.defs.transform.dbt_cli import dbt_executable
 
-    if force or manifest_is_stale():
-        subprocess.run(
-            [dbt_executable(), "parse", "--quiet", "--project-dir", str(DBT_PROJECT_DIR),
-             "--profiles-dir", str(DBT_PROJECT_DIR)],
-            check=True,
-            cwd=DBT_PROJECT_DIR,
-        )
+    if not (force or manifest_is_stale()):
+        return manifest_path()
+    # one parse at a time per checkout: two runs (or test workers) started after an edit would
+    # otherwise write target/ together; the second finds the manifest current once it has the lock
+    manifest_path().parent.mkdir(parents=True, exist_ok=True)
+    with open(manifest_path().parent / ".prepare.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if force or manifest_is_stale():
+            subprocess.run(
+                [dbt_executable(), "parse", "--quiet", "--project-dir", str(DBT_PROJECT_DIR),
+                 "--profiles-dir", str(DBT_PROJECT_DIR)],
+                check=True,
+                cwd=DBT_PROJECT_DIR,
+            )
     return manifest_path()
 
 
@@ -61,86 +70,82 @@ PARSE_ENV_KEYS = ("VOICE_ANALYTICS_DBT_HOST", "VOICE_ANALYTICS_DBT_PORT", "VOICE
                   "VOICE_ANALYTICS_DBT_DBNAME")
 
 
-def parse_stamp_path() -> Path:
-    return DBT_PROJECT_DIR / "target" / "partial_parse.for"
-
-
 def parse_fingerprint(env: dict[str, str], dbt_vars: dict) -> str:
     """What the partial-parse state depends on, among what a run varies (no secret in it)."""
     state = {"env": {k: env.get(k) for k in PARSE_ENV_KEYS}, "vars": dbt_vars}
     return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
 
 
-def parse_stamp(fingerprint: str, state: Path) -> str | None:
-    """The stamp of a partial-parse state file parsed for ``fingerprint``: it names the file's
-    content too, so that a state another parse wrote since (``dagster-dbt project
-    prepare-and-package`` in ``make setup``, with the default profile and no vars) never passes
-    for the run's; None when there is no state."""
-    try:
-        digest = hashlib.sha256(state.read_bytes()).hexdigest()
-    except FileNotFoundError:
-        return None
-    return f"{fingerprint} {digest}"
+def parse_states_dir() -> Path:
+    return DBT_PROJECT_DIR / "target" / "parse"
 
 
-def parse_is_current(fingerprint: str) -> bool:
-    """Whether target/partial_parse.msgpack is the state a parse with this fingerprint wrote."""
-    stamp = parse_stamp_path()
-    expected = parse_stamp(fingerprint, DBT_PROJECT_DIR / "target" / "partial_parse.msgpack")
-    return expected is not None and stamp.exists() and stamp.read_text() == expected
+def parse_state_path(fingerprint: str) -> Path:
+    """Where the partial-parse state parsed for ``fingerprint`` is kept: a folder per fingerprint,
+    written only by a parse with that fingerprint, so that runs on different warehouses from one
+    checkout (two homes, test sessions side by side) never replace each other's state, and the
+    state ``dagster-dbt project prepare-and-package`` writes (default profile, no vars) never passes
+    for a run's."""
+    return parse_states_dir() / fingerprint[:16] / "partial_parse.msgpack"
+
+
+def latest_parse_state() -> int | None:
+    """When a parse last wrote a state (ns), None before the first: a run that parsed moved it."""
+    times = [p.stat().st_mtime_ns for p in parse_states_dir().glob("*/partial_parse.msgpack")]
+    return max(times, default=None)
 
 
 class PendingParse:
     """A ``dbt parse`` running in the background (see start_dbt_parse); ``wait`` installs its
-    partial-parse state in target/ or raises if the parse failed. Idempotent."""
+    partial-parse state at ``state`` or raises if the parse failed. Idempotent."""
 
-    def __init__(self, process: subprocess.Popen | None, scratch: Path | None, fingerprint: str | None):
-        self.process, self.scratch, self.fingerprint = process, scratch, fingerprint
+    def __init__(self, process: subprocess.Popen | None, scratch: Path | None, state: Path):
+        self.process, self.scratch, self.state = process, scratch, state
         self._done = process is None
 
-    def wait(self) -> None:
+    def wait(self) -> Path:
+        """The state, once it is installed."""
         import shutil
 
         if self._done:
-            return
+            return self.state
         self._done = True
         try:
             if self.process.wait() != 0:
                 raise subprocess.CalledProcessError(self.process.returncode, self.process.args)
-            state = self.scratch / "partial_parse.msgpack"
-            (self.scratch / "stamp").write_text(parse_stamp(self.fingerprint, state))
-            os.replace(state, DBT_PROJECT_DIR / "target" / "partial_parse.msgpack")
-            os.replace(self.scratch / "stamp", parse_stamp_path())
+            self.state.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.scratch / "partial_parse.msgpack", self.state)
         finally:
             shutil.rmtree(self.scratch, ignore_errors=True)
+        return self.state
 
 
 def start_dbt_parse(settings, conn) -> PendingParse:
-    """Parse the project with the run's dbt connection and vars unless the stored partial-parse
-    state already has them. dagster-dbt copies target/partial_parse.msgpack into each
-    invocation's target folder, so the builds of the run then parse partially.
+    """Parse the project with the run's dbt connection and vars unless a state parsed with them is
+    kept (parse_state_path). Each of the run's dbt invocations starts from a copy of it
+    (invocation_target), so the builds of the run parse partially.
 
     The parse runs in the background while the files load (it is needed by the dbt step only:
     6 s of a run into a new database, overlapped so with ingestion); ``wait()`` finishes it.
-    It writes to a folder of its own and only its partial_parse.msgpack is moved into target/
-    (an atomic rename): manifest.json, which other processes (code servers, a concurrent run)
-    read, is left as the build step wrote it."""
+    It writes to a folder of its own and only its partial_parse.msgpack is moved into place (an
+    atomic rename): manifest.json, which other processes (code servers, a concurrent run) read, is
+    left as the build step wrote it."""
     from voice_analytics_dagster.defs.transform.dbt_cli import dbt_env, dbt_executable, dbt_vars
 
     prepare_dbt()
     env = dbt_env(settings, conn)
     variables = dbt_vars(settings)
-    fingerprint = parse_fingerprint(env, variables)
-    if parse_is_current(fingerprint):
-        return PendingParse(None, None, None)
-    scratch = DBT_PROJECT_DIR / "target" / f".parse-{os.getpid()}"
+    state = parse_state_path(parse_fingerprint(env, variables))
+    if state.exists():
+        return PendingParse(None, None, state)
+    scratch = DBT_PROJECT_DIR / "target" / f".parse-{uuid.uuid4().hex[:12]}"
     process = subprocess.Popen(
         [dbt_executable(), "parse", "--quiet", "--vars", json.dumps(variables, sort_keys=True),
          "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
          "--target-path", str(scratch)],
         cwd=DBT_PROJECT_DIR, env={**os.environ, **env},
     )
-    return PendingParse(process, scratch, fingerprint)
+    return PendingParse(process, scratch, state)
 
 
 # The background ``dbt parse`` that ``voice-analytics run`` started beside ingestion, waited for by
@@ -148,9 +153,9 @@ def start_dbt_parse(settings, conn) -> PendingParse:
 pending_parse: PendingParse | None = None
 
 
-def ensure_dbt_parse(settings, conn) -> None:
+def ensure_dbt_parse(settings, conn) -> Path:
     """Before dbt runs: the run's background parse finished and installed, or, in a run the daemon
-    launched (the schedule, the sensor, the UI), a parse now unless the stored state has this
-    run's connection and vars; without it each of the run's dbt steps parsed the whole project
-    again ("config ... have changed")."""
-    (pending_parse or start_dbt_parse(settings, conn)).wait()
+    launched (the schedule, the sensor, the UI), a parse now unless a state with this run's
+    connection and vars is kept; without it each of the run's dbt steps parsed the whole project
+    again ("config ... have changed"). The state's path."""
+    return (pending_parse or start_dbt_parse(settings, conn)).wait()

@@ -76,13 +76,10 @@ def _step_events(settings, wh, run_id: str) -> list[tuple[float, str, str]]:
 
 
 def _parse_stamp() -> int | None:
-    """When the stored partial-parse state was last written (defs/transform/parse.py: start_dbt_parse)."""
-    from voice_analytics_dagster.defs.transform.parse import parse_stamp_path
+    """When a partial-parse state was last written (defs/transform/parse.py: start_dbt_parse)."""
+    from voice_analytics_dagster.defs.transform.parse import latest_parse_state
 
-    try:
-        return parse_stamp_path().stat().st_mtime_ns
-    except OSError:
-        return None
+    return latest_parse_state()
 
 
 class Bench:
