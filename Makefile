@@ -27,8 +27,10 @@ dbt/target/manifest.json: $(VENV)/.installed $(shell find dbt/models dbt/macros 
 demo: setup
 	$(BIN)/voice-analytics demo
 
+# two workers (this machine's cores), each with its own embedded server and home; a file's tests
+# stay on one worker so that its module fixtures (pipeline runs) are made once
 test: setup
-	$(BIN)/pytest -q --durations=15
+	$(BIN)/pytest -q --durations=15 --numprocesses=2 --dist=loadfile
 
 test-fast: setup
 	$(BIN)/pytest -q tests/unit

@@ -2,7 +2,9 @@
 
 The server lives in a temporary VOICE_ANALYTICS_HOME (never the developer's own); each test
 that needs a clean warehouse gets its own database on that server (``fresh_db``), which costs
-milliseconds instead of a server start."""
+milliseconds instead of a server start. Under ``make test``'s two pytest-xdist workers each worker
+is a session of its own (its home, its server); what they share, dbt's target folder, is safe to
+share: a parse per dbt connection (defs/transform/parse.py), a folder per dbt invocation."""
 
 from __future__ import annotations
 
