@@ -172,3 +172,23 @@ def test_a_day_alone_carries_the_users_its_sessions_and_applications_refer_to(tm
     assert (out / "voice_turns.csv").read_text() == "turn_id,session_id\nT-2025-01-02,S1\n"
     assert sorted(p.name for p in out.iterdir()) == ["applications.csv", "users.csv", "voice_sessions.csv",
                                                      "voice_turns.csv"]
+
+
+def test_without_references_the_run_is_reported_and_no_reference_figure_is_invented():
+    """`bench --no-references` (the 10M run: pandas to_sql would take hours): the references'
+    rows show "-", and no ratio is computed against a reference that was not measured."""
+    from voice_analytics_dagster.tools.bench.report import render, summarise
+    from voice_analytics_dagster.tools.bench.runner import Repeat
+
+    r = Repeat(run_seconds=1000.0, stages={"ingestion": 100.0, "dbt": 800.0}, stage_peaks={"dbt": 900_000_000},
+               run_peaks={"dagster run": 950_000_000}, run_tree_peak=950_000_000, copy_seconds=None,
+               copy_peak=None, pandas_seconds=None, pandas_peak=None, pg_backend_anon_peak=50_000_000)
+    summary = summarise([r], rows=10, size=10_000_000)
+    assert summary["seconds"]["run"] == 1000.0 and summary["seconds"]["psql_copy"] is None
+    assert all(v is None for v in summary["ratios"].values())
+    assert summary["peak_mb"]["psql \\copy"] is None and summary["peak_mb"]["process dagster run"] == 950.0
+    text = render({"sessions": 10, "rows": 10, "bytes": 10_000_000, "repeat": 1, "copy_tool": "psql \\copy",
+                   "shared_buffers": "128MB", "summary": summary,
+                   "machine": {"cpus": 2, "loadavg_start": [0.1, 0.1, 0.1]}})
+    pandas_row = next(line for line in text.splitlines() if line.startswith("reference: pandas"))
+    assert pandas_row.split()[-1] == "-" and "run / (pandas load + dbt build) -" in text

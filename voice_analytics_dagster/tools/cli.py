@@ -200,6 +200,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                            export=Path(args.export) if args.export else None,
                            json_path=Path(args.json) if args.json else None,
                            incremental=args.incremental, incremental_days=args.days, clean=args.clean,
+                           references=not args.no_references,
                            say=lambda m: print(f"bench: {m}", file=sys.stderr, flush=True))
     except BenchError as exc:
         print(f"voice-analytics bench: {exc}", file=sys.stderr)
@@ -344,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also time a daily run adding one day to --days of history in a landing folder")
     b.add_argument("--days", type=int, default=120, help="days of history for --incremental (default 120)")
     b.add_argument("--clean", action="store_true", help="delete the export if this bench generated it")
+    b.add_argument("--no-references", action="store_true",
+                   help="time the run only, without the psql \\copy and pandas references (pandas to_sql "
+                        "takes hours at 10M sessions)")
     b.set_defaults(func=cmd_bench)
 
     c = sub.add_parser("contract", help="print (or write) the dbt sources derived from the export contract")

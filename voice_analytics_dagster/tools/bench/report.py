@@ -48,14 +48,14 @@ def summarise(repeats: list[Repeat], rows: int, size: int) -> dict:
             "ingestion_over_psql_copy": ratio(ingestion, copy),
             "ingestion_over_psql_copy_paired": median(ingestion_over_copy_by_repeat(repeats)),
             "ingestion_over_pandas": ratio(ingestion, pandas),
-            "run_over_pandas_plus_dbt": ratio(run, (pandas or 0) + (stages["dbt"] or 0)),
+            "run_over_pandas_plus_dbt": ratio(run, pandas + (stages["dbt"] or 0)) if pandas is not None else None,
         },
         "peak_mb": {
             **{f"run stage {s}": med(lambda r, s=s: (r.stage_peaks.get(s) or 0) / 1e6) for s in STAGES},
             **{f"process {k}": med(lambda r, k=k: r.run_peaks.get(k, 0) / 1e6) for k in mem_labels},
             "process tree of run (ru_maxrss)": med(lambda r: r.run_tree_peak / 1e6),
-            "psql \\copy": med(lambda r: r.copy_peak / 1e6),
-            "pandas loader": med(lambda r: r.pandas_peak / 1e6),
+            "psql \\copy": med(lambda r: r.copy_peak and r.copy_peak / 1e6),
+            "pandas loader": med(lambda r: r.pandas_peak and r.pandas_peak / 1e6),
             "postgres backend private (RssAnon)": med(lambda r: r.pg_backend_anon_peak / 1e6),
         },
     }

@@ -38,10 +38,10 @@ class Repeat:
     stage_peaks: dict[str, int | None]
     run_peaks: dict[str, int]
     run_tree_peak: int
-    copy_seconds: float
-    copy_peak: int
-    pandas_seconds: float
-    pandas_peak: int
+    copy_seconds: float | None  # None: the references were not measured (--no-references)
+    copy_peak: int | None
+    pandas_seconds: float | None
+    pandas_peak: int | None
     pg_backend_anon_peak: int
     dbt_nodes: list[tuple[str, float]] = field(default_factory=list)
     dbt_invocations: list[dict] = field(default_factory=list)
@@ -170,18 +170,18 @@ class Bench:
         with psycopg.connect(self.server.url(dbname="postgres"), autocommit=True) as conn:
             return conn.execute("show shared_buffers").fetchone()[0]
 
-    def one_repeat(self, i: int) -> Repeat:
+    def one_repeat(self, i: int, references: bool = True) -> Repeat:
         base = f"voice_analytics_bench_{os.getpid()}_{i}"
         info, env = self.fresh_database(base)
         # \copy right before the run, pandas after it: ingestion is compared with a \copy taken
         # seconds before, not minutes (this machine's speed drifts by up to a third within an
         # hour: \copy took 7.3 s and 10.4 s in two repeats of one bench, 1 December)
-        copy = self.copy_reference(info, f"r{i}-copy")
+        copy = self.copy_reference(info, f"r{i}-copy") if references else None
         # the run gets a database of its own: the references' tables must not sit in its way
         _, run_env = self.fresh_database(RUN_DATABASE)
         stamp = _parse_stamp()
         run, run_id = self.run(self.export, run_env, f"r{i}-run")
-        pandas = self.pandas_reference(info, f"r{i}-pandas")
+        pandas = self.pandas_reference(info, f"r{i}-pandas") if references else None
         intervals = step_intervals(_step_events(self.settings, self.wh, run_id))
         stage_peaks: dict[str, int | None] = {}
         for key, (a, b) in intervals.items():
@@ -192,9 +192,9 @@ class Bench:
         return Repeat(
             run_seconds=run.seconds, stages=stage_seconds(intervals), stage_peaks=stage_peaks,
             run_peaks=run.peaks, run_tree_peak=run.tree_peak,
-            copy_seconds=copy.seconds, copy_peak=copy.tree_peak,
-            pandas_seconds=pandas.seconds, pandas_peak=pandas.tree_peak,
-            pg_backend_anon_peak=max(run.pg_anon_peak, copy.pg_anon_peak, pandas.pg_anon_peak),
+            copy_seconds=copy and copy.seconds, copy_peak=copy and copy.tree_peak,
+            pandas_seconds=pandas and pandas.seconds, pandas_peak=pandas and pandas.tree_peak,
+            pg_backend_anon_peak=max(m.pg_anon_peak for m in (run, copy, pandas) if m is not None),
             dbt_nodes=dbt_node_times(run_id)[:10],
             dbt_invocations=[split_dbt_step(inv, intervals.get(inv["step"])) for inv in dbt_invocations(run_id)],
             step_seconds={k: b - a for k, (a, b) in intervals.items()},
@@ -302,7 +302,8 @@ def ensure_export(export: Path, sessions: int, seed: int, say) -> float | None:
 
 def run_bench(sessions: int, repeat: int = 3, seed: int = 0, export: Path | None = None,
               json_path: Path | None = None, incremental: bool = False, incremental_days: int = 120,
-              clean: bool = False, say=print) -> dict:
+              clean: bool = False, references: bool = True, say=print) -> dict:
+    """``references=False`` times the run alone: pandas' to_sql takes hours at 10M sessions."""
     from voice_analytics_dagster.lib.settings import get_settings
 
     settings = get_settings()
@@ -317,12 +318,12 @@ def run_bench(sessions: int, repeat: int = 3, seed: int = 0, export: Path | None
     try:
         load = os.getloadavg()
         for i in range(repeat):
-            say(f"repeat {i + 1}/{repeat}: psql \\copy, run, pandas ...")
-            repeats.append(bench.one_repeat(i))
+            say(f"repeat {i + 1}/{repeat}: " + ("psql \\copy, run, pandas ..." if references else "run ..."))
+            repeats.append(bench.one_repeat(i, references))
             last = repeats[-1]
             say(f"  run {last.run_seconds:.1f} s (ingestion {last.stages.get('ingestion') or 0:.1f} s"
-                + (", dbt parsed beside it" if last.dbt_parsed else "") + f"), copy {last.copy_seconds:.1f} s, "
-                f"pandas {last.pandas_seconds:.1f} s")
+                + (", dbt parsed beside it" if last.dbt_parsed else "") + ")"
+                + (f", copy {last.copy_seconds:.1f} s, pandas {last.pandas_seconds:.1f} s" if references else ""))
         mid = sorted(repeats, key=lambda r: r.run_seconds)[len(repeats) // 2] if repeats else None
         result = {
             "sessions": sessions, "seed": seed, "repeat": repeat, "export": str(export),
