@@ -3,6 +3,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
 import psycopg
 
 
@@ -29,3 +35,22 @@ def test_an_existing_cluster_is_left_as_it_is(server):
 
     # the test session's server has databases already: nothing to change, no restart
     assert _configure_new_cluster(server) is False
+
+
+def test_without_xdg_runtime_dir_starting_and_stopping_print_no_warning():
+    """Containers and CI have no XDG_RUNTIME_DIR; platformdirs' warning about it (raised inside
+    pgserver) printed on every command that touched the server, `db-stop` included."""
+    home = tempfile.mkdtemp(prefix="va-xdg-")  # short: the server's socket path must stay under 108 bytes
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_RUNTIME_DIR", "VOICE_ANALYTICS_DATABASE")}
+    env["VOICE_ANALYTICS_HOME"] = home
+    try:
+        for command in ("db-url", "db-stop"):
+            done = subprocess.run([sys.executable, "-m", "voice_analytics_dagster.tools.cli", command], env=env,
+                                  capture_output=True, text=True, timeout=180, check=False)
+            assert done.returncode == 0, done.stderr
+            assert "XDG_RUNTIME_DIR" not in done.stderr, done.stderr
+        assert "stopped" in done.stdout + done.stderr  # the server did run, and db-stop stopped it
+    finally:
+        subprocess.run([sys.executable, "-m", "voice_analytics_dagster.tools.cli", "db-stop"], env=env,
+                       capture_output=True, check=False, timeout=180)
+        shutil.rmtree(home, ignore_errors=True)

