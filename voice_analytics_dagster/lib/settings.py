@@ -18,6 +18,9 @@ from pathlib import Path
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 PROJECT_ROOT = PACKAGE_DIR.parent
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt"
+# dbt's target folder (DbtProject's default target_path): the manifest, the partial-parse states,
+# one folder per dagster-dbt invocation
+DBT_TARGET_DIR = DBT_PROJECT_DIR / "target"
 
 ENV_PREFIX = "VOICE_ANALYTICS_"
 

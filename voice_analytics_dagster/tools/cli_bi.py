@@ -18,12 +18,12 @@ def cmd_metabase(args: argparse.Namespace) -> int:
     import os
 
     from voice_analytics_dagster.defs.bi import spec
-    from voice_analytics_dagster.lib.settings import DBT_PROJECT_DIR, SettingsError
+    from voice_analytics_dagster.lib.settings import DBT_TARGET_DIR, SettingsError
     from voice_analytics_dagster.tools import metabase as client
 
     collection = spec.load_collection()
     # the manifest file itself: importing dagster-dbt's DbtProject costs seconds for nothing here
-    manifest_path = DBT_PROJECT_DIR / "target" / "manifest.json"
+    manifest_path = DBT_TARGET_DIR / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
     if args.metabase_command == "exposures":
         if manifest is None:

@@ -41,7 +41,7 @@ from voice_analytics_dagster.defs.transform.resources import dbt_environment
 from voice_analytics_dagster.defs.transform.translator import metadata_queries, translator
 from voice_analytics_dagster.lib.resources import WarehouseLockResource, WarehouseResource
 from voice_analytics_dagster.lib.retry import MAX_RETRIES, backoff_seconds, dbt_failure_is_transient
-from voice_analytics_dagster.lib.settings import get_settings
+from voice_analytics_dagster.lib.settings import DBT_TARGET_DIR, get_settings
 
 
 def _markdown_table(columns: list[str], rows: list[tuple]) -> str:
@@ -114,14 +114,10 @@ def _run_results(invocation) -> dict | None:
 KEEP_INVOCATION_FOLDERS = 20
 
 
-def _target() -> Path:
-    return Path(dbt_project.project_dir) / dbt_project.target_path
-
-
 def prune_invocation_folders() -> None:
     """Delete all but the newest dagster-dbt invocation folders under dbt's target, and all but
     the newest partial-parse states (dbt_cli.stale_invocation_folders says which and why)."""
-    for parent, pattern in ((_target(), INVOCATION_FOLDER), (parse_states_dir(), PARSE_STATE_FOLDER)):
+    for parent, pattern in ((DBT_TARGET_DIR, INVOCATION_FOLDER), (parse_states_dir(), PARSE_STATE_FOLDER)):
         folders = [(p.name, p.stat().st_mtime) for p in parent.iterdir() if p.is_dir()] if parent.is_dir() else []
         for name in stale_invocation_folders(folders, time.time(), KEEP_INVOCATION_FOLDERS, min_age_s=3600,
                                              pattern=pattern):
@@ -133,7 +129,7 @@ def invocation_target(context: dg.AssetExecutionContext, parse_state: Path) -> P
     dagster-dbt copies target/partial_parse.msgpack (a state for whichever connection parsed last)
     only into a folder that has none. A state pruned meanwhile by another run is not copied: dbt
     then parses the whole project, slower but the same build."""
-    folder = _target() / invocation_folder_name(context.op_execution_context.op.name, context.run_id,
+    folder = DBT_TARGET_DIR / invocation_folder_name(context.op_execution_context.op.name, context.run_id,
                                                 uuid.uuid4().hex[:7])
     folder.mkdir(parents=True)
     with contextlib.suppress(FileNotFoundError):

@@ -13,13 +13,13 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from voice_analytics_dagster.lib.settings import DBT_PROJECT_DIR
+from voice_analytics_dagster.lib.settings import DBT_PROJECT_DIR, DBT_TARGET_DIR
 
 DBT_SOURCES = ("models", "macros", "tests", "snapshots", "dbt_project.yml", "profiles.yml")
 
 
 def manifest_path() -> Path:
-    return DBT_PROJECT_DIR / "target" / "manifest.json"
+    return DBT_TARGET_DIR / "manifest.json"
 
 
 def manifest_is_stale() -> bool:
@@ -77,7 +77,7 @@ def parse_fingerprint(env: dict[str, str], dbt_vars: dict) -> str:
 
 
 def parse_states_dir() -> Path:
-    return DBT_PROJECT_DIR / "target" / "parse"
+    return DBT_TARGET_DIR / "parse"
 
 
 def parse_state_path(fingerprint: str) -> Path:
@@ -138,7 +138,7 @@ def start_dbt_parse(settings, conn) -> PendingParse:
     state = parse_state_path(parse_fingerprint(env, variables))
     if state.exists():
         return PendingParse(None, None, state)
-    scratch = DBT_PROJECT_DIR / "target" / f".parse-{uuid.uuid4().hex[:12]}"
+    scratch = DBT_TARGET_DIR / f".parse-{uuid.uuid4().hex[:12]}"
     process = subprocess.Popen(
         [dbt_executable(), "parse", "--quiet", "--vars", json.dumps(variables, sort_keys=True),
          "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),

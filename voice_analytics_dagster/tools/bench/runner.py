@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from voice_analytics_dagster.defs.transform.parse import latest_parse_state
 from voice_analytics_dagster.tools.bench.commands import COPY_FALLBACK, PANDAS_LOADER, copy_script
 from voice_analytics_dagster.tools.bench.report import export_size, ingestion_over_copy_by_repeat, summarise
 from voice_analytics_dagster.tools.bench.sampling import Measured, measure
@@ -71,15 +72,6 @@ def _step_events(settings, wh, run_id: str) -> list[tuple[float, str, str]]:
     from voice_analytics_dagster.lib.instance import open_instance
 
     return step_events(open_instance(settings, wh), run_id)
-
-
-
-
-def _parse_stamp() -> int | None:
-    """When a partial-parse state was last written (defs/transform/parse.py: start_dbt_parse)."""
-    from voice_analytics_dagster.defs.transform.parse import latest_parse_state
-
-    return latest_parse_state()
 
 
 class Bench:
@@ -179,7 +171,7 @@ class Bench:
         copy = self.copy_reference(info, f"r{i}-copy") if references else None
         # the run gets a database of its own: the references' tables must not sit in its way
         _, run_env = self.fresh_database(RUN_DATABASE)
-        stamp = _parse_stamp()
+        stamp = latest_parse_state()
         run, run_id = self.run(self.export, run_env, f"r{i}-run")
         pandas = self.pandas_reference(info, f"r{i}-pandas") if references else None
         intervals = step_intervals(_step_events(self.settings, self.wh, run_id))
@@ -198,7 +190,7 @@ class Bench:
             dbt_nodes=dbt_node_times(run_id)[:10],
             dbt_invocations=[split_dbt_step(inv, intervals.get(inv["step"])) for inv in dbt_invocations(run_id)],
             step_seconds={k: b - a for k, (a, b) in intervals.items()},
-            dbt_parsed=_parse_stamp() != stamp,
+            dbt_parsed=latest_parse_state() != stamp,
         )
 
     def stages_of(self, run_id: str) -> dict[str, float]:

@@ -93,10 +93,10 @@ def ratio(a: float | None, b: float | None) -> float | None:
 def dbt_node_times(run_id: str) -> list[tuple[str, float]]:
     """Per-node execution times from the run_results.json of this run's dbt steps (dagster-dbt
     writes each invocation to dbt/target/<step>-<run id prefix>-<hash>/)."""
-    from voice_analytics_dagster.lib.settings import DBT_PROJECT_DIR
+    from voice_analytics_dagster.lib.settings import DBT_TARGET_DIR
 
     out = []
-    for path in (DBT_PROJECT_DIR / "target").glob(f"*-{run_id[:7]}-*/run_results.json"):
+    for path in DBT_TARGET_DIR.glob(f"*-{run_id[:7]}-*/run_results.json"):
         for r in json.loads(path.read_text()).get("results", []):
             out.append((r["unique_id"], float(r.get("execution_time") or 0.0)))
     return sorted(out, key=lambda x: -x[1])
@@ -113,10 +113,10 @@ def dbt_invocations(run_id: str) -> list[dict]:
     load (start to "Concurrency: N threads", i.e. parsing), and the nodes' execution
     (run_results.json elapsed_time); split_dbt_step adds what the step spent before dbt's first
     and after its last log line (the dbt process starting is not Dagster's share)."""
-    from voice_analytics_dagster.lib.settings import DBT_PROJECT_DIR
+    from voice_analytics_dagster.lib.settings import DBT_TARGET_DIR
 
     out = []
-    for folder in sorted((DBT_PROJECT_DIR / "target").glob(f"*-{run_id[:7]}-*")):
+    for folder in sorted(DBT_TARGET_DIR.glob(f"*-{run_id[:7]}-*")):
         log, results = folder / "dbt.log", folder / "run_results.json"
         if not log.exists():
             continue
