@@ -8,9 +8,11 @@ itself is tested over 200 seeds in tests/unit/test_abandonment_model.py."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from tests.conftest import setting
 from tests.e2e.analysis_reference import frame
 
 pytestmark = [pytest.mark.e2e]
@@ -20,13 +22,19 @@ SEED = 2
 
 
 @pytest.fixture(scope="module")
-def planted(module_db, tmp_path_factory, dbt_manifest):
+def planted_export(tmp_path_factory):
     from voice_analytics_dagster.tools.generator import PLANTED, generate_export
-    from voice_analytics_dagster.tools.pipeline import run_pipeline
 
     out = tmp_path_factory.mktemp("planted")
     generate_export(out, SESSIONS, seed=SEED, effects=PLANTED, progress=False)
-    outcome = run_pipeline(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def planted(module_db, planted_export, dbt_manifest):
+    from voice_analytics_dagster.tools.pipeline import run_pipeline
+
+    outcome = run_pipeline(planted_export)
     assert outcome.published, outcome.report()
     return module_db
 
@@ -98,3 +106,49 @@ def test_the_bi_export_carries_an_out_of_fold_score_for_every_session(db):
 def test_language_combinations_are_published_when_the_export_has_several_languages(db):
     seg = frame(db, "select segment_key, suppressed from analytics.fct_accessibility_by_segment")
     assert {"language=ENGLISH", "language=FRENCH", "region=rural|language=FRENCH"} <= set(seg.segment_key)
+
+
+# Last in the module: it trains the model again, on a sample (the tests above read the first training).
+def test_a_training_above_the_cap_reads_a_hashed_sample_and_the_fitted_model_scores_the_rest(db, planted_export):
+    """VOICE_ANALYTICS_MODEL_MAX_TRAINING_SESSIONS below the fact's size: the training reads the
+    sessions whose md5 hash falls below the share (recomputed here), the fitted model scores every
+    other session, and the planted driver is still found on half the sessions."""
+    from scipy.special import expit
+
+    from voice_analytics_dagster.defs.model.scoring import ScoringState
+    from voice_analytics_dagster.defs.model.store import sample_hash
+    from voice_analytics_dagster.tools.pipeline import run_pipeline
+
+    cap = SESSIONS // 2
+    with setting("VOICE_ANALYTICS_MODEL_MAX_TRAINING_SESSIONS", str(cap)):
+        outcome = run_pipeline(planted_export, refit_model=True)
+    assert outcome.published, outcome.report()
+
+    metrics = frame(db, "select * from analytics.fct_abandonment_model_metrics").iloc[0]
+    ids = [r[0] for r in db.rows("select session_id from analytics.fact_voice_ai_sessions")]
+    sample = {s for s in ids if sample_hash(s) < cap * 2 ** 32 // SESSIONS}
+    assert len(ids) == SESSIONS and abs(len(sample) - cap) < 5 * (SESSIONS * 0.25) ** 0.5
+    # every level of the planted export is in the sample: no session outside it was added
+    assert metrics.n_fact_sessions == SESSIONS and metrics.n_sessions_read == metrics.n_sessions == len(sample)
+    assert metrics.status == "fitted" and metrics.strongest_driver == "avg_asr_confidence"
+    history = frame(db, "select n_sessions_read, n_fact_sessions from analytics.fct_abandonment_model_history "
+                        "order by trained_at")
+    assert history.values.tolist() == [[SESSIONS, SESSIONS], [len(sample), SESSIONS]]
+
+    scores = frame(db, "select session_id, abandonment_risk, cv_fold, model_version "
+                       "from analysis.abandonment_session_scores").set_index("session_id")
+    assert set(scores.index) == set(ids) and scores.abandonment_risk.notna().all()
+    assert set(scores.index[scores.cv_fold.notna()]) == sample  # out-of-fold: the sample only
+    assert set(scores.model_version) == {metrics.model_version}
+
+    # the rest: the fitted model's risk, recomputed from its certified coefficients
+    state = ScoringState.from_json(metrics.scoring_state)
+    rest = frame(db, "select * from analytics.fact_voice_ai_sessions").set_index("session_id")
+    rest = rest.loc[sorted(set(ids) - sample)]
+    eta = np.full(len(rest), state.intercept)
+    for f in state.features:
+        x = (rest[f.column].astype(str) == f.level) if f.level is not None else rest[f.column]
+        eta += f.coefficient * (x.astype(float).to_numpy() - f.mean) / f.sd
+    np.testing.assert_allclose(scores.loc[rest.index, "abandonment_risk"].to_numpy(), expit(eta), rtol=1e-10)
+    exported = frame(db, "select session_id, abandonment_risk from analytics.fct_voice_session_export")
+    assert len(exported) == SESSIONS and exported.abandonment_risk.notna().all()

@@ -134,7 +134,7 @@ def test_planted_strongest_driver_with_honest_interval(planted_fit):
     assert result.gbm_minus_logit_auc_ci_low <= result.gbm_minus_logit_auc_ci_high
     assert 0 < result.brier_score < 0.25 and 0.8 < result.calibration_slope < 1.2
     assert sum(b.n_sessions for b in result.calibration) == result.n_sessions
-    assert not soundness_problems(result, result.n_input, result.n_sessions)
+    assert not soundness_problems(result, full_coverage(result))
 
 
 def test_scores_are_out_of_fold(planted_fit):
@@ -202,7 +202,7 @@ def test_a_rank_deficient_design_claims_no_driver(planted_fit):
     assert result.conclusion.startswith("no model:")
     np.testing.assert_allclose(result.oof_risk, reference.oof_risk, atol=1e-4)
     _published_figures_are_finite_or_null(result)
-    assert not soundness_problems(result, result.n_input, result.n_sessions)
+    assert not soundness_problems(result, full_coverage(result))
 
 
 def test_a_design_the_fit_cannot_converge_on_claims_no_driver():
@@ -218,7 +218,7 @@ def test_a_design_the_fit_cannot_converge_on_claims_no_driver():
     top = result.drivers[0]
     assert top.feature == "separates" and math.isnan(top.odds_ratio_ci_high)  # exp() overflowed
     _published_figures_are_finite_or_null(result)
-    assert not soundness_problems(result, result.n_input, result.n_sessions)
+    assert not soundness_problems(result, full_coverage(result))
 
 
 def test_the_fit_is_deterministic(planted_fit):
@@ -320,6 +320,13 @@ def test_suppression_primary_and_complementary():
     assert all(v is not None for v in status.values())
 
 
+def full_coverage(result, extra_fact_sessions: int = 0) -> tuple[int, int, int, int]:
+    """store.coverage_sql's row for a training that scored every session it used (and
+    ``extra_fact_sessions`` that it did not read)."""
+    dropped = result.n_input - result.n_sessions
+    return result.n_input + extra_fact_sessions, dropped, result.n_sessions, result.n_sessions
+
+
 def test_soundness_check_catches_inconsistent_output(planted_fit):
     _, _, result = planted_fit
     import copy
@@ -327,7 +334,7 @@ def test_soundness_check_catches_inconsistent_output(planted_fit):
     bad = copy.deepcopy(result)
     bad.drivers[0].is_significant = False
     bad.drivers[1].ci_low = bad.drivers[1].coefficient + 1
-    problems = soundness_problems(bad, bad.n_input + 3, bad.n_sessions)
+    problems = soundness_problems(bad, full_coverage(bad, extra_fact_sessions=3))
     assert any("is_significant" in p for p in problems)
     assert any("interval" in p for p in problems)
     assert any("scored" in p for p in problems)

@@ -113,11 +113,59 @@ def test_the_metrics_record_what_the_model_was_trained_on_and_old_histories_gain
     )
 
     provenance = ["dataset", "source_folders", "input_files", "input_sha256", "first_session_date", "last_session_date"]
-    # last, in the order of TrainingData.values(), then the scoring state: an existing history
-    # table gains them at its end
-    assert [c for c, _, _ in METRIC_COLUMNS[-len(provenance) - 1:]] == [*provenance, "scoring_state"]
+    # last, in the order of TrainingData.values(), then the scoring state and the fact's size: an
+    # existing history table gains them at its end
+    assert [c for c, _, _ in METRIC_COLUMNS[-len(provenance) - 2:]] == [*provenance, "scoring_state",
+                                                                          "n_fact_sessions"]
     assert len(TrainingData(None, [], 0, None, None, None).values()) == len(provenance)
     assert TABLES["abandonment_model_history"][0] is METRIC_COLUMNS
     ddl = add_missing_columns_sql("abandonment_model_history", METRIC_COLUMNS)
     assert "alter table if exists analysis.abandonment_model_history add column if not exists source_folders text[];" in ddl
     assert "add column if not exists first_session_date date;" in ddl
+
+
+def test_the_training_sample_is_a_share_of_the_hash_range_only_above_the_cap():
+    from voice_analytics_dagster.defs.model.store import SAMPLE_HASH_RANGE, sample_hash, sample_threshold
+
+    assert sample_threshold(1_000_000, 1_000_000) is None and sample_threshold(1_000_000, 10) is None
+    assert sample_threshold(1_000_000, 10_000_000) == SAMPLE_HASH_RANGE // 10
+    assert sample_threshold(2_500, 5_000) == SAMPLE_HASH_RANGE // 2
+    # md5("abc") begins 900150983cd24fb0...: its first 32 bits
+    assert sample_hash("abc") == 0x90015098
+    rng = np.random.default_rng(3)
+    share = np.mean([sample_hash(f"S-{i}") < SAMPLE_HASH_RANGE // 4 for i in rng.integers(0, 10**9, 20_000)])
+    assert abs(share - 0.25) < 0.015  # md5 spreads ids evenly: the sample is a quarter of them
+
+
+def test_the_model_input_copy_filters_and_orders_as_asked():
+    from psycopg import sql
+
+    from voice_analytics_dagster.defs.model.store import read_model_input_sql, rest_where, sample_where
+
+    whole = read_model_input_sql(["session_id", "region"], "marts.fact").as_string()
+    assert whole.endswith('from "marts"."fact" f order by session_id) to stdout with (format csv, header true)')
+    rest = read_model_input_sql(["session_id", "region"], "marts.fact", where=rest_where(7, {"region": ["a", "b'c"]}),
+                                ordered=False).as_string()
+    assert "order by" not in rest
+    assert " where (('x' || left(md5(\"f\".\"session_id\"), 8))::bit(32)::bigint >= 7 and not " \
+           "(coalesce(\"f\".\"region\"::text <> all('{a,b''c}'::text[]), false)))" in rest
+    both = read_model_input_sql(["session_id"], "marts.fact", changed_only=True, where=sample_where(5)).as_string()
+    assert " where (s.session_id is null or s.features_hash is distinct from " in both
+    assert "::bit(32)::bigint < 5) order by session_id" in both
+    assert isinstance(sample_where(5), sql.Composed)
+
+
+def test_the_sample_levels_come_from_its_complete_sessions_only():
+    from voice_analytics_dagster.defs.model.assets import sample_levels
+    from voice_analytics_dagster.defs.model.features import FEATURES, OUTCOME
+
+    n = 4
+    frame = pd.DataFrame({"session_id": [f"S{i}" for i in range(n)], OUTCOME: [True, False, True, False]})
+    for f in FEATURES:
+        frame[f.column] = [0.5] * n if f.kind == "numeric" else [True] * n if f.kind == "boolean" else ["x"] * n
+    frame["region"] = ["urban", "rural", "island", None]
+    frame.loc[2, "avg_asr_confidence"] = np.nan  # the island session is incomplete: build_design drops it
+    frame["asr_model_version"] = None  # a column without values is not a feature the design uses
+    frame["region"] = frame["region"].astype("category")
+    levels = sample_levels(frame)
+    assert levels["region"] == ["rural", "urban"] and "asr_model_version" not in levels

@@ -103,7 +103,7 @@ def test_when_the_model_is_trained_again(last, last_day, requested, expected):
 def test_a_new_export_in_place_of_the_last_trains_again_a_day_does_not():
     assert change_reason(800, 0, 100_000, 0.1) is None  # a day of 120
     assert change_reason(6_000, 4_001, 100_000, 0.1) == (
-        "6,000 sessions new or changed and 4,001 gone since the last training: 10.0% of the 100,000 it read "
+        "6,000 sessions new or changed and 4,001 gone since the last training: 10.0% of the 100,000 it had "
         "(VOICE_ANALYTICS_MODEL_REFIT_GROWTH 10%)")
     assert change_reason(100_000, 100_000, 100_000, 0.1) is not None  # another export of the same size
     assert change_reason(0, 0, 100_000, 0.0) is None and change_reason(1, 0, 100_000, 0.0) is not None

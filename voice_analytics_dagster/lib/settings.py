@@ -114,6 +114,10 @@ class Settings:
     # between trainings a run scores the new and changed sessions with the last model.
     model_refit_days: int = 7
     model_refit_growth: float = 0.1
+    # A training reads at most about this many sessions (a sample by a hash of session_id) and
+    # the fitted model scores the rest in chunks: the model step's memory stays flat as the
+    # history grows. A million sessions estimate a dozen coefficients far beyond what they need.
+    model_max_training_sessions: int = 1_000_000
     report_dir: Path = Path(".")
     alerts: AlertSettings = AlertSettings()
     # How long a run waits for another run that holds the warehouse run lock (runlock.py) before
@@ -219,6 +223,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         first_session_day=_env(env, "FIRST_SESSION_DAY", "2024-01-01") or "2024-01-01",
         model_refit_days=_env_int(env, "MODEL_REFIT_DAYS", 7),
         model_refit_growth=_env_float(env, "MODEL_REFIT_GROWTH", 0.1),
+        model_max_training_sessions=_env_int(env, "MODEL_MAX_TRAINING_SESSIONS", 1_000_000),
         report_dir=Path(report_dir).expanduser().resolve() if report_dir else home / "reports",
         alerts=alerts,
         run_lock_wait_seconds=_env_float(env, "RUN_LOCK_WAIT", 3600.0),
@@ -235,6 +240,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if settings.model_refit_days < 0 or settings.model_refit_growth < 0:
         raise SettingsError(f"{ENV_PREFIX}MODEL_REFIT_DAYS and {ENV_PREFIX}MODEL_REFIT_GROWTH must be >= 0 "
                             "(0: train on every run)")
+    if settings.model_max_training_sessions < 1000:
+        raise SettingsError(f"{ENV_PREFIX}MODEL_MAX_TRAINING_SESSIONS must be >= 1000 (sessions a training reads)")
     if not 0.0 <= settings.quarantine_tolerance <= 1.0:
         raise SettingsError(f"{ENV_PREFIX}QUARANTINE_TOLERANCE must be between 0 and 1")
     if not 0.0 <= settings.max_session_drop <= 1.0:

@@ -39,5 +39,6 @@ select
     input_sha256,
     first_session_date,
     last_session_date,
-    scoring_state
+    scoring_state,
+    n_fact_sessions
 from {{ ref('stg_analysis__abandonment_model_metrics') }}

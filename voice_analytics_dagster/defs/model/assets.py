@@ -9,6 +9,8 @@ marts fct_abandonment_* and fct_voice_session_export. The blocking check
 """
 
 import datetime as dt
+import functools
+import itertools
 import time
 
 import dagster as dg
@@ -65,7 +67,7 @@ CATEGORIES = [f.column for f in FEATURES if f.kind == "categorical"]
 class ModelConfig(dg.Config):
     """Run configuration of the model step (ops: {abandonment_model: {config: ...}})."""
 
-    refit: bool = Field(default=False, description="Train the model on every session now, whether or not it is "
+    refit: bool = Field(default=False, description="Train the model now, whether or not it is "
                                                    "due (voice-analytics run --refit-model or --full-refresh).")
 
 
@@ -81,7 +83,7 @@ SCORES = analysis_key("abandonment_session_scores")
 
 
 def metric_row(result: ModelResult, training_id: str, trained_at: dt.datetime, fit_seconds: float,
-               data: store.TrainingData, state: ScoringState | None = None) -> list:
+               data: store.TrainingData, state: ScoringState | None = None, fact_sessions: int | None = None) -> list:
     def opt(v):
         return None if v is None or (isinstance(v, float) and np.isnan(v)) else v
 
@@ -97,7 +99,7 @@ def metric_row(result: ModelResult, training_id: str, trained_at: dt.datetime, f
         opt(result.logit_auc_on_gbm_sessions), opt(result.gbm_minus_logit_auc_ci_low),
         opt(result.gbm_minus_logit_auc_ci_high), opt(result.brier_score), opt(result.calibration_intercept),
         opt(result.calibration_slope), len(result.significant), result.strongest_driver, result.conclusion,
-        fit_seconds, *data.values(), state.to_json() if state is not None else None,
+        fit_seconds, *data.values(), state.to_json() if state is not None else None, fact_sessions,
     ]
 
 
@@ -119,9 +121,10 @@ def calibration_rows(result: ModelResult, k: int) -> list[list]:
     return rows
 
 
-def soundness_problems(result: ModelResult, fact_sessions: int, scored: int) -> list[str]:
+def soundness_problems(result: ModelResult, coverage: tuple[int, int, int, int]) -> list[str]:
     """What would make the published model tables wrong. Pure; empty when sound. A model that is
-    not fitted may publish NULL (NaN) figures, but no significant driver."""
+    not fitted may publish NULL (NaN) figures, but no significant driver. ``coverage``: see
+    coverage_problems (store.coverage_sql's row)."""
     problems = []
     fitted = result.status == "fitted"
     for d in result.drivers:
@@ -141,9 +144,7 @@ def soundness_problems(result: ModelResult, fact_sessions: int, scored: int) -> 
         problems.append("a driver is significant but no strongest driver is named")
     if result.auc is not None and not (result.auc_ci_low <= result.auc <= result.auc_ci_high):
         problems.append("AUC outside its interval")
-    if scored + (result.n_input - result.n_sessions) != fact_sessions:
-        problems.append(f"{fact_sessions} fact sessions, {scored} scored, {result.n_input - result.n_sessions} dropped")
-    return problems
+    return problems + coverage_problems(*coverage)
 
 
 @dg.multi_asset(
@@ -167,8 +168,8 @@ def soundness_problems(result: ModelResult, fact_sessions: int, scored: int) -> 
     can_subset=False,
 )
 def abandonment_model(context: dg.AssetExecutionContext, warehouse: WarehouseResource, config: ModelConfig):
-    """Train the model on every session when it is due (scoring.refit_reason); otherwise score the
-    sessions delivered or changed since with the last model."""
+    """Train the model when it is due (scoring.refit_reason), on every session or a bounded sample;
+    otherwise score the sessions delivered or changed since with the last model."""
     settings = get_settings()
     wh = warehouse.get()
     started = time.perf_counter()
@@ -183,7 +184,7 @@ def abandonment_model(context: dg.AssetExecutionContext, warehouse: WarehouseRes
             frame = store.read_model_input(conn, model_columns(), BOOLEANS, CATEGORIES, relations.FACT,
                                            changed_only=True)
             gone = conn.execute(store.gone_sql(relations.FACT)).fetchone()[0]
-            reason = change_reason(len(frame), gone, last.n_sessions_read, settings.model_refit_growth)
+            reason = change_reason(len(frame), gone, last.fact_sessions, settings.model_refit_growth)
         conn.rollback()
     if reason is None:
         scored = score(frame, last.state)
@@ -199,60 +200,74 @@ def abandonment_model(context: dg.AssetExecutionContext, warehouse: WarehouseRes
 
 
 def _train(context: dg.AssetExecutionContext, wh, settings, reason: str):
-    """Read the fact (model columns only, COPY), fit, write the model tables in one transaction."""
+    """Read the fact's model columns (COPY; a sample above VOICE_ANALYTICS_MODEL_MAX_TRAINING_SESSIONS),
+    fit, write the model tables in one transaction, the sessions outside the sample scored by the
+    fitted model in chunks on the way."""
     started = time.perf_counter()
-    with wh.connect() as conn:
-        # the input and what it came from, read in one snapshot
-        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        frame = store.read_model_input(conn, model_columns(), BOOLEANS, CATEGORIES, relations.FACT)
-        data = store.training_data(conn, relations.FACT)
-        conn.rollback()
-    read_seconds = time.perf_counter() - started
+    # the input, what it came from and the rest of the sessions, read in one snapshot (kept open
+    # until the rest is scored)
+    with wh.connect() as reader:
+        reader.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        fact_sessions = reader.execute(f"select count(*) from {relations.FACT}").fetchone()[0]
+        threshold = store.sample_threshold(settings.model_max_training_sessions, fact_sessions)
+        frame, levels = _read_training_input(reader, threshold)
+        data = store.training_data(reader, relations.FACT)
+        read_seconds = time.perf_counter() - started
 
-    hashes = frame.pop(HASH_COLUMN).to_numpy()
-    design = build_design(frame)
-    hashes = hashes[complete_rows(frame, design.used_columns)]  # the design's sessions, in its order
-    del frame
-    result = fit_abandonment_model(design)
-    state = state_of(design, result.model_version, result.status, result.intercept,
-                     {d.feature: d.coefficient for d in result.drivers})
-    del design
-    fit_seconds = time.perf_counter() - started - read_seconds
-    trained_at = dt.datetime.now(dt.UTC)
-    training_id = f"{context.run_id}:{trained_at.isoformat()}"
-    context.log.info(f"abandonment model: {result.status}, {result.n_sessions} sessions "
-                     f"({data.dataset or 'unrecorded'} data), read {read_seconds:.1f}s, fit {fit_seconds:.1f}s; "
-                     f"{result.conclusion}")
+        hashes = frame.pop(HASH_COLUMN).to_numpy()
+        design = build_design(frame)
+        hashes = hashes[complete_rows(frame, design.used_columns)]  # the design's sessions, in its order
+        del frame
+        result = fit_abandonment_model(design)
+        state = state_of(design, result.model_version, result.status, result.intercept,
+                         {d.feature: d.coefficient for d in result.drivers})
+        used_columns = list(design.used_columns)
+        del design
+        fit_seconds = time.perf_counter() - started - read_seconds
+        trained_at = dt.datetime.now(dt.UTC)
+        training_id = f"{context.run_id}:{trained_at.isoformat()}"
+        sample = (f"a sample of {result.n_input:,} of the fact's {fact_sessions:,} sessions "
+                  f"(VOICE_ANALYTICS_MODEL_MAX_TRAINING_SESSIONS {settings.model_max_training_sessions:,})"
+                  if threshold is not None else f"all {fact_sessions:,} sessions of the fact")
+        context.log.info(f"abandonment model: {result.status}, trained on {sample}, {result.n_sessions} used "
+                         f"({data.dataset or 'unrecorded'} data), read {read_seconds:.1f}s, fit {fit_seconds:.1f}s; "
+                         f"{result.conclusion}")
 
-    driver_rows = [
-        [result.model_version, trained_at.isoformat(), d.feature, d.kind, d.reference_level, d.feature_mean,
-         d.feature_sd, d.coefficient, d.std_error, d.ci_low, d.ci_high, d.odds_ratio, d.odds_ratio_ci_low,
-         d.odds_ratio_ci_high, d.coefficient_per_unit, d.p_value, d.p_value_adjusted, d.is_significant, d.rank]
-        for d in result.drivers
-    ]
-    metrics = metric_row(result, training_id, trained_at, fit_seconds, data, state)
-    t = time.perf_counter()
-    with wh.connect() as conn:  # the five tables in one transaction
-        conn.execute(f"create schema if not exists {store.SCHEMA}")
-        store.replace_table(conn, "abandonment_session_scores",
-                            store.score_chunks(result.session_ids, result.oof_risk, result.fold, result.model_version,
-                                               hashes))
-        store.replace_table(conn, "abandonment_drivers", store.rows_to_csv(driver_rows))
-        store.replace_table(conn, "abandonment_model_metrics", store.rows_to_csv([metrics]))
-        store.append_history(conn, metrics)
-        store.replace_table(conn, "abandonment_calibration",
-                            store.rows_to_csv(calibration_rows(result, settings.min_cell_size)))
-        fact_sessions = conn.execute(f"select count(*) from {relations.FACT}").fetchone()[0]
-        scored = conn.execute(f"select count(*) from {store.SCHEMA}.abandonment_session_scores").fetchone()[0]
-        history_rows = conn.execute(f"select count(*) from {store.SCHEMA}.abandonment_model_history").fetchone()[0]
-        conn.commit()
+        driver_rows = [
+            [result.model_version, trained_at.isoformat(), d.feature, d.kind, d.reference_level, d.feature_mean,
+             d.feature_sd, d.coefficient, d.std_error, d.ci_low, d.ci_high, d.odds_ratio, d.odds_ratio_ci_low,
+             d.odds_ratio_ci_high, d.coefficient_per_unit, d.p_value, d.p_value_adjusted, d.is_significant, d.rank]
+            for d in result.drivers
+        ]
+        metrics = metric_row(result, training_id, trained_at, fit_seconds, data, state, fact_sessions)
+        rest = RestScoring()
+        scores = store.score_chunks(result.session_ids, result.oof_risk, result.fold, result.model_version, hashes)
+        if threshold is not None:
+            scores = itertools.chain(scores, _score_rest(reader, store.rest_where(threshold, levels), state,
+                                                         used_columns, result.model_version, rest))
+        t = time.perf_counter()
+        with wh.connect() as conn:  # the five tables in one transaction
+            conn.execute(f"create schema if not exists {store.SCHEMA}")
+            store.replace_table(conn, "abandonment_session_scores", scores)
+            store.replace_table(conn, "abandonment_drivers", store.rows_to_csv(driver_rows))
+            store.replace_table(conn, "abandonment_model_metrics", store.rows_to_csv([metrics]))
+            store.append_history(conn, metrics)
+            store.replace_table(conn, "abandonment_calibration",
+                                store.rows_to_csv(calibration_rows(result, settings.min_cell_size)))
+            coverage = conn.execute(store.coverage_sql(relations.FACT, used_columns)).fetchone()
+            history_rows = conn.execute(f"select count(*) from {store.SCHEMA}.abandonment_model_history").fetchone()[0]
+            conn.commit()
+        reader.rollback()
     write_seconds = time.perf_counter() - t
+    scored = coverage[2]
 
     common = {"model_version": result.model_version, "status": result.status, "trained": True,
               "trained_because": reason}
     trained_on = dg.MetadataValue.json({
         "dataset": data.dataset, "source_folders": data.source_folders, "input_files": data.input_files,
-        "input_sha256": data.input_sha256, "sessions": result.n_input,
+        "input_sha256": data.input_sha256, "sessions": result.n_input, "fact_sessions": fact_sessions,
+        "sample": None if threshold is None else
+        f"md5(session_id)'s first 32 bits below {threshold} (of 2^32), and the sessions with a level outside it",
         "session_dates": [str(data.first_session_date), str(data.last_session_date)]})
     yield dg.MaterializeResult(asset_key=DRIVERS, metadata={
         **common,
@@ -260,6 +275,8 @@ def _train(context: dg.AssetExecutionContext, wh, settings, reason: str):
         "strongest_driver": result.strongest_driver or "none significant",
         "significant_drivers": [d.feature for d in result.significant],
         "conclusion": result.conclusion,
+        "trained_on_sessions": result.n_input,
+        "fact_sessions": fact_sessions,
         "dagster/row_count": len(result.drivers),
     })
     yield dg.MaterializeResult(asset_key=METRICS, metadata={
@@ -275,7 +292,7 @@ def _train(context: dg.AssetExecutionContext, wh, settings, reason: str):
             + "\n".join(f"- `{f.column}`: {f.why}" for f in FEATURES)
             + "\n\nEverything else in the fact is excluded (voice_analytics_dagster/defs/model/features.py: EXCLUDED)."),
         "seconds": dg.MetadataValue.json({"read": round(read_seconds, 2), "fit": round(fit_seconds, 2),
-                                          "write": round(write_seconds, 2),
+                                          "write_and_score_rest": round(write_seconds, 2),
                                           **{k: round(v, 2) for k, v in result.seconds.items()}}),
         "trained_on": trained_on,
         "dagster/row_count": 1,
@@ -287,13 +304,71 @@ def _train(context: dg.AssetExecutionContext, wh, settings, reason: str):
         "calibration_slope": result.calibration_slope if result.calibration_slope is not None else float("nan"),
         "dagster/row_count": len(result.calibration),
     })
-    yield dg.MaterializeResult(asset_key=SCORES, metadata={"dagster/row_count": scored, "trained": True,
-                                                           "scored_out_of_fold": int(len(hashes))})
-    problems = soundness_problems(result, fact_sessions, scored)
+    yield dg.MaterializeResult(asset_key=SCORES, metadata={
+        "dagster/row_count": scored, "trained": True, "scored_out_of_fold": int(len(hashes)),
+        "scored_by_the_model": rest.scored, "outside_sample_with_null_model_column": rest.dropped})
+    problems = soundness_problems(result, coverage)
     yield dg.AssetCheckResult(
         asset_key=DRIVERS, check_name=CHECK, passed=not problems, severity=dg.AssetCheckSeverity.ERROR,
         metadata={"failing_count": len(problems), "problems": problems[:5]},
     )
+
+
+def _read_training_input(reader: psycopg.Connection, threshold: int | None) -> tuple[pd.DataFrame, dict]:
+    """The training's sessions, ordered by session_id: the whole fact, or the sample below
+    ``threshold`` plus the sessions outside it with a level the sample lacks (so the model has a
+    coefficient, or a reference, for every level of the sessions it scores). Also the sample's
+    levels per categorical column, which store.rest_where needs to exclude those sessions."""
+    read = functools.partial(store.read_model_input, reader, model_columns(), BOOLEANS, CATEGORIES, relations.FACT)
+    if threshold is None:
+        return read(), {}
+    sample = read(where=store.sample_where(threshold))
+    levels = sample_levels(sample)
+    extra = read(where=store.unseen_outside_sample_where(threshold, levels))
+    if len(extra):
+        sample = pd.concat([sample, extra], ignore_index=True)
+        for c in CATEGORIES:  # concat of categoricals with different levels gives object columns
+            sample[c] = sample[c].astype("category")
+        sample = sample.sort_values(KEY, ignore_index=True)
+    return sample, levels
+
+
+def sample_levels(sample: pd.DataFrame) -> dict[str, list[str]]:
+    """The levels of each categorical feature among the sample's sessions without a NULL in a
+    feature column that has a value in the sample: build_design's levels include them, whichever
+    columns it uses. Pure."""
+    present = [f.column for f in FEATURES if not sample[f.column].isna().all()]
+    complete = sample.loc[complete_rows(sample, present)]
+    return {c: sorted(complete[c].dropna().astype(str).unique().tolist()) for c in CATEGORIES if c in present}
+
+
+class RestScoring:
+    """The sessions outside a training's sample: scored, and left unscored for a NULL model column."""
+
+    def __init__(self):
+        self.scored = 0
+        self.dropped = 0
+
+
+def _score_rest(reader: psycopg.Connection, where, state: ScoringState | None, used_columns: list[str],
+                model_version: str, counts: RestScoring, chunk_rows: int = 250_000):
+    """The score rows of the sessions outside the training's sample, by the fitted model, chunk by
+    chunk (memory: one chunk). Without a fitted model their risk is NULL, as for the sample."""
+    for chunk in store.iter_model_input(reader, model_columns(), BOOLEANS, CATEGORIES, relations.FACT, where,
+                                        chunk_rows):
+        if state is not None:
+            scored = score(chunk, state)
+            if scored.unseen:  # _read_training_input read every session with a level the sample lacks
+                raise RuntimeError(f"a session outside the training's sample has a level the model has not seen: "
+                                   f"{scored.unseen}")
+            ids, risk, hashes, dropped = scored.session_ids, scored.risk, scored.hashes, scored.dropped
+        else:
+            keep = complete_rows(chunk, used_columns)
+            ids = chunk.loc[keep, KEY].astype(str).to_numpy()
+            risk, hashes, dropped = np.full(len(ids), np.nan), chunk.loc[keep, HASH_COLUMN].to_numpy(), int((~keep).sum())
+        counts.scored += len(ids)
+        counts.dropped += dropped
+        yield from store.score_chunks(ids, risk, None, model_version, hashes)
 
 
 def _score_changed(context: dg.AssetExecutionContext, wh, last: LastTraining, frame: pd.DataFrame, scored: Scored,
@@ -315,11 +390,12 @@ def _score_changed(context: dg.AssetExecutionContext, wh, last: LastTraining, fr
         conn.commit()
     write_seconds = time.perf_counter() - t
     context.log.info(f"abandonment model: not due for training; {len(scored.session_ids)} new or changed sessions "
-                     f"scored with {state.model_version} (trained on {last.n_sessions_read:,} sessions up to "
+                     f"scored with {state.model_version} (trained on {last.n_sessions_read:,} of {last.fact_sessions:,} sessions up to "
                      f"{last.last_session_date}), {scored.dropped} with a NULL model column left unscored")
     common = {"model_version": state.model_version, "trained": False,
               "trained_because": "not due: the last model scores the new and changed sessions",
               "last_training_sessions": last.n_sessions_read,
+              "last_training_fact_sessions": last.fact_sessions,
               "last_training_last_day": str(last.last_session_date)}
     for key, name in ((DRIVERS, "abandonment_drivers"), (METRICS, "abandonment_model_metrics"),
                       (HISTORY, "abandonment_model_history"), (CALIBRATION, "abandonment_calibration")):

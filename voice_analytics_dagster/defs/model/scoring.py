@@ -10,7 +10,8 @@ Otherwise a run reads only the sessions without a score or whose model columns c
 they were scored (a hash of those columns is kept with each score) and scores them with the last
 model's coefficients (``ScoringState``, kept as JSON with the model's metrics). Every score is a
 risk from a model that never saw the session as it is now: out-of-fold (``cv_fold`` set) for the
-sessions of the training, the last model for those delivered or changed since (``cv_fold`` NULL).
+sessions of the training, the last model for those outside its sample (above
+VOICE_ANALYTICS_MODEL_MAX_TRAINING_SESSIONS) and those delivered or changed since (``cv_fold`` NULL).
 A level of a categorical column that the model has not seen (a new ASR model version) has no
 coefficient: the model is trained again.
 """
@@ -120,6 +121,12 @@ class LastTraining:
     n_sessions_read: int
     last_session_date: dt.date | None
     state: ScoringState | None
+    n_fact_sessions: int | None = None  # None: a training older than the column
+
+    @property
+    def fact_sessions(self) -> int:
+        """The sessions the fact held at the training (it read all of them, or a sample)."""
+        return self.n_fact_sessions if self.n_fact_sessions is not None else self.n_sessions_read
 
 
 def refit_reason(last: LastTraining | None, last_day: dt.date | None, *, refit_days: int, requested: bool,
@@ -146,11 +153,11 @@ def refit_reason(last: LastTraining | None, last_day: dt.date | None, *, refit_d
 
 def change_reason(changed: int, gone: int, trained_on: int, growth: float) -> str | None:
     """Why this run trains the model again once it knows how many sessions are new or changed
-    (``changed``) and how many the fact no longer holds (``gone``) since the last training, which
-    read ``trained_on``; None: the last model scores them. A daily delivery changes a small share;
-    a new export in place of the last one changes most of it. Pure."""
+    (``changed``) and how many the fact no longer holds (``gone``) since the last training, when
+    the fact held ``trained_on``; None: the last model scores them. A daily delivery changes a
+    small share; a new export in place of the last one changes most of it. Pure."""
     share = (changed + gone) / max(trained_on, 1)
     if share > growth:
         return (f"{changed:,} sessions new or changed and {gone:,} gone since the last training: "
-                f"{share:.1%} of the {trained_on:,} it read (VOICE_ANALYTICS_MODEL_REFIT_GROWTH {growth:.0%})")
+                f"{share:.1%} of the {trained_on:,} it had (VOICE_ANALYTICS_MODEL_REFIT_GROWTH {growth:.0%})")
     return None

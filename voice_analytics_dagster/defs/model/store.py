@@ -90,6 +90,9 @@ METRIC_COLUMNS: list[Column] = [
     ("last_session_date", "date", "Latest session date in the fact the model read."),
     ("scoring_state", "jsonb", "What scoring a session with this model needs (intercept, coefficients, "
      "standardisation, the levels seen); NULL when no model was fitted."),
+    ("n_fact_sessions", "bigint", "Sessions in the fact when the model was trained. Above "
+     "VOICE_ANALYTICS_MODEL_MAX_TRAINING_SESSIONS the training reads a sample of them (n_sessions_read), chosen by "
+     "a hash of session_id, and the fitted model scores the others; NULL for a training older than this column."),
 ]
 
 CALIBRATION_COLUMNS: list[Column] = [
@@ -110,8 +113,8 @@ CALIBRATION_COLUMNS: list[Column] = [
 SCORE_COLUMNS: list[Column] = [
     ("session_id", "text", "The session."),
     ("abandonment_risk", "double precision", "Probability of abandonment from a model that never saw the session as "
-     "it is: out-of-fold for the sessions of the training, the last trained model for sessions delivered or "
-     "changed since."),
+     "it is: out-of-fold for the sessions of the training, the last trained model for the sessions outside its "
+     "sample and those delivered or changed since."),
     ("cv_fold", "integer", "The fold the session was held out in; NULL when the last trained model scored it."),
     ("model_version", "text", "The model."),
     ("features_hash", "bigint", "Hash of the session's model columns when it was scored: a session whose columns "
@@ -140,19 +143,78 @@ def features_hash_sql(columns: Sequence[str], alias: str = "f") -> sql.Composed:
     return sql.SQL("('x' || left(md5(row({})::text), 16))::bit(64)::bigint").format(row)
 
 
-def read_model_input_sql(columns: Sequence[str], relation: str, changed_only: bool = False) -> sql.Composed:
+def read_model_input_sql(columns: Sequence[str], relation: str, changed_only: bool = False,
+                         where: sql.Composable | None = None, ordered: bool = True) -> sql.Composed:
     """COPY of the fact's ``columns`` and their hash (``features_hash``); ``changed_only``: only
-    the sessions without a score or whose columns changed since they were scored."""
+    the sessions without a score or whose columns changed since they were scored; ``where``: only
+    the fact's rows (alias ``f``) it holds for; ``ordered``: by session_id (the training's order;
+    scoring in chunks needs none, and no sort)."""
     schema, table = relation.split(".")
-    where = sql.SQL("")
+    conditions = []
+    join = sql.SQL("")
     if changed_only:
-        where = sql.SQL(" left join {} s using (session_id) where s.session_id is null "
-                        "or s.features_hash is distinct from {}").format(
-            sql.Identifier(SCHEMA, "abandonment_session_scores"), features_hash_sql(columns))
-    return sql.SQL("copy (select {}, {} as features_hash from {} f{} order by session_id) "
+        join = sql.SQL(" left join {} s using (session_id)").format(
+            sql.Identifier(SCHEMA, "abandonment_session_scores"))
+        conditions.append(sql.SQL("(s.session_id is null or s.features_hash is distinct from {})").format(
+            features_hash_sql(columns)))
+    if where is not None:
+        conditions.append(sql.SQL("({})").format(where))
+    filtered = sql.SQL(" where ") + sql.SQL(" and ").join(conditions) if conditions else sql.SQL("")
+    order = sql.SQL(" order by session_id") if ordered else sql.SQL("")
+    return sql.SQL("copy (select {}, {} as features_hash from {} f{}{}{}) "
                    "to stdout with (format csv, header true)").format(
         sql.SQL(", ").join(sql.Identifier("f", c) for c in columns), features_hash_sql(columns),
-        sql.Identifier(schema, table), where)
+        sql.Identifier(schema, table), join, filtered, order)
+
+
+# A training reads at most VOICE_ANALYTICS_MODEL_MAX_TRAINING_SESSIONS sessions (about: a sample is
+# a share of the sessions, by a hash of their id), so its memory does not grow with the history;
+# the fitted model scores the rest in chunks. The hash is the first 32 bits of md5(session_id):
+# the same sessions are drawn on every run, and anyone can recompute it.
+SAMPLE_HASH_RANGE = 1 << 32
+
+
+def sample_hash_sql(alias: str = "f") -> sql.Composed:
+    """The sample's hash of a session: the first 32 bits of md5(session_id), in [0, 2^32)."""
+    return sql.SQL("('x' || left(md5({}), 8))::bit(32)::bigint").format(sql.Identifier(alias, "session_id"))
+
+
+def sample_hash(session_id: str) -> int:
+    """sample_hash_sql in Python. Pure."""
+    return int(hashlib.md5(session_id.encode()).hexdigest()[:8], 16)
+
+
+def sample_threshold(max_sessions: int, fact_sessions: int) -> int | None:
+    """The training's sample: the sessions whose hash is below the returned value, about
+    ``max_sessions`` of the ``fact_sessions``; None: the fact is small enough to read whole. Pure."""
+    if fact_sessions <= max_sessions:
+        return None
+    return max_sessions * SAMPLE_HASH_RANGE // fact_sessions
+
+
+def _unseen_level_sql(levels: dict[str, list[str]]) -> sql.Composable:
+    """True for a session with a level outside ``levels`` in one of its columns (NULL is not a level)."""
+    if not levels:
+        return sql.SQL("false")
+    return sql.SQL(" or ").join(
+        sql.SQL("coalesce({}::text <> all({}::text[]), false)").format(sql.Identifier("f", c), sql.Literal(sorted(v)))
+        for c, v in sorted(levels.items()))
+
+
+def sample_where(threshold: int) -> sql.Composed:
+    return sql.SQL("{} < {}").format(sample_hash_sql(), sql.Literal(threshold))
+
+
+def unseen_outside_sample_where(threshold: int, levels: dict[str, list[str]]) -> sql.Composed:
+    """The sessions outside the sample with a level it lacks: the training reads them too, so that
+    the model has seen every level of the sessions it scores."""
+    return sql.SQL("{} >= {} and ({})").format(sample_hash_sql(), sql.Literal(threshold), _unseen_level_sql(levels))
+
+
+def rest_where(threshold: int, levels: dict[str, list[str]]) -> sql.Composed:
+    """The sessions the training did not read (the complement of the two conditions above)."""
+    return sql.SQL("{} >= {} and not ({})").format(sample_hash_sql(), sql.Literal(threshold),
+                                                   _unseen_level_sql(levels))
 
 
 class _CopyReader(io.RawIOBase):
@@ -187,26 +249,50 @@ class _CopyReader(io.RawIOBase):
         return pos
 
 
-def read_model_input(conn: psycopg.Connection, columns: Sequence[str], booleans: Sequence[str],
-                     categories: Sequence[str], relation: str, key: str = "session_id",
-                     changed_only: bool = False) -> pd.DataFrame:
-    """The fact's ``columns`` and ``features_hash`` (int64), streamed with COPY into pandas (no
-    intermediate copy of the text: memory is the parsed frame plus a 1 MB buffer): ``key`` as
-    text, ``categories`` as pandas categoricals, ``booleans`` as True/False, the rest as float64.
-    ``changed_only``: see read_model_input_sql."""
+def _input_dtypes(columns: Sequence[str], booleans: Sequence[str], categories: Sequence[str], key: str) -> dict:
     # numbers parsed by the CSV reader itself (quicker than text then pd.to_numeric, same values);
     # the categorical features (a handful of levels) as categoricals: a small integer per session
     # instead of a Python string each.
     dtypes = {c: ("str" if c == key else "category" if c in categories else "float64")
               for c in columns if c not in booleans}
     dtypes["features_hash"] = "int64"
-    with conn.cursor() as cur, cur.copy(read_model_input_sql(columns, relation, changed_only)) as copy:
-        reader = io.BufferedReader(_CopyReader(iter(copy)), buffer_size=1 << 20)
-        frame = pd.read_csv(reader, dtype=dtypes, keep_default_na=False, na_values=[""])
-    for c in columns:
-        if c in booleans:
+    return dtypes
+
+
+def _with_booleans(frame: pd.DataFrame, booleans: Sequence[str]) -> pd.DataFrame:
+    for c in booleans:
+        if c in frame.columns:
             frame[c] = frame[c].map({"t": True, "f": False})
     return frame
+
+
+def read_model_input(conn: psycopg.Connection, columns: Sequence[str], booleans: Sequence[str],
+                     categories: Sequence[str], relation: str, key: str = "session_id",
+                     changed_only: bool = False, where: sql.Composable | None = None) -> pd.DataFrame:
+    """The fact's ``columns`` and ``features_hash`` (int64), streamed with COPY into pandas (no
+    intermediate copy of the text: memory is the parsed frame plus a 1 MB buffer): ``key`` as
+    text, ``categories`` as pandas categoricals, ``booleans`` as True/False, the rest as float64.
+    ``changed_only``, ``where``: see read_model_input_sql."""
+    dtypes = _input_dtypes(columns, booleans, categories, key)
+    statement = read_model_input_sql(columns, relation, changed_only, where)
+    with conn.cursor() as cur, cur.copy(statement) as copy:
+        reader = io.BufferedReader(_CopyReader(iter(copy)), buffer_size=1 << 20)
+        frame = pd.read_csv(reader, dtype=dtypes, keep_default_na=False, na_values=[""])
+    return _with_booleans(frame, booleans)
+
+
+def iter_model_input(conn: psycopg.Connection, columns: Sequence[str], booleans: Sequence[str],
+                     categories: Sequence[str], relation: str, where: sql.Composable, chunk_rows: int,
+                     key: str = "session_id") -> Iterator[pd.DataFrame]:
+    """read_model_input's frame in chunks of ``chunk_rows`` sessions, from one unordered COPY:
+    memory is one chunk, whatever the fact's size. The connection is busy until the last chunk."""
+    dtypes = _input_dtypes(columns, booleans, categories, key)
+    statement = read_model_input_sql(columns, relation, where=where, ordered=False)
+    with conn.cursor() as cur, cur.copy(statement) as copy:
+        reader = io.BufferedReader(_CopyReader(iter(copy)), buffer_size=1 << 20)
+        with pd.read_csv(reader, dtype=dtypes, keep_default_na=False, na_values=[""], chunksize=chunk_rows) as chunks:
+            for chunk in chunks:
+                yield _with_booleans(chunk, booleans)
 
 
 def create_table_sql(name: str, columns: Sequence[Column], description: str, if_not_exists: bool = False,
@@ -385,8 +471,10 @@ def last_training(conn: psycopg.Connection):
         "select count(*) from information_schema.columns where table_schema = %s and table_name = %s "
         "and column_name = 'features_hash'", (SCHEMA, "abandonment_session_scores")).fetchone()[0] == 1
     last = m.get("last_session_date")
+    fact_sessions = m.get("n_fact_sessions")
     return LastTraining(
         model_version=m["model_version"], status=m["status"], n_sessions_read=int(m["n_sessions_read"]),
+        n_fact_sessions=int(fact_sessions) if fact_sessions is not None else None,
         last_session_date=dt.date.fromisoformat(last) if last else None,
         state=ScoringState.from_json(state) if state and scores_have_hash else None)
 
