@@ -279,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--full-refresh", action="store_true",
                    help="rebuild incremental models from scratch and train the abandonment model again")
     r.add_argument("--refit-model", action="store_true",
-                   help="train the abandonment model on every session now, whether or not it is due "
+                   help="train the abandonment model now, whether or not it is due "
                         "(VOICE_ANALYTICS_MODEL_REFIT_DAYS, VOICE_ANALYTICS_MODEL_REFIT_GROWTH)")
     r.add_argument("--from-date", metavar="YYYY-MM-DD", help="backfill: also rebuild the session days from this day")
     r.add_argument("--to-date", metavar="YYYY-MM-DD", help="backfill: ... to this day (inclusive)")
