@@ -157,6 +157,12 @@ def export(tmp_path_factory) -> tuple[Path, str]:
     return out, plant_late_turn(out)
 
 
+def fact_publication(db, run_id: str) -> str:
+    """What publication did to the certified fact in a run (swap.py: copied, unchanged, N days replaced)."""
+    return db.scalar("select actions->>'fact_voice_ai_sessions' from analytics.publication_log where run_id = %s",
+                     (run_id,))
+
+
 def test_three_daily_deliveries_rebuild_only_their_days_and_match_a_full_refresh(
         fresh_db, dbt_manifest, export, tmp_path, monkeypatch):
     from voice_analytics_dagster.tools.pipeline import dbt_ops_config
@@ -179,6 +185,8 @@ def test_three_daily_deliveries_rebuild_only_their_days_and_match_a_full_refresh
     assert day_runs(instance, "fact_voice_ai_sessions", start) == {DAYS[0]: run1}
     fact1 = xmins(db, "marts.fact_voice_ai_sessions")
     assert {d for d, _ in fact1.values()} == {DAYS[0]}
+    assert fact_publication(db, run1) == "copied"
+    published1 = xmins(db, "analytics.fact_voice_ai_sessions")
 
     # day 2: only day 2 is rebuilt; every day-1 row of the session models is untouched
     stg1 = xmins(db, "staging.stg_voice_export__sessions")
@@ -193,6 +201,10 @@ def test_three_daily_deliveries_rebuild_only_their_days_and_match_a_full_refresh
     assert {s: v for s, v in stg2.items() if v[0] == DAYS[0]} == stg1
     day2 = {s for s, v in fact2.items() if v[0] == DAYS[1]}
     assert day2 and not day2 & set(fact1)
+    # publication inserted day 2 into the certified fact and left day 1's rows as they were
+    assert fact_publication(db, run2) == "1 days replaced"
+    published2 = xmins(db, "analytics.fact_voice_ai_sessions")
+    assert {s: v for s, v in published2.items() if v[0] == DAYS[0]} == published1
     assert db.scalar("select count(*) from analytics.fct_session_outcome_history") == len(fact2)
     # the marts' cells: day 2 and its week and month computed, day 1's cells kept (the three days
     # share an ISO week, 2025-W01, and a month)
@@ -211,6 +223,9 @@ def test_three_daily_deliveries_rebuild_only_their_days_and_match_a_full_refresh
     assert day_runs(instance, "stg_voice_export__users", start) == {DAYS[0]: run1, DAYS[1]: run2, DAYS[2]: run3}
     fact3 = xmins(db, "marts.fact_voice_ai_sessions")
     assert {s: v for s, v in fact3.items() if v[0] == DAYS[1]} == {s: fact2[s] for s in day2}
+    assert fact_publication(db, run3) == "2 days replaced"
+    published3 = xmins(db, "analytics.fact_voice_ai_sessions")
+    assert {s: v for s, v in published3.items() if v[0] == DAYS[1]} == {s: published2[s] for s in day2}
     cells3 = cell_xmins(db)
     # the late turn changed day 1, and adoption's periods depend on every day before them (a
     # user's first day): its day 2 is computed again too; the other models keep day 2's cells

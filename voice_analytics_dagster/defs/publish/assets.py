@@ -1,5 +1,6 @@
-"""Publication: the last asset. It copies every certified working table into ``analytics`` in one
-transaction (swap.py) and never runs after a failed blocking check:
+"""Publication: the last asset. It publishes every certified working table into ``analytics`` in one
+transaction, each by what changed since the last publication (swap.py), and never runs after a
+failed blocking check:
 
 1. Dagster skips it when a blocking check upstream fails in the same run;
 2. it then reads the latest evaluation of every error-severity check upstream, across runs, and
@@ -49,7 +50,8 @@ def certified_dbt_tables() -> list[CertifiedTable]:
     for node in manifest["nodes"].values():
         meta = {**(node.get("meta") or {}), **((node.get("config") or {}).get("meta") or {})}
         if node["resource_type"] == "model" and meta.get("certified"):
-            out.append(CertifiedTable(node["name"], node["schema"], node.get("description", "")))
+            out.append(CertifiedTable(node["name"], node["schema"], node.get("description", ""),
+                                      meta.get("publish_by_day")))
     return sorted(out, key=lambda t: t.name)
 
 
@@ -72,32 +74,25 @@ def upstream_error_checks(context: dg.AssetExecutionContext) -> list[dg.AssetChe
 
 
 # One query for both checks of every published table: the published copy against the working
-# table (row count and an order-independent fingerprint), and the BI role's rights. The fingerprint
-# covers every whole row of the aggregated tables; of a table over FULL_FINGERPRINT_ROWS rows (the
-# session-grain ones) it covers the key column: the text of a million wide rows, twice, would cost
-# a publication seconds to prove what one transaction's copy already guarantees.
-FULL_FINGERPRINT_ROWS = 100_000
+# table (row count and an order-independent fingerprint of every whole row: the sum of their
+# hash_record_extended, which hashes the values without writing them as text), and the BI role's
+# rights. Publication may have left a table unchanged or replaced some of its days: this is what
+# says the result equals the tested model.
 VERIFY_SQL = """
 select (select count(*) from {published}), (select count(*) from {working}),
-       (select coalesce(sum(hashtextextended({published_value}::text, 0)::numeric), 0) from {published} p),
-       (select coalesce(sum(hashtextextended({working_value}::text, 0)::numeric), 0) from {working} w),
+       (select coalesce(sum(hash_record_extended(p, 0)::numeric), 0) from {published} p),
+       (select coalesce(sum(hash_record_extended(w, 0)::numeric), 0) from {working} w),
        has_table_privilege(%(role)s, %(published_name)s, 'select'),
        has_table_privilege(%(role)s, %(published_name)s, 'insert, update, delete, truncate'),
        has_table_privilege(%(role)s, %(working_name)s, 'select')
 """
 
 
-def verify_published(conn, t: CertifiedTable, role: str, rows: int) -> tuple[dg.AssetCheckResult, dg.AssetCheckResult]:
+def verify_published(conn, t: CertifiedTable, role: str, action: str) -> tuple[dg.AssetCheckResult, dg.AssetCheckResult]:
     from psycopg import sql
 
     published = sql.SQL("{}.{}").format(sql.Identifier(CERTIFIED_SCHEMA), sql.Identifier(t.name))
-    key = conn.execute("select attname from pg_attribute where attrelid = %s::regclass and attnum = 1",
-                       (f"{t.schema}.{t.name}",)).fetchone()[0]
-    whole = rows <= FULL_FINGERPRINT_ROWS
-    query = sql.SQL(VERIFY_SQL).format(
-        published=published, working=t.source,
-        published_value=sql.SQL("p") if whole else sql.SQL("p.{}").format(sql.Identifier(key)),
-        working_value=sql.SQL("w") if whole else sql.SQL("w.{}").format(sql.Identifier(key)))
+    query = sql.SQL(VERIFY_SQL).format(published=published, working=t.source)
     n_pub, n_work, h_pub, h_work, can_read, can_write, reads_working = conn.execute(query, {
         "role": role, "published_name": f"{CERTIFIED_SCHEMA}.{t.name}", "working_name": f"{t.schema}.{t.name}",
     }).fetchone()
@@ -106,8 +101,8 @@ def verify_published(conn, t: CertifiedTable, role: str, rows: int) -> tuple[dg.
         asset_key=asset, check_name=MATCHES_CHECK, passed=bool(n_pub == n_work and h_pub == h_work),
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={"published_rows": n_pub, "certified_rows": n_work, "certified_model": f"{t.schema}.{t.name}",
-                  "fingerprint_of": "every row" if whole else f"the key column {key}",
-                  "fingerprints_equal": bool(h_pub == h_work)})
+                  "fingerprint_of": "every row", "fingerprints_equal": bool(h_pub == h_work),
+                  "publication": action})
     grants = dg.AssetCheckResult(
         asset_key=asset, check_name=GRANTS_CHECK, passed=bool(can_read and not can_write and not reads_working),
         severity=dg.AssetCheckSeverity.ERROR,
@@ -129,8 +124,7 @@ def _check_specs(t: CertifiedTable) -> list[dg.AssetCheckSpec]:
     return [
         dg.AssetCheckSpec(MATCHES_CHECK, asset=key, description=(
             f"The published table holds the rows of the tested model {t.schema}.{t.name}: the same row count "
-            f"and the same fingerprint (of every row; of the key column above {FULL_FINGERPRINT_ROWS:,} rows), "
-            "after the swap.")),
+            "and the same fingerprint of every row, after publication (copied, left unchanged or replaced by day).")),
         dg.AssetCheckSpec(GRANTS_CHECK, asset=key, description=(
             "The read-only BI role can select this table, cannot change it, and cannot read its working table.")),
     ]
@@ -154,7 +148,7 @@ def build_publish_asset() -> dg.AssetsDefinition:
                     name="publish_certified_schema", can_subset=False, group_name=GROUP)
     def publish_certified_schema(context: dg.AssetExecutionContext, config: PublishConfig,
                                  warehouse: WarehouseResource, warehouse_lock: WarehouseLockResource):
-        """Swap every certified table into analytics in one transaction, or say why not."""
+        """Publish every certified table into analytics in one transaction (what changed), or say why not."""
         settings = get_settings()
         wh = warehouse.get()
         failures = latest_failed_checks(context.instance, upstream_error_checks(context))
@@ -171,9 +165,10 @@ def build_publish_asset() -> dg.AssetsDefinition:
                 ensure_analytics(conn)
                 ensure_bi_role(conn, settings)
                 inputs = read_inputs(conn)
-                counts = publish_tables(conn, [t for t, _ in tables], settings, context.run_id, inputs,
-                                        accept_shrink=config.accept_shrink)
-                checks = [c for t, _ in tables for c in verify_published(conn, t, settings.bi_role, counts[t.name])]
+                publication = publish_tables(conn, [t for t, _ in tables], settings, context.run_id, inputs,
+                                             accept_shrink=config.accept_shrink)
+                checks = [c for t, _ in tables
+                          for c in verify_published(conn, t, settings.bi_role, publication.actions[t.name])]
         except ShrinkRefused as exc:
             raise dg.Failure(
                 description="not published: " + "; ".join(exc.problems)
@@ -192,8 +187,9 @@ def build_publish_asset() -> dg.AssetsDefinition:
             files = {"input_files": dg.MetadataValue.json(inputs.files)} if t.name == FACT_TABLE else {}
             yield dg.MaterializeResult(
                 asset_key=published_key(t.name),
-                metadata={"dagster/row_count": counts[t.name], "published_from": f"{t.schema}.{t.name}",
-                          "readable_by": settings.bi_role, **provenance, **files},
+                metadata={"dagster/row_count": publication.counts[t.name], "published_from": f"{t.schema}.{t.name}",
+                          "publication": publication.actions[t.name], "readable_by": settings.bi_role,
+                          **provenance, **files},
             )
         yield from checks
 

@@ -4,8 +4,15 @@ transaction, grant the BI role, and log every publication and every block.
 dbt rebuilds its tables with ``drop ... cascade``, so BI never reads dbt's own tables: publication
 copies each certified table into ``publish_stage`` (invisible to BI) and then, in the same
 transaction, swaps it into ``analytics``. A reader sees the whole previous version or the whole new
-one (PostgreSQL DDL is transactional), never a mix, an empty or a missing table; the exclusive
-locks on ``analytics`` tables are taken only for the final swap.
+one (PostgreSQL DDL and DML are transactional), never a mix, an empty or a missing table; the
+exclusive locks on ``analytics`` tables are taken only for the final swap.
+
+Only what changed is published. The log keeps a fingerprint of each table it published (rows and
+the sum of their 64-bit hashes; per day for a table whose dbt meta names ``publish_by_day``), and
+publication compares the working tables' with them: an unchanged table is left as it is, a table
+published by day has only its changed days deleted and inserted again, any other change is copied
+and swapped whole. Hashing a table is one scan without a sort; copying it writes it and its
+indexes again.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ class CertifiedTable:
     name: str
     schema: str
     description: str = ""
+    day_column: str | None = None  # dbt meta publish_by_day: published by the days that changed
 
     @property
     def source(self) -> sql.Composed:
@@ -57,10 +65,14 @@ alter table analytics.publication_log add column if not exists generator_seeds b
 alter table analytics.publication_log add column if not exists inputs jsonb;
 alter table analytics.publication_log add column if not exists accepted_shrink boolean not null default false;
 alter table analytics.publication_log add column if not exists shrink jsonb;
+alter table analytics.publication_log add column if not exists fingerprints jsonb;
+alter table analytics.publication_log add column if not exists actions jsonb;
 comment on table analytics.publication_log is
     'One row per pipeline run that reached the gate: what it published (tables and row counts) or which checks blocked it, '
     'and what it read: source folders, format, dataset (real or synthetic, with the generator''s seed), every input file '
-    'with its SHA-256 and rows. accepted_shrink: published although it emptied a table or dropped sessions (--accept-shrink).';
+    'with its SHA-256 and rows. accepted_shrink: published although it emptied a table or dropped sessions (--accept-shrink). '
+    'fingerprints: each published table''s rows and hash (per day for a table published by day); actions: what publication '
+    'did to each table (copied, unchanged, or the days it replaced).';
 """
 
 
@@ -135,63 +147,143 @@ def last_published_counts(conn: psycopg.Connection) -> dict[str, int]:
     return {k: int(v) for k, v in (row[0] or {}).items()} if row else {}
 
 
+def fingerprint_sql(t: CertifiedTable) -> sql.Composed:
+    """A table's rows and the sum of their hash_record_extended (a numeric, so equal rows do not
+    cancel), per day of ``day_column`` when it has one: (day or NULL, rows, hash) rows."""
+    day = sql.SQL("{}::text").format(sql.Identifier(t.day_column)) if t.day_column else sql.SQL("null::text")
+    group = sql.SQL(" group by 1") if t.day_column else sql.SQL("")
+    return sql.SQL("select {day}, count(*), coalesce(sum(hash_record_extended(w, 0)::numeric), 0)::text "
+                   "from {source} w{group}").format(day=day, source=t.source, group=group)
+
+
+def table_fingerprint(conn: psycopg.Connection, t: CertifiedTable) -> dict:
+    """{"rows": n, "hash": h}, and "days": {day: [rows, hash]} for a table published by day (not
+    when a day is NULL: such a table is copied whole)."""
+    rows = conn.execute(fingerprint_sql(t)).fetchall()
+    if not t.day_column:
+        return {"rows": rows[0][1], "hash": rows[0][2]}
+    days = {day: [n, h] for day, n, h in rows}
+    whole = {"rows": sum(n for n, _ in days.values()), "hash": str(sum(int(h) for _, h in days.values()))}
+    return whole if None in days else {**whole, "days": days}
+
+
+def publication_action(before: dict | None, now: dict, same_columns: bool) -> tuple[str, list[str]]:
+    """What publication does to a table, from the fingerprint it last published (``before``;
+    None: none recorded) and the working table's (``now``): ("unchanged", []), ("days", the days
+    to replace) or ("copy", []). Copied whole when the columns differ, when nothing is recorded, or
+    when either has no days (a NULL day cannot be replaced by day). Pure."""
+    if before is None or not same_columns:
+        return "copy", []
+    if before.get("rows") == now["rows"] and before.get("hash") == now["hash"] and \
+            before.get("days") == now.get("days"):
+        return "unchanged", []
+    if "days" in now and "days" in before:
+        days = set(before["days"]) | set(now["days"])
+        return "days", sorted(d for d in days if before["days"].get(d) != now["days"].get(d))
+    return "copy", []
+
+
+def last_published_fingerprints(conn: psycopg.Connection) -> dict[str, dict]:
+    row = conn.execute("select fingerprints from analytics.publication_log where status = 'published' "
+                       "order by publication_id desc limit 1").fetchone()
+    return (row[0] or {}) if row else {}
+
+
+_COLUMNS_SQL = ("select coalesce(array_agg(attname || ' ' || format_type(atttypid, atttypmod) order by attnum), '{}') "
+                "from pg_attribute where attrelid = to_regclass(%s) and attnum > 0 and not attisdropped")
+
+
+def same_columns(conn: psycopg.Connection, t: CertifiedTable) -> bool:
+    """The published table exists and has the working table's columns, in its order and types."""
+    published = conn.execute(_COLUMNS_SQL, (f"{CERTIFIED_SCHEMA}.{t.name}",)).fetchone()[0]
+    working = conn.execute(_COLUMNS_SQL, (f"{t.schema}.{t.name}",)).fetchone()[0]
+    return bool(published) and published == working
+
+
 def _provenance_values(inputs: Inputs | None) -> tuple:
     if inputs is None:
         return None, None, None, None, None
     return inputs.sources, inputs.formats, inputs.dataset, inputs.seeds, json.dumps(inputs.files)
 
 
+@dataclass(frozen=True)
+class Publication:
+    counts: dict[str, int]  # rows of each published table
+    actions: dict[str, str]  # copied, unchanged, or "N days replaced"
+
+
 def publish_tables(
     conn: psycopg.Connection, tables: Sequence[CertifiedTable], settings: Settings, run_id: str,
     inputs: Inputs | None = None, accept_shrink: bool = False,
-) -> dict[str, int]:
-    """Swap every certified table into ``analytics`` in one transaction; returns row counts.
+) -> Publication:
+    """Publish every certified table into ``analytics`` in one transaction, each by what changed
+    since the last publication (see the module's docstring).
 
     Refused (ShrinkRefused, nothing changes) when the new version would empty a table that had
     rows or drop the fact's sessions by more than the setting allows, unless ``accept_shrink``:
     then it publishes and the log says so."""
-    counts: dict[str, int] = {}
     role = sql.Identifier(settings.bi_role)
     with conn.transaction():
         # one publisher at a time; a second waits, then publishes its own complete version
         conn.execute("select pg_advisory_xact_lock(hashtext('voice_analytics.publish'))")
-        for t in tables:
-            staged = sql.SQL("publish_stage.{}").format(sql.Identifier(t.name))
-            conn.execute(sql.SQL("drop table if exists {}").format(staged))
-            conn.execute(sql.SQL("create table {} (like {} including all)").format(staged, t.source))
-            cur = conn.execute(sql.SQL("insert into {} select * from {}").format(staged, t.source))
-            counts[t.name] = cur.rowcount
-            comment = conn.execute(
-                "select obj_description(%s::regclass, 'pg_class')", (f"{t.schema}.{t.name}",)
-            ).fetchone()[0]
-            if comment or t.description:
-                conn.execute(sql.SQL("comment on table {} is {}").format(staged, sql.Literal(comment or t.description)))
+        published = last_published_fingerprints(conn)
+        fingerprints = {t.name: table_fingerprint(conn, t) for t in tables}
+        counts = {name: fp["rows"] for name, fp in fingerprints.items()}
+        plans = {t.name: publication_action(published.get(t.name), fingerprints[t.name], same_columns(conn, t))
+                 for t in tables}
         before = last_published_counts(conn)
         problems = shrink_problems(before, counts, settings.max_session_drop)
         shrink = {name: {"published": before.get(name), "new": counts[name]} for name in counts
                   if before.get(name) is not None and counts[name] < before[name]}
         if problems and not accept_shrink:
             raise ShrinkRefused(problems, shrink)
-        # the swap: exclusive locks on analytics tables only from here to commit
+        copied = [t for t in tables if plans[t.name][0] == "copy"]
+        for t in copied:
+            staged = sql.SQL("publish_stage.{}").format(sql.Identifier(t.name))
+            conn.execute(sql.SQL("drop table if exists {}").format(staged))
+            conn.execute(sql.SQL("create table {} (like {} including all)").format(staged, t.source))
+            conn.execute(sql.SQL("insert into {} select * from {}").format(staged, t.source))
         for t in tables:
+            action, days = plans[t.name]
+            if action == "days" and days:
+                target = sql.SQL("analytics.{}").format(sql.Identifier(t.name))
+                day = sql.Identifier(t.day_column)
+                conn.execute(sql.SQL("delete from {} where {}::text = any(%s)").format(target, day), (days,))
+                conn.execute(sql.SQL("insert into {} select * from {} where {}::text = any(%s)").format(
+                    target, t.source, day), (days,))
+        # the swap: exclusive locks on analytics tables only from here to commit
+        for t in copied:
             target = sql.SQL("analytics.{}").format(sql.Identifier(t.name))
             conn.execute(sql.SQL("drop table if exists {}").format(target))
             conn.execute(sql.SQL("alter table publish_stage.{} set schema analytics").format(sql.Identifier(t.name)))
             conn.execute(sql.SQL("grant select on {} to {}").format(target, role))
-        message = f"published {len(tables)} tables" + (
+        for t in tables:  # the description follows the dbt model's, whatever was copied
+            comment = conn.execute(
+                "select obj_description(%s::regclass, 'pg_class')", (f"{t.schema}.{t.name}",)
+            ).fetchone()[0] or t.description
+            current = conn.execute("select obj_description(%s::regclass, 'pg_class')",
+                                   (f"{CERTIFIED_SCHEMA}.{t.name}",)).fetchone()[0]
+            if comment and comment != current:
+                conn.execute(sql.SQL("comment on table analytics.{} is {}").format(sql.Identifier(t.name),
+                                                                                   sql.Literal(comment)))
+        actions = {name: ("copied" if action == "copy" else "unchanged" if action == "unchanged" or not days
+                          else f"{len(days)} days replaced") for name, (action, days) in plans.items()}
+        n_changed = sum(a != "unchanged" for a in actions.values())
+        message = f"published {len(tables)} tables ({n_changed} changed)" + (
             "; shrink accepted (--accept-shrink): " + "; ".join(problems) if problems else "")
         conn.execute(
             "insert into analytics.publication_log (run_id, status, tables, message, sources, formats, dataset, "
-            "generator_seeds, inputs, accepted_shrink, shrink) "
-            "values (%s, 'published', %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            "generator_seeds, inputs, accepted_shrink, shrink, fingerprints, actions) "
+            "values (%s, 'published', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
             "on conflict (run_id) do update set status = excluded.status, tables = excluded.tables, "
             "message = excluded.message, logged_at = clock_timestamp(), sources = excluded.sources, "
             "formats = excluded.formats, dataset = excluded.dataset, generator_seeds = excluded.generator_seeds, "
-            "inputs = excluded.inputs, accepted_shrink = excluded.accepted_shrink, shrink = excluded.shrink",
+            "inputs = excluded.inputs, accepted_shrink = excluded.accepted_shrink, shrink = excluded.shrink, "
+            "fingerprints = excluded.fingerprints, actions = excluded.actions",
             (run_id, json.dumps(counts), message, *_provenance_values(inputs), bool(problems),
-             json.dumps(shrink) if shrink else None),
+             json.dumps(shrink) if shrink else None, json.dumps(fingerprints), json.dumps(actions)),
         )
-    return counts
+    return Publication(counts, actions)
 
 
 def record_block(conn: psycopg.Connection, run_id: str, blocked_by: Sequence[str], message: str,
