@@ -257,6 +257,11 @@ def publish_tables(
             conn.execute(sql.SQL("drop table if exists {}").format(target))
             conn.execute(sql.SQL("alter table publish_stage.{} set schema analytics").format(sql.Identifier(t.name)))
             conn.execute(sql.SQL("grant select on {} to {}").format(target, role))
+        for t in tables:
+            if plans[t.name][0] != "copy":  # a kept table's rights as a new copy's: a grant by hand does not stay
+                target = sql.SQL("analytics.{}").format(sql.Identifier(t.name))
+                conn.execute(sql.SQL("revoke all on {} from public, {}").format(target, role))
+                conn.execute(sql.SQL("grant select on {} to {}").format(target, role))
         for t in tables:  # the description follows the dbt model's, whatever was copied
             comment = conn.execute(
                 "select obj_description(%s::regclass, 'pg_class')", (f"{t.schema}.{t.name}",)
