@@ -7,7 +7,12 @@ from __future__ import annotations
 
 import pytest
 
-from voice_analytics_dagster.defs.publish.swap import CertifiedTable, ensure_analytics, ensure_bi_role, publish_tables
+from voice_analytics_dagster.defs.publish.swap import (
+    CertifiedTable,
+    ensure_analytics,
+    ensure_bi_role,
+    publish_tables,
+)
 
 pytestmark = [pytest.mark.integration]
 
@@ -30,9 +35,15 @@ def publish(fresh_db):
         ensure_bi_role(conn, settings)
     runs = iter(range(1, 100))
 
-    def _publish():
+    def _publish(verify: bool = False):
+        from voice_analytics_dagster.defs.publish.assets import verify_published
+
         with fresh_db.connect() as conn:
-            return publish_tables(conn, [FACT, KPIS], settings, f"run-{next(runs)}").actions
+            publication = publish_tables(conn, [FACT, KPIS], settings, f"run-{next(runs)}")
+            if not verify:
+                return publication.actions
+            return {t.name: verify_published(conn, t, settings.bi_role, publication.actions[t.name],
+                                             publication.fingerprints[t.name])[0].passed for t in (FACT, KPIS)}
     return _publish
 
 
@@ -90,3 +101,17 @@ def test_a_new_column_or_a_null_day_is_copied_whole(publish, fresh_db):
         conn.execute("delete from marts.fact where session_date is null")
     assert publish()["fact"] == "copied" and same(db, "fact")  # recorded without days: once more whole
     assert publish()["fact"] == "unchanged"
+
+
+def test_the_check_finds_a_published_table_changed_behind_publication(publish, fresh_db):
+    """Publication leaves a table whose working rows did not change: matches_certified_model is
+    what notices that its published copy did (here by hand), and a copy heals it."""
+    assert publish(verify=True) == {"fact": True, "kpis": True}
+    with fresh_db.connect(autocommit=True) as conn:
+        conn.execute("update analytics.kpis set value = 0.5 where metric = 'abandonment'")
+        conn.execute("update analytics.fact set turns = 0 where session_id = 'S1'")
+    assert publish(verify=True) == {"fact": False, "kpis": False}
+    with fresh_db.connect(autocommit=True) as conn:  # the working tables change: copied, by day
+        conn.execute("update marts.kpis set value = 0.3 where metric = 'abandonment'")
+        conn.execute("update marts.fact set turns = 10 where session_id = 'S1'")
+    assert publish(verify=True) == {"fact": True, "kpis": True}

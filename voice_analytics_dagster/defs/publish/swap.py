@@ -210,6 +210,7 @@ def _provenance_values(inputs: Inputs | None) -> tuple:
 class Publication:
     counts: dict[str, int]  # rows of each published table
     actions: dict[str, str]  # copied, unchanged, or "N days replaced"
+    fingerprints: dict[str, dict]  # each working table's, as table_fingerprint took it
 
 
 def publish_tables(
@@ -288,7 +289,7 @@ def publish_tables(
             (run_id, json.dumps(counts), message, *_provenance_values(inputs), bool(problems),
              json.dumps(shrink) if shrink else None, json.dumps(fingerprints), json.dumps(actions)),
         )
-    return Publication(counts, actions)
+    return Publication(counts, actions, fingerprints)
 
 
 def record_block(conn: psycopg.Connection, run_id: str, blocked_by: Sequence[str], message: str,
