@@ -141,10 +141,13 @@ def shrink_problems(before: dict[str, int], after: dict[str, int], max_session_d
     return out
 
 
-def last_published_counts(conn: psycopg.Connection) -> dict[str, int]:
-    row = conn.execute("select tables from analytics.publication_log where status = 'published' "
+def last_publication(conn: psycopg.Connection) -> tuple[dict[str, int], dict[str, dict]]:
+    """The last publication's row counts and fingerprints (empty when none, or none recorded)."""
+    row = conn.execute("select tables, fingerprints from analytics.publication_log where status = 'published' "
                        "order by publication_id desc limit 1").fetchone()
-    return {k: int(v) for k, v in (row[0] or {}).items()} if row else {}
+    if row is None:
+        return {}, {}
+    return {k: int(v) for k, v in (row[0] or {}).items()}, row[1] or {}
 
 
 def fingerprint_sql(t: CertifiedTable) -> sql.Composed:
@@ -181,12 +184,6 @@ def publication_action(before: dict | None, now: dict, same_columns: bool) -> tu
         days = set(before["days"]) | set(now["days"])
         return "days", sorted(d for d in days if before["days"].get(d) != now["days"].get(d))
     return "copy", []
-
-
-def last_published_fingerprints(conn: psycopg.Connection) -> dict[str, dict]:
-    row = conn.execute("select fingerprints from analytics.publication_log where status = 'published' "
-                       "order by publication_id desc limit 1").fetchone()
-    return (row[0] or {}) if row else {}
 
 
 _COLUMNS_SQL = ("select coalesce(array_agg(attname || ' ' || format_type(atttypid, atttypmod) order by attnum), '{}') "
@@ -227,12 +224,11 @@ def publish_tables(
     with conn.transaction():
         # one publisher at a time; a second waits, then publishes its own complete version
         conn.execute("select pg_advisory_xact_lock(hashtext('voice_analytics.publish'))")
-        published = last_published_fingerprints(conn)
+        before, published = last_publication(conn)
         fingerprints = {t.name: table_fingerprint(conn, t) for t in tables}
         counts = {name: fp["rows"] for name, fp in fingerprints.items()}
         plans = {t.name: publication_action(published.get(t.name), fingerprints[t.name], same_columns(conn, t))
                  for t in tables}
-        before = last_published_counts(conn)
         problems = shrink_problems(before, counts, settings.max_session_drop)
         shrink = {name: {"published": before.get(name), "new": counts[name]} for name in counts
                   if before.get(name) is not None and counts[name] < before[name]}
@@ -246,7 +242,7 @@ def publish_tables(
             conn.execute(sql.SQL("insert into {} select * from {}").format(staged, t.source))
         for t in tables:
             action, days = plans[t.name]
-            if action == "days" and days:
+            if action == "days":
                 target = sql.SQL("analytics.{}").format(sql.Identifier(t.name))
                 day = sql.Identifier(t.day_column)
                 conn.execute(sql.SQL("delete from {} where {}::text = any(%s)").format(target, day), (days,))
@@ -257,12 +253,10 @@ def publish_tables(
             target = sql.SQL("analytics.{}").format(sql.Identifier(t.name))
             conn.execute(sql.SQL("drop table if exists {}").format(target))
             conn.execute(sql.SQL("alter table publish_stage.{} set schema analytics").format(sql.Identifier(t.name)))
+        for t in tables:  # the BI role's select and nothing else, also on a kept table (a grant by hand goes)
+            target = sql.SQL("analytics.{}").format(sql.Identifier(t.name))
+            conn.execute(sql.SQL("revoke all on {} from public, {}").format(target, role))
             conn.execute(sql.SQL("grant select on {} to {}").format(target, role))
-        for t in tables:
-            if plans[t.name][0] != "copy":  # a kept table's rights as a new copy's: a grant by hand does not stay
-                target = sql.SQL("analytics.{}").format(sql.Identifier(t.name))
-                conn.execute(sql.SQL("revoke all on {} from public, {}").format(target, role))
-                conn.execute(sql.SQL("grant select on {} to {}").format(target, role))
         for t in tables:  # the description follows the dbt model's, whatever was copied
             comment = conn.execute(
                 "select obj_description(%s::regclass, 'pg_class')", (f"{t.schema}.{t.name}",)
@@ -272,7 +266,7 @@ def publish_tables(
             if comment and comment != current:
                 conn.execute(sql.SQL("comment on table analytics.{} is {}").format(sql.Identifier(t.name),
                                                                                    sql.Literal(comment)))
-        actions = {name: ("copied" if action == "copy" else "unchanged" if action == "unchanged" or not days
+        actions = {name: ("copied" if action == "copy" else "unchanged" if action == "unchanged"
                           else f"{len(days)} days replaced") for name, (action, days) in plans.items()}
         n_changed = sum(a != "unchanged" for a in actions.values())
         message = f"published {len(tables)} tables ({n_changed} changed)" + (
