@@ -115,8 +115,8 @@ def test_a_training_above_the_cap_reads_a_hashed_sample_and_the_fitted_model_sco
     other session, and the planted driver is still found on half the sessions."""
     from scipy.special import expit
 
+    from voice_analytics_dagster.defs.model.sample import sample_hash
     from voice_analytics_dagster.defs.model.scoring import ScoringState
-    from voice_analytics_dagster.defs.model.store import sample_hash
     from voice_analytics_dagster.tools.pipeline import run_pipeline
 
     cap = SESSIONS // 2

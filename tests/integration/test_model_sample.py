@@ -1,4 +1,4 @@
-"""The model's training sample on the real server (defs/model/store.py): the hash in SQL is the
+"""The model's training sample on the real server (defs/model/sample.py, store.py): the hash in SQL is the
 hash in Python, the sample, the sessions added for a level it lacks and the rest split the fact
 exactly, and reading in chunks gives the frame read whole."""
 
@@ -7,6 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from voice_analytics_dagster.defs.model import sample as sampling
 from voice_analytics_dagster.defs.model import store
 
 pytestmark = [pytest.mark.integration]
@@ -36,22 +37,22 @@ def _read(conn, where=None) -> pd.DataFrame:
 
 
 def test_the_sql_hash_is_the_python_hash(fact):
-    rows = fact.rows(f"select session_id, {store.sample_hash_sql().as_string()} from marts.f f")
-    assert len(rows) == N and all(store.sample_hash(s) == h for s, h in rows)
-    assert all(0 <= h < store.SAMPLE_HASH_RANGE for _, h in rows)
+    rows = fact.rows(f"select session_id, {sampling.sample_hash_sql().as_string()} from marts.f f")
+    assert len(rows) == N and all(sampling.sample_hash(s) == h for s, h in rows)
+    assert all(0 <= h < sampling.SAMPLE_HASH_RANGE for _, h in rows)
 
 
 def test_sample_added_sessions_and_rest_split_the_fact_exactly(fact):
-    threshold = store.sample_threshold(1_000, N)
+    threshold = sampling.sample_threshold(1_000, N)
     with fact.connect() as conn:
-        sample = _read(conn, store.sample_where(threshold))
+        sample = _read(conn, sampling.sample_where(threshold))
         levels = {"region": sorted(sample.region.dropna().astype(str).unique())}
-        added = _read(conn, store.unseen_outside_sample_where(threshold, levels))
+        added = _read(conn, sampling.unseen_outside_sample_where(threshold, levels))
         rest = pd.concat(store.iter_model_input(conn, COLUMNS, ["is_abandoned"], ["region"], "marts.f",
-                                                store.rest_where(threshold, levels), chunk_rows=400))
+                                                sampling.rest_where(threshold, levels), chunk_rows=400))
         whole = _read(conn)
     ids = {s for s in whole.session_id}
-    drawn = {s for s in ids if store.sample_hash(s) < threshold}
+    drawn = {s for s in ids if sampling.sample_hash(s) < threshold}
     assert set(sample.session_id) == drawn and abs(len(drawn) - 1_000) < 5 * (N * (1 / 3) * (2 / 3)) ** 0.5
     # the island sessions are outside the sample: read for the training all the same; NULL is no level
     island = {f"S-{i}" for i in (2, 4, 9)}

@@ -125,7 +125,7 @@ def test_the_metrics_record_what_the_model_was_trained_on_and_old_histories_gain
 
 
 def test_the_training_sample_is_a_share_of_the_hash_range_only_above_the_cap():
-    from voice_analytics_dagster.defs.model.store import SAMPLE_HASH_RANGE, sample_hash, sample_threshold
+    from voice_analytics_dagster.defs.model.sample import SAMPLE_HASH_RANGE, sample_hash, sample_threshold
 
     assert sample_threshold(1_000_000, 1_000_000) is None and sample_threshold(1_000_000, 10) is None
     assert sample_threshold(1_000_000, 10_000_000) == SAMPLE_HASH_RANGE // 10
@@ -140,7 +140,8 @@ def test_the_training_sample_is_a_share_of_the_hash_range_only_above_the_cap():
 def test_the_model_input_copy_filters_and_orders_as_asked():
     from psycopg import sql
 
-    from voice_analytics_dagster.defs.model.store import read_model_input_sql, rest_where, sample_where
+    from voice_analytics_dagster.defs.model.sample import rest_where, sample_where
+    from voice_analytics_dagster.defs.model.store import read_model_input_sql
 
     whole = read_model_input_sql(["session_id", "region"], "marts.fact").as_string()
     assert whole.endswith('from "marts"."fact" f order by session_id) to stdout with (format csv, header true)')
@@ -156,8 +157,8 @@ def test_the_model_input_copy_filters_and_orders_as_asked():
 
 
 def test_the_sample_levels_come_from_its_complete_sessions_only():
-    from voice_analytics_dagster.defs.model.assets import sample_levels
     from voice_analytics_dagster.defs.model.features import FEATURES, OUTCOME
+    from voice_analytics_dagster.defs.model.sample import sample_levels
 
     n = 4
     frame = pd.DataFrame({"session_id": [f"S{i}" for i in range(n)], OUTCOME: [True, False, True, False]})

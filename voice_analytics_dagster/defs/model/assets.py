@@ -19,7 +19,7 @@ import pandas as pd
 import psycopg
 from pydantic import Field
 
-from voice_analytics_dagster.defs.model import store
+from voice_analytics_dagster.defs.model import sample, store
 from voice_analytics_dagster.defs.model.features import (
     FEATURES,
     KEY,
@@ -209,7 +209,7 @@ def _train(context: dg.AssetExecutionContext, wh, settings, reason: str):
     with wh.connect() as reader:
         reader.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         fact_sessions = reader.execute(f"select count(*) from {relations.FACT}").fetchone()[0]
-        threshold = store.sample_threshold(settings.model_max_training_sessions, fact_sessions)
+        threshold = sample.sample_threshold(settings.model_max_training_sessions, fact_sessions)
         frame, levels = _read_training_input(reader, threshold)
         data = store.training_data(reader, relations.FACT)
         read_seconds = time.perf_counter() - started
@@ -226,10 +226,10 @@ def _train(context: dg.AssetExecutionContext, wh, settings, reason: str):
         fit_seconds = time.perf_counter() - started - read_seconds
         trained_at = dt.datetime.now(dt.UTC)
         training_id = f"{context.run_id}:{trained_at.isoformat()}"
-        sample = (f"a sample of {result.n_input:,} of the fact's {fact_sessions:,} sessions "
+        read_what = (f"a sample of {result.n_input:,} of the fact's {fact_sessions:,} sessions "
                   f"(VOICE_ANALYTICS_MODEL_MAX_TRAINING_SESSIONS {settings.model_max_training_sessions:,})"
                   if threshold is not None else f"all {fact_sessions:,} sessions of the fact")
-        context.log.info(f"abandonment model: {result.status}, trained on {sample}, {result.n_sessions} used "
+        context.log.info(f"abandonment model: {result.status}, trained on {read_what}, {result.n_sessions} used "
                          f"({data.dataset or 'unrecorded'} data), read {read_seconds:.1f}s, fit {fit_seconds:.1f}s; "
                          f"{result.conclusion}")
 
@@ -243,7 +243,7 @@ def _train(context: dg.AssetExecutionContext, wh, settings, reason: str):
         rest = RestScoring()
         scores = store.score_chunks(result.session_ids, result.oof_risk, result.fold, result.model_version, hashes)
         if threshold is not None:
-            scores = itertools.chain(scores, _score_rest(reader, store.rest_where(threshold, levels), state,
+            scores = itertools.chain(scores, _score_rest(reader, sample.rest_where(threshold, levels), state,
                                                          used_columns, result.model_version, rest))
         t = time.perf_counter()
         with wh.connect() as conn:  # the five tables in one transaction
@@ -318,28 +318,19 @@ def _read_training_input(reader: psycopg.Connection, threshold: int | None) -> t
     """The training's sessions, ordered by session_id: the whole fact, or the sample below
     ``threshold`` plus the sessions outside it with a level the sample lacks (so the model has a
     coefficient, or a reference, for every level of the sessions it scores). Also the sample's
-    levels per categorical column, which store.rest_where needs to exclude those sessions."""
+    levels per categorical column, which sample.rest_where needs to exclude those sessions."""
     read = functools.partial(store.read_model_input, reader, model_columns(), BOOLEANS, CATEGORIES, relations.FACT)
     if threshold is None:
         return read(), {}
-    sample = read(where=store.sample_where(threshold))
-    levels = sample_levels(sample)
-    extra = read(where=store.unseen_outside_sample_where(threshold, levels))
+    drawn = read(where=sample.sample_where(threshold))
+    levels = sample.sample_levels(drawn)
+    extra = read(where=sample.unseen_outside_sample_where(threshold, levels))
     if len(extra):
-        sample = pd.concat([sample, extra], ignore_index=True)
+        drawn = pd.concat([drawn, extra], ignore_index=True)
         for c in CATEGORIES:  # concat of categoricals with different levels gives object columns
-            sample[c] = sample[c].astype("category")
-        sample = sample.sort_values(KEY, ignore_index=True)
-    return sample, levels
-
-
-def sample_levels(sample: pd.DataFrame) -> dict[str, list[str]]:
-    """The levels of each categorical feature among the sample's sessions without a NULL in a
-    feature column that has a value in the sample: build_design's levels include them, whichever
-    columns it uses. Pure."""
-    present = [f.column for f in FEATURES if not sample[f.column].isna().all()]
-    complete = sample.loc[complete_rows(sample, present)]
-    return {c: sorted(complete[c].dropna().astype(str).unique().tolist()) for c in CATEGORIES if c in present}
+            drawn[c] = drawn[c].astype("category")
+        drawn = drawn.sort_values(KEY, ignore_index=True)
+    return drawn, levels
 
 
 class RestScoring:

@@ -167,56 +167,6 @@ def read_model_input_sql(columns: Sequence[str], relation: str, changed_only: bo
         sql.Identifier(schema, table), join, filtered, order)
 
 
-# A training reads at most VOICE_ANALYTICS_MODEL_MAX_TRAINING_SESSIONS sessions (about: a sample is
-# a share of the sessions, by a hash of their id), so its memory does not grow with the history;
-# the fitted model scores the rest in chunks. The hash is the first 32 bits of md5(session_id):
-# the same sessions are drawn on every run, and anyone can recompute it.
-SAMPLE_HASH_RANGE = 1 << 32
-
-
-def sample_hash_sql(alias: str = "f") -> sql.Composed:
-    """The sample's hash of a session: the first 32 bits of md5(session_id), in [0, 2^32)."""
-    return sql.SQL("('x' || left(md5({}), 8))::bit(32)::bigint").format(sql.Identifier(alias, "session_id"))
-
-
-def sample_hash(session_id: str) -> int:
-    """sample_hash_sql in Python. Pure."""
-    return int(hashlib.md5(session_id.encode()).hexdigest()[:8], 16)
-
-
-def sample_threshold(max_sessions: int, fact_sessions: int) -> int | None:
-    """The training's sample: the sessions whose hash is below the returned value, about
-    ``max_sessions`` of the ``fact_sessions``; None: the fact is small enough to read whole. Pure."""
-    if fact_sessions <= max_sessions:
-        return None
-    return max_sessions * SAMPLE_HASH_RANGE // fact_sessions
-
-
-def _unseen_level_sql(levels: dict[str, list[str]]) -> sql.Composable:
-    """True for a session with a level outside ``levels`` in one of its columns (NULL is not a level)."""
-    if not levels:
-        return sql.SQL("false")
-    return sql.SQL(" or ").join(
-        sql.SQL("coalesce({}::text <> all({}::text[]), false)").format(sql.Identifier("f", c), sql.Literal(sorted(v)))
-        for c, v in sorted(levels.items()))
-
-
-def sample_where(threshold: int) -> sql.Composed:
-    return sql.SQL("{} < {}").format(sample_hash_sql(), sql.Literal(threshold))
-
-
-def unseen_outside_sample_where(threshold: int, levels: dict[str, list[str]]) -> sql.Composed:
-    """The sessions outside the sample with a level it lacks: the training reads them too, so that
-    the model has seen every level of the sessions it scores."""
-    return sql.SQL("{} >= {} and ({})").format(sample_hash_sql(), sql.Literal(threshold), _unseen_level_sql(levels))
-
-
-def rest_where(threshold: int, levels: dict[str, list[str]]) -> sql.Composed:
-    """The sessions the training did not read (the complement of the two conditions above)."""
-    return sql.SQL("{} >= {} and not ({})").format(sample_hash_sql(), sql.Literal(threshold),
-                                                   _unseen_level_sql(levels))
-
-
 class _CopyReader(io.RawIOBase):
     """A file object over a COPY TO STDOUT stream, so that pandas parses while it streams.
 
